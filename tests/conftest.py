@@ -1,0 +1,80 @@
+"""Shared fixtures for the real services the tests talk to.
+
+PostgreSQL: the server at ``ZEROCARBON_TEST_DATABASE_URL`` when set, otherwise an
+embedded server started for the run; either way each test run gets a database of its
+own, dropped at the end. MQTT: the broker at ``ZEROCARBON_TEST_MQTT_URL`` when set,
+otherwise a local broker started by the tests on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from zerocarbon.config import SiteConfig, load_site
+from zerocarbon.ingest.mqtt.broker import local_broker
+from zerocarbon.netutil import free_tcp_port
+from zerocarbon.storage.database import create_schema, drop_database, ensure_database
+from zerocarbon.storage.embedded import EmbeddedPostgres
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_SITE = REPO_ROOT / "examples" / "demo-site.toml"
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """URL of a PostgreSQL server's maintenance database."""
+    url = os.environ.get("ZEROCARBON_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    base = Path(tempfile.mkdtemp(prefix="zc-test-pg-", dir="/tmp" if os.name == "posix" else None))
+    server = EmbeddedPostgres(base / "pg")
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def pg_url(pg_server_url: str) -> AsyncIterator[str]:
+    """URL of a fresh database for this test run, with the schema created."""
+    name = f"zc_test_{os.getpid()}_{secrets.token_hex(3)}"
+    url = await ensure_database(pg_server_url, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await create_schema(conn)
+    finally:
+        await conn.close()
+    yield url
+    await drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+async def pg_conn(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the run's database; data tables are emptied first."""
+    conn = await asyncpg.connect(pg_url)
+    await conn.execute(
+        "TRUNCATE readings, latest_values, hourly_energy, hourly_carbon, devices RESTART IDENTITY"
+    )
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def mqtt_url() -> AsyncIterator[str]:
+    url = os.environ.get("ZEROCARBON_TEST_MQTT_URL")
+    if url:
+        yield url
+        return
+    async with local_broker("127.0.0.1", free_tcp_port()) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def demo_site() -> SiteConfig:
+    return load_site(DEMO_SITE)

@@ -1,0 +1,1 @@
+"""Carbon engine: numba kernels over arrays, streaming state, emission factors, accounting."""

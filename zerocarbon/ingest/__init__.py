@@ -1,0 +1,1 @@
+"""Async collectors that turn device traffic into Reading batches, and the pipeline."""

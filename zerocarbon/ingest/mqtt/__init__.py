@@ -1,0 +1,1 @@
+"""MQTT: the subscriber that maps topics and JSON payloads to readings, and a local broker."""

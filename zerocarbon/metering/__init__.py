@@ -1,0 +1,1 @@
+"""Device knowledge: metric vocabulary, register maps (profiles) and register codecs."""

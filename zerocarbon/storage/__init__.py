@@ -1,0 +1,1 @@
+"""PostgreSQL schema, embedded server, binary-COPY writer and queries."""
