@@ -209,7 +209,8 @@ class SiteConfig(_Frozen):
             key = (d.host, d.port, d.device_id)
             if key in units:
                 raise ValueError(
-                    f"devices {units[key]!r} and {d.id!r} share {d.host}:{d.port} unit {d.device_id}"
+                    f"devices {units[key]!r} and {d.id!r} share "
+                    f"{d.host}:{d.port} unit {d.device_id}"
                 )
             units[key] = d.id
         return self
@@ -255,7 +256,9 @@ def _format_errors(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_site(data: dict[str, Any], source: str = "<site>", base_dir: Path | None = None) -> SiteConfig:
+def parse_site(
+    data: dict[str, Any], source: str = "<site>", base_dir: Path | None = None
+) -> SiteConfig:
     """Validate a parsed site document; raise :class:`SiteConfigError` naming every problem."""
     try:
         return SiteConfig.model_validate(

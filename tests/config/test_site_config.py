@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zerocarbon.config import SiteConfigError, load_site, parse_site
+
+from ..conftest import DEMO_SITE
+
+
+def _demo() -> dict[str, Any]:
+    return tomllib.loads(DEMO_SITE.read_text())
+
+
+def _error(data: dict[str, Any]) -> str:
+    with pytest.raises(SiteConfigError) as info:
+        parse_site(data, "site.toml")
+    return str(info.value)
+
+
+def test_demo_site_loads() -> None:
+    site = load_site(DEMO_SITE)
+    assert [d.id for d in site.devices][:3] == ["grid_meter", "pv_roof", "battery"]
+    assert site.grid.region == "east"
+    with pytest.raises(Exception, match="frozen"):
+        site.grid.region = "north"  # type: ignore[misc]
+
+
+def test_error_names_path_and_value() -> None:
+    data = _demo()
+    data["devices"][1]["port"] = 70000
+    msg = _error(data)
+    assert "site.toml: devices[1].port" in msg and "70000" in msg
+
+
+def test_unknown_key_is_an_error_not_ignored() -> None:
+    data = _demo()
+    data["devices"][0]["word_oder"] = "big"
+    assert "devices[0].word_oder" in _error(data)
+
+
+def test_unknown_profile_lists_bundled_ones() -> None:
+    data = _demo()
+    data["devices"][2]["profile"] = "no_such_meter"
+    msg = _error(data)
+    assert "devices[2].profile" in msg and "eastron_sdm630" in msg
+
+
+def test_unknown_region_and_year() -> None:
+    data = _demo()
+    data["grid"] = {"region": "mars", "data_year": 2023}
+    assert "region 'mars'" in _error(data)
+    data["grid"] = {"region": "east", "data_year": 2021}
+    assert "data year 2021" in _error(data)
+
+
+def test_duplicate_device_ids() -> None:
+    data = _demo()
+    data["devices"][1]["id"] = "grid_meter"
+    assert "'grid_meter' already used by devices[0]" in _error(data)
+
+
+def test_mqtt_field_with_unknown_metric() -> None:
+    data = _demo()
+    data["devices"][3]["fields"] = {"p": "power_watts"}
+    msg = _error(data)
+    assert "devices[3].fields" in msg and "power_watts" in msg
+
+
+def test_exactly_one_grid_meter() -> None:
+    data = _demo()
+    data["devices"][1]["role"] = "grid"
+    assert "exactly one device must have role 'grid'" in _error(data)
+
+
+def test_profile_path_relative_to_site_file(tmp_path: Path) -> None:
+    profile = (DEMO_SITE.parent.parent / "zerocarbon/metering/profiles/battery_controller.toml")
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "my_bms.toml").write_text(profile.read_text())
+    text = DEMO_SITE.read_text().replace('"battery_controller"', '"maps/my_bms.toml"')
+    (tmp_path / "site.toml").write_text(text)
+    site = load_site(tmp_path / "site.toml")
+    battery = site.modbus_devices[2]
+    assert site.profile_of(battery).profile.name == "battery_controller"
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(SiteConfigError, match="not found"):
+        load_site(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[site\nname=1")
+    with pytest.raises(SiteConfigError, match="bad.toml: invalid TOML"):
+        load_site(bad)

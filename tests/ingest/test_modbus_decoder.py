@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from zerocarbon.ingest.modbus.decoder import decode_blocks
+from zerocarbon.ingest.modbus.planner import needed_points, plan_reads
+from zerocarbon.metering.profile import load_profile
+from zerocarbon.metering.registers import RegisterType, WordOrder, decode, encode
+
+TS = datetime(2026, 6, 21, 4, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("rtype", list(RegisterType))
+@pytest.mark.parametrize("order", list(WordOrder))
+def test_encode_decode_round_trip(rtype: RegisterType, order: WordOrder) -> None:
+    value = -1234.0 if rtype.value.startswith(("int", "float")) else 54321.0
+    assert decode(encode(value, rtype, order), rtype, order) == value
+
+
+def test_word_order_little_swaps_words() -> None:
+    assert encode(0x12345678, RegisterType.UINT32, WordOrder.BIG) == [0x1234, 0x5678]
+    assert encode(0x12345678, RegisterType.UINT32, WordOrder.LITTLE) == [0x5678, 0x1234]
+
+
+def test_encode_out_of_range_names_type() -> None:
+    with pytest.raises(ValueError, match="int16"):
+        encode(40000, RegisterType.INT16, WordOrder.BIG)
+
+
+def _bank(profile_name: str, raw: dict[int, list[int]]) -> tuple[object, ...]:
+    profile = load_profile(profile_name)
+    blocks = plan_reads(needed_points(profile))
+    registers = {}
+    for block in blocks:
+        regs = [0] * block.count
+        for address, words in raw.items():
+            for i, w in enumerate(words):
+                if block.address <= address + i < block.end_address:
+                    regs[address + i - block.address] = w
+        registers[block] = regs
+    return profile, blocks, registers
+
+
+def test_sunspec_scale_factors_apply() -> None:
+    raw = {
+        40080: [2301],  # PhVphA, V_SF -1 -> 230.1 V
+        40083: encode(-1, RegisterType.INT16, WordOrder.BIG),
+        40084: [4215],  # W, W_SF 2 -> 421500 W = 421.5 kW
+        40085: [2],
+        40086: [5001],
+        40087: encode(-2, RegisterType.INT16, WordOrder.BIG),
+        40094: encode(812_345_678, RegisterType.UINT32, WordOrder.BIG),
+        40096: [0],
+    }
+    profile, blocks, registers = _bank("sunspec_inverter_103", raw)
+    result = decode_blocks("pv", profile, blocks, registers, TS)  # type: ignore[arg-type]
+    values = {r.metric: r.value for r in result.readings}
+    assert values["voltage_v"] == pytest.approx(230.1)
+    assert values["active_power_kw"] == pytest.approx(421.5)
+    assert values["frequency_hz"] == pytest.approx(50.01)
+    assert values["energy_generated_kwh"] == pytest.approx(812_345.678)
+    assert result.rejected == []
+
+
+def test_sunspec_not_implemented_value_is_rejected_not_stored() -> None:
+    raw = {40084: [0x8000], 40085: [2], 40083: [0], 40087: [0], 40096: [0]}
+    profile, blocks, registers = _bank("sunspec_inverter_103", raw)
+    result = decode_blocks("pv", profile, blocks, registers, TS)  # type: ignore[arg-type]
+    assert "W" in result.rejected
+    assert "active_power_kw" not in {r.metric for r in result.readings}
+
+
+def test_battery_little_endian_words() -> None:
+    raw = {
+        0: [655],
+        2: encode(-150_000, RegisterType.INT32, WordOrder.LITTLE),
+        10: encode(123_456, RegisterType.UINT32, WordOrder.LITTLE),
+        12: encode(98_765, RegisterType.UINT32, WordOrder.LITTLE),
+    }
+    profile, blocks, registers = _bank("battery_controller", raw)
+    result = decode_blocks("battery", profile, blocks, registers, TS)  # type: ignore[arg-type]
+    values = {r.metric: r.value for r in result.readings}
+    assert values == pytest.approx(
+        {
+            "state_of_charge_pct": 65.5,
+            "active_power_kw": -150.0,
+            "energy_charged_kwh": 12_345.6,
+            "energy_discharged_kwh": 9_876.5,
+        }
+    )
+    assert all(r.ts == TS and r.device == "battery" for r in result.readings)
+
+
+def test_failed_block_yields_no_readings_from_it() -> None:
+    profile, blocks, registers = _bank("eastron_sdm630", {})
+    del registers[blocks[0]]  # type: ignore[attr-defined, index]
+    result = decode_blocks("grid", profile, blocks, registers, TS)  # type: ignore[arg-type]
+    assert "voltage_v" not in {r.metric for r in result.readings}
+    assert "energy_import_kwh" in {r.metric for r in result.readings}

