@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from zerocarbon.clock import Clock, ScaledClock
@@ -45,10 +45,11 @@ async def _report_progress(center: EnergyCenter, clock: Clock, every_s: float) -
         await asyncio.sleep(every_s)
         writer, carbon = center.writer, center.carbon
         stored = writer.stats.rows_written if writer else 0
-        hours = carbon.hours_written if carbon else 0
+        newest = carbon.last_hour_start_s if carbon else None
+        hour = "none yet" if newest is None else f"{datetime.fromtimestamp(newest, UTC):%H:00} UTC"
         print(
             f"  simulated time {clock.now():%Y-%m-%d %H:%M} UTC | readings stored {stored:,}"
-            f" | hourly rows written {hours:,}",
+            f" | newest hourly carbon row: {hour}",
             flush=True,
         )
 

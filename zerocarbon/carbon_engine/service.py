@@ -40,7 +40,8 @@ class CarbonService:
         self._flush_interval_s = flush_interval_s
         self._dirty: set[int] = set()
         self._last_flush = 0.0
-        self.hours_written = 0
+        self.upserts = 0  # hourly carbon rows written (an hour is rewritten as it fills)
+        self.last_hour_start_s: int | None = None  # newest hour written
         self.flush_failures = 0
 
     async def write_batch(self, readings: Sequence[Reading]) -> None:
@@ -62,6 +63,7 @@ class CarbonService:
             self.flush_failures += 1
             log.warning("writing %d hourly rows failed (%s); will retry", len(hours), exc)
             return
-        self.hours_written += len(carbon)
+        self.upserts += len(carbon)
+        self.last_hour_start_s = hours[-1]
         self._dirty.clear()
         self.engine.prune(hours[-1] - KEEP_HOURS * 3600)

@@ -1,0 +1,112 @@
+"""The FastAPI application factory.
+
+Nothing is built at import time: :func:`create_app` builds an app for the given
+settings, and the app's lifespan opens the database pool (and closes it, after ending
+the live streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import FastAPI
+
+from zerocarbon import __version__
+from zerocarbon.api.docs import add_offline_docs, offline_docs_assets
+from zerocarbon.api.live import KEEPALIVE_S, LiveStreams
+from zerocarbon.api.routes import carbon, devices, health, live, status
+from zerocarbon.dashboards.page import add_dashboard
+from zerocarbon.settings import Settings
+from zerocarbon.storage.database import open_pool
+
+log = logging.getLogger(__name__)
+
+POOL_CLOSE_TIMEOUT_S = 5.0  # then connections still in use are terminated [s]
+
+
+class ApiSettingsError(ValueError):
+    """The settings cannot run the API; the message names the setting."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def stop_live_streams(app: FastAPI) -> None:
+    """End every open ``/api/v1/live`` stream of ``app`` (call when shutdown begins)."""
+    streams: LiveStreams = app.state.live_streams
+    streams.stop()
+
+
+def create_app(settings: Settings, *, live_keepalive_s: float = KEEPALIVE_S) -> FastAPI:
+    """Build the API and the live page for ``settings``.
+
+    ``settings.database_url`` is required (the caller starts an embedded server when
+    there is none); ``settings.site_timezone`` must be an IANA name.
+    """
+    database_url = settings.database_url
+    if not database_url:
+        raise ApiSettingsError(
+            "the API needs a database: set ZEROCARBON_DATABASE_URL (settings.database_url); "
+            "`zerocarbon run` starts an embedded PostgreSQL and sets it when there is none"
+        )
+    try:
+        site_timezone = ZoneInfo(settings.site_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApiSettingsError(
+            f"site_timezone: unknown IANA timezone {settings.site_timezone!r}"
+        ) from None
+    streams = LiveStreams(keepalive_s=live_keepalive_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            pool = await open_pool(database_url)
+        except Exception as exc:
+            raise RuntimeError(
+                f"cannot open the database {redact_url(database_url)}: {exc}"
+            ) from exc
+        app.state.pool = pool
+        streams.open()
+        try:
+            yield
+        finally:
+            streams.stop()
+            app.state.pool = None
+            try:
+                await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning(
+                    "database connections still busy after %ss; closing them", POOL_CLOSE_TIMEOUT_S
+                )
+                pool.terminate()
+
+    docs_assets = offline_docs_assets()
+    app = FastAPI(
+        title="zerocarbon",
+        version=__version__,
+        summary="Real-time energy and carbon of the site: devices, latest values, hourly "
+        "Scope 2, live stream.",
+        lifespan=lifespan,
+        docs_url=None if docs_assets else "/docs",
+        redoc_url=None if docs_assets else "/redoc",
+    )
+    app.state.settings = settings
+    app.state.site_timezone = site_timezone
+    app.state.live_streams = streams
+    if docs_assets is not None:
+        add_offline_docs(app, docs_assets)
+    for module in (health, devices, carbon, live, status):
+        app.include_router(module.router)
+    add_dashboard(app)
+    return app

@@ -1,0 +1,1 @@
+"""One router per resource: health, devices, carbon, live, status."""

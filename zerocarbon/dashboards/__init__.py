@@ -1,0 +1,1 @@
+"""The built-in live web page (served by the API app at ``/``)."""

@@ -1,0 +1,428 @@
+// zerocarbon live page. No libraries, no network beyond this app: factory LANs have no
+// internet. Data: GET api/v1/devices (roles) and the event stream api/v1/live
+// (snapshot, readings, hourly). "Now" is the data's newest reading, not the wall clock.
+"use strict";
+
+(() => {
+  const HOUR_MS = 3600e3;
+  const STALE_MS = 5 * 60e3; // a device value older than this (data time) is stale
+  const IDLE_WALL_MS = 60e3; // connected but no new reading for this long: "no new data"
+  const RETRY_MIN_MS = 2000;
+  const RETRY_MAX_MS = 30000;
+
+  const state = {
+    siteName: "",
+    timezone: "UTC",
+    now: null, // ms, newest reading ts
+    dayStart: null, // ms, UTC bounds of the site's day of "now"
+    dayEnd: null,
+    latest: {}, // device -> metric -> {value, ts (ms)}
+    hourly: new Map(), // hour_start ms -> row
+    devices: [], // from api/v1/devices
+    lastReadingWall: 0,
+  };
+
+  // --- formatting --------------------------------------------------------------------
+
+  const fmtCache = new Map();
+  function numberFormat(digits) {
+    if (!fmtCache.has(digits)) {
+      fmtCache.set(digits, new Intl.NumberFormat(undefined, {
+        minimumFractionDigits: digits, maximumFractionDigits: digits,
+      }));
+    }
+    return fmtCache.get(digits);
+  }
+
+  function fmtPower(kw) {
+    if (kw === null || !Number.isFinite(kw)) return "—";
+    return numberFormat(Math.abs(kw) >= 100 ? 0 : 1).format(kw);
+  }
+
+  function fmtAmount(x) {
+    if (x === null || !Number.isFinite(x)) return "—";
+    return numberFormat(Math.abs(x) >= 1000 ? 0 : 1).format(x);
+  }
+
+  function timeFormat(options) {
+    const key = JSON.stringify(options) + state.timezone;
+    if (!fmtCache.has(key)) {
+      fmtCache.set(key, new Intl.DateTimeFormat("en-GB", { timeZone: state.timezone, ...options }));
+    }
+    return fmtCache.get(key);
+  }
+
+  const localHour = (ms) => timeFormat({ hour: "2-digit", hourCycle: "h23" }).format(ms);
+  const localHm = (ms) =>
+    timeFormat({ hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(ms);
+
+  // --- state updates -----------------------------------------------------------------
+
+  function mergeLatest(latest) {
+    for (const [device, metrics] of Object.entries(latest)) {
+      const known = (state.latest[device] ||= {});
+      for (const [metric, v] of Object.entries(metrics)) {
+        known[metric] = { value: v.value, ts: Date.parse(v.ts) };
+      }
+    }
+  }
+
+  function putRows(rows) {
+    for (const row of rows) state.hourly.set(Date.parse(row.hour_start), row);
+  }
+
+  function onSnapshot(snap) {
+    state.siteName = snap.site_name;
+    state.timezone = snap.site_timezone;
+    state.now = snap.now ? Date.parse(snap.now) : null;
+    state.dayStart = Date.parse(snap.day_start);
+    state.dayEnd = Date.parse(snap.day_end);
+    state.latest = {};
+    mergeLatest(snap.latest);
+    state.hourly = new Map();
+    putRows(snap.hourly);
+    state.lastReadingWall = Date.now();
+    loadDevices(); // the site may have changed while we were away
+    render();
+  }
+
+  function onReadings(ev) {
+    mergeLatest(ev.latest);
+    if (ev.now) state.now = Math.max(state.now || 0, Date.parse(ev.now));
+    state.lastReadingWall = Date.now();
+    render();
+  }
+
+  function onHourly(ev) {
+    putRows(ev.rows);
+    render();
+  }
+
+  // --- devices -----------------------------------------------------------------------
+
+  let devicesRetry = null;
+  async function loadDevices() {
+    clearTimeout(devicesRetry);
+    try {
+      const res = await fetch("api/v1/devices", { cache: "no-store" });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      state.devices = await res.json();
+      render();
+    } catch (err) {
+      devicesRetry = setTimeout(loadDevices, 5000);
+    }
+  }
+
+  /** Sum of a metric over the devices of a role: {value, ts (oldest), count}. */
+  function byRole(role, metric) {
+    const devices = state.devices.filter((d) => d.role === role);
+    let value = 0;
+    let ts = Infinity;
+    let count = 0;
+    for (const d of devices) {
+      const v = state.latest[d.id] && state.latest[d.id][metric];
+      if (!v) continue;
+      value += v.value;
+      ts = Math.min(ts, v.ts);
+      count += 1;
+    }
+    return { devices: devices.length, count, value: count ? value : null, ts };
+  }
+
+  // --- rendering ---------------------------------------------------------------------
+
+  const $ = (id) => document.getElementById(id);
+
+  function setText(id, text) {
+    const el = $(id);
+    if (el.textContent !== text) el.textContent = text;
+    if (el.classList.contains("value") || el.classList.contains("total-value")) {
+      el.classList.toggle("no-value", text === "—");
+    }
+  }
+
+  function isStale(agg) {
+    return agg.value !== null && state.now !== null && state.now - agg.ts > STALE_MS;
+  }
+
+  function markStale(tileId, agg, detailId, detail) {
+    const stale = isStale(agg);
+    $(tileId).classList.toggle("stale", stale);
+    setText(detailId, stale ? `no data since ${localHm(agg.ts)}` : detail);
+  }
+
+  function todayRows() {
+    if (state.dayStart === null) return [];
+    return [...state.hourly.entries()]
+      .filter(([t]) => t >= state.dayStart && t < state.dayEnd)
+      .sort((a, b) => a[0] - b[0])
+      .map(([, row]) => row);
+  }
+
+  function render() {
+    document.title = `${state.siteName || "zerocarbon"} — live`;
+    setText("site-name", state.siteName || "zerocarbon");
+    if (state.now !== null) {
+      setText("data-time", timeFormat({
+        hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+      }).format(state.now));
+      setText("data-date", `${timeFormat({
+        weekday: "short", day: "numeric", month: "short", year: "numeric",
+      }).format(state.now)} · ${state.timezone}`);
+    }
+    renderTiles();
+    const rows = todayRows();
+    renderIntensity(rows);
+    renderTotals(rows);
+    drawChart(rows);
+  }
+
+  function renderTiles() {
+    const grid = byRole("grid", "active_power_kw");
+    const pv = byRole("pv", "active_power_kw");
+    const battery = byRole("battery", "active_power_kw");
+    const soc = byRole("battery", "state_of_charge_pct");
+
+    setText("grid-value", fmtPower(grid.value === null ? null : Math.abs(grid.value)));
+    let gridDetail = "\u00a0";
+    if (grid.value !== null) {
+      gridDetail = grid.value > 0.05 ? "importing" : grid.value < -0.05 ? "exporting" : "balanced";
+    }
+    markStale("tile-grid", grid, "grid-detail", gridDetail);
+
+    setText("pv-value", fmtPower(pv.value));
+    const rated = state.devices
+      .filter((d) => d.role === "pv" && d.rated_power_kw)
+      .reduce((sum, d) => sum + d.rated_power_kw, 0);
+    let pvDetail = pv.devices ? "\u00a0" : "no PV on site";
+    if (pv.value !== null && rated > 0) {
+      pvDetail = `${Math.round((100 * Math.max(pv.value, 0)) / rated)} % of ${fmtPower(rated)} kW`;
+    }
+    markStale("tile-pv", pv, "pv-detail", pvDetail);
+
+    setText("battery-value", fmtPower(battery.value === null ? null : Math.abs(battery.value)));
+    let batteryDetail = battery.devices ? "\u00a0" : "no battery on site";
+    if (battery.value !== null) {
+      batteryDetail =
+        battery.value > 0.05 ? "discharging" : battery.value < -0.05 ? "charging" : "idle";
+    }
+    markStale("tile-battery", battery, "battery-detail", batteryDetail);
+    const socPct = soc.value === null ? null : soc.value / soc.count;
+    const fill = $("soc-fill");
+    fill.style.width = `${socPct === null ? 0 : Math.min(100, Math.max(0, socPct))}%`;
+    fill.classList.toggle("low", socPct !== null && socPct < 20);
+    setText("soc-text", socPct === null ? "SoC —" : `SoC ${Math.round(socPct)} %`);
+
+    // Site load = grid + PV + battery (signs: grid + import, battery + discharge).
+    // A role the site does not have counts as 0; one without a value yet leaves it unknown.
+    const parts = [grid, pv, battery];
+    const known = grid.value !== null && parts.every((p) => p.devices === 0 || p.value !== null);
+    const load = known ? parts.reduce((sum, p) => sum + (p.value || 0), 0) : null;
+    setText("load-value", fmtPower(load));
+    const loadAgg = {
+      value: load,
+      ts: Math.min(...parts.filter((p) => p.value !== null).map((p) => p.ts)),
+    };
+    markStale("tile-load", loadAgg, "load-detail", "grid + PV + battery");
+  }
+
+  function renderIntensity(rows) {
+    const tile = $("tile-intensity");
+    const row = rows.length ? rows[rows.length - 1] : null;
+    const value = row ? row.intensity_kg_per_kwh : null;
+    setText("intensity-value", value === null || value === undefined ? "—" : value.toFixed(3));
+    tile.classList.remove("intensity-low", "intensity-mid", "intensity-high");
+    if (!row) {
+      setText("intensity-detail", "this hour: no result yet");
+      return;
+    }
+    const start = Date.parse(row.hour_start);
+    const current = state.now !== null && state.now >= start && state.now < start + HOUR_MS;
+    const span = `${localHm(start)}–${localHm(start + HOUR_MS)}`;
+    setText("intensity-detail", current ? `this hour (${span})` : `hour ${span}`);
+    if (value !== null && row.location_factor_kg_per_kwh > 0) {
+      const ratio = value / row.location_factor_kg_per_kwh;
+      tile.classList.add(
+        ratio < 0.5 ? "intensity-low" : ratio < 0.9 ? "intensity-mid" : "intensity-high",
+      );
+    }
+  }
+
+  function renderTotals(rows) {
+    const sum = (key) => (rows.length ? rows.reduce((s, r) => s + (r[key] || 0), 0) : null);
+    setText("total-import", fmtAmount(sum("grid_import_kwh")));
+    setText("total-location", fmtAmount(sum("scope2_location_kg")));
+    setText("total-market", fmtAmount(sum("scope2_market_kg")));
+    setText("total-pv", fmtAmount(sum("pv_kwh")));
+  }
+
+  // --- chart: bars of kg CO2 (left axis) and a line of grid import kWh (right axis) ----
+
+  /** The smallest "nice" step (1, 2, 2.5, 5 x 10^k) of at least `raw`. */
+  function niceStep(raw) {
+    if (!(raw > 0)) return 0.25;
+    const mag = 10 ** Math.floor(Math.log10(raw));
+    return [1, 2, 2.5, 5, 10].map((m) => m * mag).find((step) => step >= raw * (1 - 1e-9));
+  }
+
+  const esc = (s) => String(s).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+  const f1 = (x) => x.toFixed(1);
+
+  /** Decimals that show every multiple of `step` exactly (0.25 -> 2, 50 -> 0). */
+  function decimalsOf(step) {
+    let d = 0;
+    while (d < 3 && Math.abs(step * 10 ** d - Math.round(step * 10 ** d)) > 1e-6) d += 1;
+    return d;
+  }
+
+  function drawChart(rows) {
+    const svg = $("chart");
+    const box = $("chart-box");
+    const W = box.clientWidth;
+    const H = box.clientHeight;
+    if (W < 50 || H < 50) return;
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    const font = Math.max(13, Math.min(26, Math.round(H / 18)));
+    svg.style.setProperty("--chart-font", `${font}px`);
+    const pad = { left: font * 4, right: font * 4, top: font * 1.6, bottom: font * 2 };
+    const pw = W - pad.left - pad.right;
+    const ph = H - pad.top - pad.bottom;
+    const parts = [];
+
+    if (state.dayStart === null) {
+      svg.innerHTML = `<text class="empty" x="${W / 2}" y="${H / 2}" text-anchor="middle">Waiting for data…</text>`;
+      return;
+    }
+    const slots = Math.max(1, Math.round((state.dayEnd - state.dayStart) / HOUR_MS));
+    const slotW = pw / slots;
+    const xOf = (t) => pad.left + ((t - state.dayStart) / HOUR_MS) * slotW;
+
+    const kgMax = Math.max(0, ...rows.map((r) => r.scope2_location_kg));
+    const kwhMax = Math.max(0, ...rows.map((r) => r.grid_import_kwh));
+    // about 4 steps on the left axis; the right axis has as many, at the same heights
+    const leftStep = niceStep(kgMax / 4);
+    const nTicks = Math.max(1, Math.ceil(kgMax / leftStep - 1e-9));
+    const rightStep = niceStep(kwhMax / nTicks);
+    const yL = (v) => pad.top + ph - (v / (leftStep * nTicks)) * ph;
+    const yR = (v) => pad.top + ph - (v / (rightStep * nTicks)) * ph;
+    const fmtL = numberFormat(decimalsOf(leftStep));
+    const fmtR = numberFormat(decimalsOf(rightStep));
+    for (let i = 0; rows.length && i <= nTicks; i++) {
+      const y = pad.top + ph - (i / nTicks) * ph;
+      if (i > 0) parts.push(`<line class="gridline" x1="${pad.left}" x2="${pad.left + pw}" y1="${f1(y)}" y2="${f1(y)}"/>`);
+      parts.push(`<text x="${pad.left - font * 0.5}" y="${f1(y + font * 0.35)}" text-anchor="end">${fmtL.format(i * leftStep)}</text>`);
+      parts.push(`<text x="${pad.left + pw + font * 0.5}" y="${f1(y + font * 0.35)}" text-anchor="start">${fmtR.format(i * rightStep)}</text>`);
+    }
+    if (rows.length) {
+      parts.push(`<text class="axis-title" x="${pad.left - font * 0.5}" y="${f1(pad.top - font * 0.7)}" text-anchor="end">kg</text>`);
+      parts.push(`<text class="axis-title" x="${pad.left + pw + font * 0.5}" y="${f1(pad.top - font * 0.7)}" text-anchor="start">kWh</text>`);
+    }
+
+    // the hour in progress
+    if (state.now !== null && state.now >= state.dayStart && state.now < state.dayEnd) {
+      const t = state.dayStart + Math.floor((state.now - state.dayStart) / HOUR_MS) * HOUR_MS;
+      parts.push(`<rect class="now-band" x="${f1(xOf(t))}" y="${pad.top}" width="${f1(slotW)}" height="${f1(ph)}"/>`);
+    }
+
+    // bars
+    const barW = Math.max(2, slotW * 0.7);
+    for (const r of rows) {
+      const t = Date.parse(r.hour_start);
+      const y = yL(Math.max(0, r.scope2_location_kg));
+      const current = state.now !== null && state.now >= t && state.now < t + HOUR_MS;
+      parts.push(`<rect class="bar${current ? " current" : ""}" x="${f1(xOf(t) + (slotW - barW) / 2)}" y="${f1(y)}" width="${f1(barW)}" height="${f1(pad.top + ph - y)}" rx="3"><title>${esc(localHm(t))}: ${esc(fmtAmount(r.scope2_location_kg))} kg CO2</title></rect>`);
+    }
+
+    // grid import line (one point per hour, at the slot's centre)
+    const pts = rows.map((r) => [xOf(Date.parse(r.hour_start)) + slotW / 2, yR(Math.max(0, r.grid_import_kwh))]);
+    if (pts.length > 1) {
+      parts.push(`<polyline class="line" points="${pts.map(([x, y]) => `${f1(x)},${f1(y)}`).join(" ")}"/>`);
+    }
+    const dotR = Math.max(3, Math.min(7, slotW * 0.12));
+    for (const [x, y] of pts) parts.push(`<circle class="dot" cx="${f1(x)}" cy="${f1(y)}" r="${f1(dotR)}"/>`);
+
+    // baseline and hour labels (local time; every 2nd or 3rd hour when narrow)
+    parts.push(`<line class="baseline" x1="${pad.left}" x2="${pad.left + pw}" y1="${pad.top + ph}" y2="${pad.top + ph}"/>`);
+    const every = slotW > font * 2.2 ? 1 : slotW > font * 1.2 ? 2 : 3;
+    for (let i = 0; i < slots; i += every) {
+      const t = state.dayStart + i * HOUR_MS;
+      parts.push(`<text x="${f1(xOf(t) + slotW / 2)}" y="${f1(pad.top + ph + font * 1.4)}" text-anchor="middle">${esc(localHour(t))}</text>`);
+    }
+    if (!rows.length) {
+      parts.push(`<text class="empty" x="${f1(pad.left + pw / 2)}" y="${f1(pad.top + ph / 2)}" text-anchor="middle">No hourly results yet today</text>`);
+    }
+    svg.innerHTML = parts.join("");
+  }
+
+  // --- connection --------------------------------------------------------------------
+
+  let source = null;
+  let retryMs = RETRY_MIN_MS;
+  let retryTimer = null;
+
+  function setConnection(kind, text) {
+    const conn = $("conn");
+    conn.className = `conn conn-${kind}`;
+    setText("conn-text", text);
+    const lost = kind === "lost";
+    document.body.classList.toggle("is-lost", lost);
+    $("banner").hidden = !lost;
+  }
+
+  function parse(handler) {
+    return (ev) => {
+      let data;
+      try {
+        data = JSON.parse(ev.data);
+      } catch (err) {
+        return; // a malformed event must not stop the page
+      }
+      handler(data);
+    };
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    if (source) source.close();
+    source = new EventSource("api/v1/live");
+    source.addEventListener("open", () => {
+      retryMs = RETRY_MIN_MS;
+      setConnection("live", "Live");
+    });
+    source.addEventListener("snapshot", parse(onSnapshot));
+    source.addEventListener("readings", parse(onReadings));
+    source.addEventListener("hourly", parse(onHourly));
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CONNECTING) {
+        // the browser retries by itself
+        setConnection("lost", "Reconnecting…");
+        setText("banner-text", "Connection lost — reconnecting…");
+        return;
+      }
+      // CLOSED: the server refused the stream (e.g. 503); retry with backoff
+      source.close();
+      setConnection("lost", "Connection lost");
+      setText("banner-text", `Connection lost — retrying in ${Math.round(retryMs / 1000)} s`);
+      retryTimer = setTimeout(connect, retryMs);
+      retryMs = Math.min(RETRY_MAX_MS, retryMs * 2);
+    });
+  }
+
+  // connected, but nothing new for a while: the collectors may be down
+  setInterval(() => {
+    if (!source || source.readyState !== EventSource.OPEN) return;
+    const idle = Date.now() - state.lastReadingWall > IDLE_WALL_MS;
+    if (idle) setConnection("idle", "Live · no new data");
+    else setConnection("live", "Live");
+  }, 5000);
+
+  // redraw the chart when its box changes size (window resize, banner shown or hidden)
+  let resizeFrame = 0;
+  new ResizeObserver(() => {
+    cancelAnimationFrame(resizeFrame);
+    resizeFrame = requestAnimationFrame(() => drawChart(todayRows()));
+  }).observe($("chart-box"));
+
+  connect(); // the first snapshot loads the devices
+
+})();
