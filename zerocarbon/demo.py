@@ -97,4 +97,3 @@ async def run_demo(
                     reporter.cancel()
                     print("stopping: draining the pipeline and writing the last hours...")
     print("stopped; data is consistent.", flush=True)
-

@@ -19,6 +19,8 @@ from types import TracebackType
 import asyncpg
 import uvicorn
 
+from zerocarbon.api.app import create_app
+from zerocarbon.api.server import GRACEFUL_SHUTDOWN_S, ApiServer
 from zerocarbon.carbon_engine.engine import CarbonEngine
 from zerocarbon.carbon_engine.service import CarbonService
 from zerocarbon.clock import Clock
@@ -32,6 +34,8 @@ from zerocarbon.storage.embedded import EmbeddedPostgres
 from zerocarbon.storage.writer import ReadingWriter
 
 log = logging.getLogger(__name__)
+
+PIPELINE_DRAIN_TIMEOUT_S = 60.0  # at shutdown, time allowed to store what is queued [s]
 
 
 @contextlib.asynccontextmanager
@@ -61,8 +65,8 @@ async def database(
         await asyncio.to_thread(server.stop)
 
 
-class _EmbeddedUvicorn(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the program that embeds it."""
+class _EmbeddedApiServer(ApiServer):
+    """The API server, leaving signal handling to the program that embeds it."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -126,6 +130,7 @@ class EnergyCenter:
             registry,
             flush_interval_s=self._carbon_flush_interval_s,
         )
+        await self.carbon.warm_up()
         self.pipeline = Pipeline([self.writer, self.carbon])
         self._pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
         self.modbus = link_collectors(self.site, self.clock, self.pipeline.put)
@@ -141,13 +146,16 @@ class EnergyCenter:
         return self
 
     async def _start_http(self, http: HttpOptions) -> None:
-        from zerocarbon.api.app import create_app
-
         app = create_app(self.settings)
         config = uvicorn.Config(
-            app, host=http.host, port=http.port, log_level="warning", lifespan="on"
+            app,
+            host=http.host,
+            port=http.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
         )
-        self._http_server = server = _EmbeddedUvicorn(config)
+        self._http_server = server = _EmbeddedApiServer(config)
         self._http_task = asyncio.create_task(server.serve(), name="http")
         while not server.started:
             if self._http_task.done():
@@ -170,9 +178,12 @@ class EnergyCenter:
             task.cancel()
         await asyncio.gather(*self._collector_tasks, return_exceptions=True)
         self._collector_tasks = []
-        if self._pipeline_task is not None:
-            self._pipeline_task.cancel()
-            await asyncio.gather(self._pipeline_task, return_exceptions=True)
+        if self._pipeline_task is not None and self.pipeline is not None:
+            await self.pipeline.close()
+            try:
+                await asyncio.wait_for(self._pipeline_task, timeout=PIPELINE_DRAIN_TIMEOUT_S)
+            except TimeoutError:
+                log.error("pipeline did not drain in %s s; stopped", PIPELINE_DRAIN_TIMEOUT_S)
             self._pipeline_task = None
         if self.carbon is not None:
             await self.carbon.flush()

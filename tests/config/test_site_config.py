@@ -77,7 +77,7 @@ def test_exactly_one_grid_meter() -> None:
 
 
 def test_profile_path_relative_to_site_file(tmp_path: Path) -> None:
-    profile = (DEMO_SITE.parent.parent / "zerocarbon/metering/profiles/battery_controller.toml")
+    profile = DEMO_SITE.parent.parent / "zerocarbon/metering/profiles/battery_controller.toml"
     (tmp_path / "maps").mkdir()
     (tmp_path / "maps" / "my_bms.toml").write_text(profile.read_text())
     text = DEMO_SITE.read_text().replace('"battery_controller"', '"maps/my_bms.toml"')

@@ -1,7 +1,8 @@
 """The pipeline: a bounded queue of readings -> batches -> fan-out to sinks.
 
 Collectors ``put`` the readings of one poll or message; when the queue is full they
-wait (back-pressure) instead of dropping. The batcher cuts a batch when it holds
+wait (back-pressure) instead of dropping. ``close`` ends the stream: everything put
+before it is delivered before ``run`` returns. The batcher cuts a batch when it holds
 ``batch_rows`` readings or ``flush_interval_s`` (real seconds) has passed, and hands it
 to each sink in order (storage first, then the carbon engine). A failing sink is
 logged and counted; the other sinks still get the batch.
@@ -19,6 +20,8 @@ from typing import Protocol
 from zerocarbon.ingest.reading import Reading
 
 log = logging.getLogger(__name__)
+
+_POLL_S = 0.02  # how often a batch being assembled looks at the queue [s]
 
 
 class BatchSink(Protocol):
@@ -45,7 +48,8 @@ class Pipeline:
         flush_interval_s: float = 0.5,
     ) -> None:
         self._sinks = list(sinks)
-        self._queue: asyncio.Queue[list[Reading]] = asyncio.Queue(maxsize=max_queued)
+        # None is the end-of-stream marker put by close()
+        self._queue: asyncio.Queue[list[Reading] | None] = asyncio.Queue(maxsize=max_queued)
         self._batch_rows = batch_rows
         self._flush_interval_s = flush_interval_s
         self.stats = PipelineStats()
@@ -57,39 +61,40 @@ class Pipeline:
         await self._queue.put(readings)
         self.stats.readings_in += len(readings)
 
+    async def close(self) -> None:
+        """Ask :meth:`run` to deliver everything queued so far and return."""
+        await self._queue.put(None)
+
     async def run(self) -> None:
-        """Batch and fan out until cancelled; on cancellation, flush what is queued."""
-        try:
-            while True:
-                batch = await self._next_batch()
-                await self._deliver(batch)
-        except asyncio.CancelledError:
-            await self.drain()
-            raise
+        """Batch and fan out until :meth:`close` has been called and all is delivered.
 
-    async def drain(self) -> None:
-        """Deliver everything still queued (used at shutdown)."""
-        batch: list[Reading] = []
-        while not self._queue.empty():
-            batch.extend(self._queue.get_nowait())
-            if len(batch) >= self._batch_rows:
+        Readings taken off the queue are always delivered before ``run`` returns after
+        ``close``; cancelling ``run`` instead may lose the batch being assembled.
+        """
+        while True:
+            batch, closing = await self._next_batch()
+            if batch:
                 await self._deliver(batch)
-                batch = []
-        if batch:
-            await self._deliver(batch)
+            if closing:
+                return
 
-    async def _next_batch(self) -> list[Reading]:
-        batch = list(await self._queue.get())
+    async def _next_batch(self) -> tuple[list[Reading], bool]:
+        first = await self._queue.get()
+        if first is None:
+            return [], True
+        batch = list(first)
         deadline = time.monotonic() + self._flush_interval_s
         while len(batch) < self._batch_rows:
+            while not self._queue.empty() and len(batch) < self._batch_rows:
+                item = self._queue.get_nowait()
+                if item is None:
+                    return batch, True
+                batch.extend(item)
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if len(batch) >= self._batch_rows or remaining <= 0:
                 break
-            try:
-                batch.extend(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
-        return batch
+            await asyncio.sleep(min(_POLL_S, remaining))
+        return batch, False
 
     async def _deliver(self, batch: list[Reading]) -> None:
         self.stats.batches += 1

@@ -29,6 +29,7 @@ def _as_utc(value: datetime | None) -> datetime | None:
 
 @router.get(
     "/hourly",
+    summary="Hourly energy and Scope 2 carbon",
     response_model=list[HourlyCarbon],
     responses={
         UNPROCESSABLE: {"description": "Not ISO 8601, start >= end, or a span over 31 days"}

@@ -11,7 +11,7 @@ from zerocarbon.api.schemas import Device, DeviceLatest
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 
-@router.get("", response_model=list[Device])
+@router.get("", response_model=list[Device], summary="Devices")
 async def list_devices(pool: PoolDep) -> list[Device]:
     """Every device of the site file, in the file's order."""
     return await queries.devices(pool)
@@ -20,6 +20,7 @@ async def list_devices(pool: PoolDep) -> list[Device]:
 @router.get(
     "/{device_id}/latest",
     response_model=DeviceLatest,
+    summary="Latest values of a device",
     responses={status.HTTP_404_NOT_FOUND: {"description": "No device with that id"}},
 )
 async def device_latest(device_id: str, pool: PoolDep) -> DeviceLatest:

@@ -20,6 +20,7 @@ PING_TIMEOUT_S = 2.0  # a database slower than this counts as unavailable [s]
 
 @router.get(
     "/healthz",
+    summary="Health check",
     response_model=Health,
     responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Health}},
 )

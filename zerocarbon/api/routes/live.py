@@ -21,6 +21,7 @@ changes, and `: keepalive` comments during silence.
 
 @router.get(
     "/live",
+    summary="Live event stream (Server-Sent Events)",
     response_class=StreamingResponse,
     description=_DESCRIPTION,
     responses={

@@ -11,7 +11,7 @@ from zerocarbon.api.schemas import Status
 router = APIRouter(prefix="/api/v1", tags=["status"])
 
 
-@router.get("/status", response_model=Status)
+@router.get("/status", response_model=Status, summary="Site status")
 async def site_status(pool: PoolDep, settings: SettingsDep, streams: LiveStreamsDep) -> Status:
     async with pool.acquire() as conn:
         newest_ts = await queries.newest_reading_ts(conn)

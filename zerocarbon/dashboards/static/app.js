@@ -333,13 +333,27 @@
       parts.push(`<rect class="bar${current ? " current" : ""}" x="${f1(xOf(t) + (slotW - barW) / 2)}" y="${f1(y)}" width="${f1(barW)}" height="${f1(pad.top + ph - y)}" rx="3"><title>${esc(localHm(t))}: ${esc(fmtAmount(r.scope2_location_kg))} kg CO2</title></rect>`);
     }
 
-    // grid import line (one point per hour, at the slot's centre)
-    const pts = rows.map((r) => [xOf(Date.parse(r.hour_start)) + slotW / 2, yR(Math.max(0, r.grid_import_kwh))]);
-    if (pts.length > 1) {
-      parts.push(`<polyline class="line" points="${pts.map(([x, y]) => `${f1(x)},${f1(y)}`).join(" ")}"/>`);
+    // grid import line (one point per hour, at the slot's centre); the hour in progress
+    // is still growing, so its segment is dashed and its dot hollow
+    const pts = rows.map((r) => {
+      const t = Date.parse(r.hour_start);
+      return {
+        x: xOf(t) + slotW / 2,
+        y: yR(Math.max(0, r.grid_import_kwh)),
+        current: state.now !== null && state.now >= t && state.now < t + HOUR_MS,
+      };
+    });
+    const xy = (p) => `${f1(p.x)},${f1(p.y)}`;
+    const done = pts.filter((p) => !p.current);
+    if (done.length > 1) parts.push(`<polyline class="line" points="${done.map(xy).join(" ")}"/>`);
+    const last = pts[pts.length - 1];
+    if (pts.length > 1 && last.current) {
+      parts.push(`<polyline class="line partial" points="${xy(pts[pts.length - 2])} ${xy(last)}"/>`);
     }
     const dotR = Math.max(3, Math.min(7, slotW * 0.12));
-    for (const [x, y] of pts) parts.push(`<circle class="dot" cx="${f1(x)}" cy="${f1(y)}" r="${f1(dotR)}"/>`);
+    for (const p of pts) {
+      parts.push(`<circle class="dot${p.current ? " current" : ""}" cx="${f1(p.x)}" cy="${f1(p.y)}" r="${f1(dotR)}"/>`);
+    }
 
     // baseline and hour labels (local time; every 2nd or 3rd hour when narrow)
     parts.push(`<line class="baseline" x1="${pad.left}" x2="${pad.left + pw}" y1="${pad.top + ph}" y2="${pad.top + ph}"/>`);
