@@ -130,6 +130,7 @@ class EnergyCenter:
             registry,
             flush_interval_s=self._carbon_flush_interval_s,
         )
+        await self.carbon.restore()
         await self.carbon.warm_up()
         self.pipeline = Pipeline([self.writer, self.carbon])
         self._pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")

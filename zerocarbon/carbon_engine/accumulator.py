@@ -172,6 +172,30 @@ class CounterAccumulator:
         last.value = float(v[-1])
         return changed
 
+    def restore(
+        self,
+        series: Series,
+        last_ts_s: float,
+        last_value: float,
+        hourly: Mapping[int, tuple[float, int]],
+    ) -> None:
+        """Set a series' state from what an earlier run stored, before any new point.
+
+        ``last_ts_s``/``last_value`` become the baseline the next reading is paired
+        with; ``hourly`` maps hour starts [s] to the (increase, resets) already
+        accounted, so the hours the earlier run left open keep growing instead of
+        being restarted from zero.
+        """
+        if series in self._last:
+            raise ValueError(f"series {series} already has data; restore it first")
+        self._last[series] = _LastPoint(float(last_ts_s), float(last_value))
+        for hour_start_s, (delta, resets) in hourly.items():
+            if hour_start_s % _HOUR:
+                raise ValueError(f"hour start {hour_start_s} is not a multiple of {_HOUR} s")
+            self._sums.setdefault(int(hour_start_s), {})[series] = _HourSum(
+                float(delta), int(resets)
+            )
+
     def hourly(self, series: Series, hour_start_s: int) -> tuple[float, int]:
         """Counter increase and resets of one series in one hour.
 

@@ -218,6 +218,23 @@ class CarbonEngine:
             raise KeyError(f"{device!r}/{metric!r} is not a counter of a device of this site")
         return self._acc.add(key, ts_s, values)
 
+    def restore(
+        self,
+        device: str,
+        metric: str,
+        last_ts_s: float,
+        last_value: float,
+        hourly: Mapping[int, tuple[float, int]],
+    ) -> bool:
+        """Continue a counter series from a previous run's stored state (see
+        :meth:`CounterAccumulator.restore`). Returns False, doing nothing, when the
+        series is not a counter of this site (e.g. a device since removed)."""
+        key = (device, metric)
+        if self._code.get(key, _UNKNOWN) < 0:
+            return False
+        self._acc.restore(key, last_ts_s, last_value, hourly)
+        return True
+
     def hours(self) -> list[int]:
         """Starts of the hours holding data, ascending, POSIX time [s]."""
         return self._acc.hours()

@@ -23,7 +23,7 @@ from zerocarbon.carbon_engine.engine import CarbonEngine
 from zerocarbon.config import SiteConfig
 from zerocarbon.ingest.reading import Reading
 from zerocarbon.storage.database import Registry
-from zerocarbon.storage.hourly import upsert_hourly
+from zerocarbon.storage.hourly import load_counter_state, upsert_hourly
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,22 @@ class CarbonService:
         """Run a throwaway engine over a few synthetic readings so that every kernel is
         compiled before the first real batch (a first compile takes about a second)."""
         await asyncio.to_thread(warm_up_kernels, self.engine.site)
+
+    async def restore(self) -> int:
+        """Continue from what an earlier run stored (newest counter values and the
+        hourly sums of the last KEEP_HOURS hours), so that a restart extends the open
+        hour instead of overwriting it with a partial one. Returns the series restored.
+        """
+        async with self._pool.acquire() as conn:
+            states = await load_counter_state(conn, KEEP_HOURS)
+        restored = 0
+        for st in states:
+            restored += self.engine.restore(
+                st.device, st.metric, st.last_ts_s, st.last_value, st.hourly
+            )
+        if restored:
+            log.info("carbon engine: continued %d counter series from the database", restored)
+        return restored
 
     async def write_batch(self, readings: Sequence[Reading]) -> None:
         self._dirty |= await asyncio.to_thread(self.engine.ingest, readings)

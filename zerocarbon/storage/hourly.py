@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -65,3 +66,55 @@ async def upsert_hourly(
             await conn.executemany(_ENERGY_UPSERT, energy_args)
         if carbon_args:
             await conn.executemany(_CARBON_UPSERT, carbon_args)
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """What an earlier run stored about one counter series."""
+
+    device: str
+    metric: str
+    last_ts_s: float  # newest stored reading [POSIX s]
+    last_value: float  # its value [metric unit]
+    hourly: dict[int, tuple[float, int]]  # hour start [POSIX s] -> (increase, resets)
+
+
+async def load_counter_state(conn: asyncpg.Connection, keep_hours: int) -> list[CounterState]:
+    """The newest stored value of every counter series and its hourly sums of the last
+    ``keep_hours`` hours, for the carbon engine to continue where a previous run ended."""
+    latest = await conn.fetch(
+        """SELECT d.key AS device, m.name AS metric, extract(epoch FROM lv.ts) AS ts_s, lv.value
+           FROM latest_values lv
+           JOIN devices d ON d.id = lv.device_id
+           JOIN metrics m ON m.id = lv.metric_id
+           WHERE m.kind = 'counter'"""
+    )
+    if not latest:
+        return []
+    newest_s = max(float(r["ts_s"]) for r in latest)
+    since_s = (int(newest_s) // 3600 - keep_hours) * 3600
+    hourly_rows = await conn.fetch(
+        """SELECT d.key AS device, m.name AS metric,
+                  extract(epoch FROM h.hour_start)::bigint AS hour_s, h.delta, h.resets
+           FROM hourly_energy h
+           JOIN devices d ON d.id = h.device_id
+           JOIN metrics m ON m.id = h.metric_id
+           WHERE h.hour_start >= to_timestamp($1)""",
+        since_s,
+    )
+    sums: dict[tuple[str, str], dict[int, tuple[float, int]]] = {}
+    for r in hourly_rows:
+        sums.setdefault((r["device"], r["metric"]), {})[int(r["hour_s"])] = (
+            float(r["delta"]),
+            int(r["resets"]),
+        )
+    return [
+        CounterState(
+            r["device"],
+            r["metric"],
+            float(r["ts_s"]),
+            float(r["value"]),
+            sums.get((r["device"], r["metric"]), {}),
+        )
+        for r in latest
+    ]
