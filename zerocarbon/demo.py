@@ -14,30 +14,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from zerocarbon.clock import Clock, ScaledClock
-from zerocarbon.config import ModbusTcpDevice, MqttConfig, SiteConfig
+from zerocarbon.config import SiteConfig
 from zerocarbon.ingest.mqtt.broker import local_broker
 from zerocarbon.netutil import free_tcp_port
 from zerocarbon.runtime import EnergyCenter, HttpOptions, database
 from zerocarbon.settings import Settings
+from zerocarbon.simulators.endpoints import on_free_ports
 from zerocarbon.simulators.runner import PlantSimulator
 
 log = logging.getLogger(__name__)
 
 DEMO_DATABASE = "zerocarbon_demo"
-
-
-def localize_site(site: SiteConfig, mqtt_url: str) -> SiteConfig:
-    """The site with every Modbus endpoint moved to a free loopback port and MQTT to
-    ``mqtt_url`` (devices that shared an endpoint keep sharing one)."""
-    ports: dict[tuple[str, int], int] = {}
-    devices = []
-    for device in site.devices:
-        if isinstance(device, ModbusTcpDevice):
-            port = ports.setdefault(device.endpoint, free_tcp_port())
-            device = device.model_copy(update={"host": "127.0.0.1", "port": port})
-        devices.append(device)
-    mqtt = (site.mqtt or MqttConfig()).model_copy(update={"url": mqtt_url})
-    return site.model_copy(update={"devices": tuple(devices), "mqtt": mqtt})
 
 
 async def _report_progress(center: EnergyCenter, clock: Clock, every_s: float) -> None:
@@ -72,7 +59,7 @@ async def run_demo(
     print(f"zerocarbon demo: database {DEMO_DATABASE!r} on {where}", flush=True)
     async with database(settings, name=DEMO_DATABASE, recreate=True) as db_url:
         async with local_broker("127.0.0.1", free_tcp_port()) as mqtt_url:
-            local_site = localize_site(site, mqtt_url)
+            local_site = on_free_ports(site, mqtt_url)
             async with (
                 PlantSimulator(local_site, clock, mqtt_url=mqtt_url, truth_path=truth_path),
                 EnergyCenter(

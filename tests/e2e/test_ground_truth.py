@@ -13,9 +13,9 @@ import pytest
 from zerocarbon.carbon_engine.service import warm_up_kernels
 from zerocarbon.clock import ScaledClock
 from zerocarbon.config import SiteConfig
-from zerocarbon.demo import localize_site
 from zerocarbon.runtime import EnergyCenter
 from zerocarbon.settings import Settings
+from zerocarbon.simulators.endpoints import on_free_ports
 from zerocarbon.simulators.runner import PlantSimulator
 
 SPEED = 600.0  # simulated seconds per real second
@@ -37,7 +37,7 @@ async def e2e_rows(
     await conn.execute(
         "TRUNCATE readings, latest_values, hourly_energy, hourly_carbon, devices RESTART IDENTITY"
     )
-    site = localize_site(demo_site, mqtt_url)
+    site = on_free_ports(demo_site, mqtt_url)
     warm_up_kernels(site)  # a cold numba compile would stall the first simulated minutes
     clock = ScaledClock(START, SPEED)
     end_s = (FIRST_HOUR + timedelta(hours=HOURS, minutes=2)).timestamp()

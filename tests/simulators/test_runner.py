@@ -10,9 +10,10 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.client.mixin import ModbusClientMixin
 
-from tests.simulators.conftest import MIDNIGHT_S, site_on_free_ports
+from tests.simulators.conftest import MIDNIGHT_S
 from zerocarbon.clock import ScaledClock
 from zerocarbon.config import ModbusTcpDevice, SiteConfig
+from zerocarbon.simulators.endpoints import on_free_ports
 from zerocarbon.simulators.ground_truth import GroundTruth
 from zerocarbon.simulators.runner import PlantSimulator, run_simulator
 
@@ -43,7 +44,7 @@ async def _read_import_kwh(device: ModbusTcpDevice) -> float:
 async def test_simulator_serves_modbus_and_mqtt_and_writes_truth(
     demo_site: SiteConfig, mqtt_url: str, tmp_path: Path
 ) -> None:
-    site = site_on_free_ports(demo_site, mqtt_url)
+    site = on_free_ports(demo_site, mqtt_url)
     clock = ScaledClock(datetime.fromtimestamp(MIDNIGHT_S + 11 * 3600, UTC), SPEED)
     truth_path = tmp_path / "truth.json"
     meter = _grid_meter(site)
