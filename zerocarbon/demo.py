@@ -13,6 +13,7 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+from zerocarbon.carbon_engine.service import warm_up_kernels
 from zerocarbon.clock import Clock, ScaledClock
 from zerocarbon.config import SiteConfig
 from zerocarbon.ingest.mqtt.broker import local_broker
@@ -54,6 +55,9 @@ async def run_demo(
     progress_every_s: float = 10.0,
 ) -> None:
     """Run the demo until ``stop`` is set, then shut down in order."""
+    # Compile the engine's kernels before the clock starts: at high speed a cold
+    # compile would otherwise cost the first simulated minutes of data.
+    await asyncio.to_thread(warm_up_kernels, site)
     clock = ScaledClock(start, speed)
     where = settings.database_url or f"embedded PostgreSQL in {settings.data_dir / 'pg'}"
     print(f"zerocarbon demo: database {DEMO_DATABASE!r} on {where}", flush=True)
