@@ -1,7 +1,7 @@
 """A small asyncio Modbus TCP server for the simulated devices.
 
-Our own rather than pymodbus's: that one answers only the first request of each TCP
-read (see ``shared/ref/NOTES.md``), and collectors pipeline requests. This one parses
+Our own rather than pymodbus's: pymodbus 3.16's server answers only the first request
+of each TCP read (measured), and collectors may pipeline requests. This one parses
 every complete frame in its receive buffer, keeps partial frames for the next read, and
 answers in order, all replies of one read in one write.
 
