@@ -25,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
+    pretty_exceptions_enable=False,
 )
 
 SiteOption = Annotated[Path, typer.Option("--site", help="Site configuration file (TOML).")]
@@ -79,6 +80,18 @@ def _load(site_path: Path) -> SiteConfig:
         raise typer.Exit(2) from None
 
 
+def _check_port(host: str, port: int) -> None:
+    from zerocarbon.netutil import port_is_free
+
+    if not port_is_free(host, port):
+        typer.echo(
+            f"error: cannot listen on {host}:{port} (in use, or not an address of this "
+            "machine); choose another --port or --host",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
 def _start_time(site: SiteConfig, start: datetime | None, *, default_midnight: bool) -> datetime:
     """``start`` in UTC; by default today's local midnight (demo) or now (simulate)."""
     zone = ZoneInfo(site.site.timezone)
@@ -102,8 +115,13 @@ def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
+    from zerocarbon.runtime import StartupError
+
     try:
         asyncio.run(runner())
+    except StartupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         sys.exit(130)
 
@@ -128,6 +146,7 @@ def demo(
 
     _setup_logging(verbose)
     site_config = _load(site)
+    _check_port(host, port)
     settings = Settings()
     begin = _start_time(site_config, start, default_midnight=True)
 
@@ -193,6 +212,7 @@ def run(
 
     _setup_logging(verbose)
     site_config = _load(site)
+    _check_port(host, port)
     settings = Settings()
 
     async def main(stop: asyncio.Event) -> None:

@@ -19,7 +19,7 @@ from types import TracebackType
 import asyncpg
 import uvicorn
 
-from zerocarbon.api.app import create_app
+from zerocarbon.api.app import create_app, redact_url
 from zerocarbon.api.server import GRACEFUL_SHUTDOWN_S, ApiServer
 from zerocarbon.carbon_engine.engine import CarbonEngine
 from zerocarbon.carbon_engine.service import CarbonService
@@ -30,7 +30,7 @@ from zerocarbon.ingest.mqtt.collector import MqttCollector, mqtt_collector
 from zerocarbon.ingest.pipeline import Pipeline
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import create_schema, ensure_database, open_pool, register_site
-from zerocarbon.storage.embedded import EmbeddedPostgres
+from zerocarbon.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from zerocarbon.storage.writer import ReadingWriter
 
 log = logging.getLogger(__name__)
@@ -54,15 +54,31 @@ async def database(
         if name is None:
             yield settings.database_url
         else:
-            yield await ensure_database(settings.database_url, name, recreate=recreate)
+            yield await _ensure(settings.database_url, name, recreate)
         return
     server = EmbeddedPostgres(settings.data_dir / "pg")
-    server_url = await asyncio.to_thread(server.start)
     try:
-        db_name = name or settings.database_name
-        yield await ensure_database(server_url, db_name, recreate=recreate)
+        server_url = await asyncio.to_thread(server.start)
+    except EmbeddedPostgresError as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        yield await _ensure(server_url, name or settings.database_name, recreate)
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def _ensure(server_url: str, name: str, recreate: bool) -> str:
+    try:
+        return await ensure_database(server_url, name, recreate=recreate)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StartupError(
+            f"cannot create database {name!r} on {redact_url(server_url)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+class StartupError(RuntimeError):
+    """Something the site needs could not be started; the message says what and why."""
 
 
 class _EmbeddedApiServer(ApiServer):
@@ -117,12 +133,25 @@ class EnergyCenter:
         self.pipeline: Pipeline | None = None
 
     async def __aenter__(self) -> EnergyCenter:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _start(self) -> None:
         url = self.settings.database_url
         assert url is not None
-        self._pool = pool = await open_pool(url)
-        async with pool.acquire() as conn:
-            await create_schema(conn)
-            registry = await register_site(conn, self.site)
+        try:
+            self._pool = pool = await open_pool(url)
+            async with pool.acquire() as conn:
+                await create_schema(conn)
+                registry = await register_site(conn, self.site)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StartupError(
+                f"cannot use the database {redact_url(url)}: {type(exc).__name__}: {exc}"
+            ) from exc
         self.writer = ReadingWriter(pool, registry)
         self.carbon = CarbonService(
             CarbonEngine(self.site),
@@ -144,7 +173,6 @@ class EnergyCenter:
             self._collector_tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt"))
         if self._http is not None:
             await self._start_http(self._http)
-        return self
 
     async def _start_http(self, http: HttpOptions) -> None:
         app = create_app(self.settings)

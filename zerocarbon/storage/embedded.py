@@ -29,7 +29,7 @@ def _check_location(data_dir: Path) -> None:
     if resolved == home or home in resolved.parents:
         raise EmbeddedPostgresError(
             f"embedded PostgreSQL data folder {data_dir} is inside {home}: as root the server "
-            f"would open {home} to other users. Set ZEROCARBON_DATA_DIR (or --data-dir) to a "
+            f"would open {home} to other users. Set ZEROCARBON_DATA_DIR to a "
             "folder outside it, e.g. /var/lib/zerocarbon"
         )
 
