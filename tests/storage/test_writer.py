@@ -80,3 +80,18 @@ async def test_database_down_keeps_batch_for_retry(
     await pool.close()
     assert writer.stats.rows_written == 2
     assert await pg_conn.fetchval("SELECT count(*) FROM readings") == 2
+
+
+async def test_devices_dropped_from_the_site_are_marked_inactive(
+    pg_conn: asyncpg.Connection, demo_site: SiteConfig
+) -> None:
+    await register_site(pg_conn, demo_site)
+    smaller = demo_site.model_copy(
+        update={"devices": tuple(d for d in demo_site.devices if d.id != "line_b")}
+    )
+    registry = await register_site(pg_conn, smaller)
+    assert "line_b" not in registry.device_ids
+    rows = dict(await pg_conn.fetch("SELECT key, active FROM devices"))
+    assert rows["line_b"] is False and rows["line_a"] is True
+    await register_site(pg_conn, demo_site)  # back in the file: active again
+    assert await pg_conn.fetchval("SELECT active FROM devices WHERE key = 'line_b'") is True

@@ -25,6 +25,7 @@ SELECT d.key AS device, m.name AS metric, m.unit, lv.ts, lv.value, lv.quality
 FROM latest_values lv
 JOIN devices d ON d.id = lv.device_id
 JOIN metrics m ON m.id = lv.metric_id
+WHERE d.active
 """
 
 
@@ -35,7 +36,8 @@ async def ping(db: Db, *, timeout_s: float) -> None:
 
 async def devices(db: Db) -> list[Device]:
     rows = await db.fetch(
-        "SELECT key, name, role, protocol, line, rated_power_kw FROM devices ORDER BY id"
+        "SELECT key, name, role, protocol, line, rated_power_kw FROM devices WHERE active "
+        "ORDER BY id"
     )
     return [
         Device(
@@ -51,11 +53,13 @@ async def devices(db: Db) -> list[Device]:
 
 
 async def device_exists(db: Db, device: str) -> bool:
-    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM devices WHERE key = $1)", device))
+    return bool(
+        await db.fetchval("SELECT EXISTS (SELECT 1 FROM devices WHERE key = $1 AND active)", device)
+    )
 
 
 async def latest_of_device(db: Db, device: str) -> list[LatestValue]:
-    rows = await db.fetch(_LATEST_SELECT + " WHERE d.key = $1 ORDER BY m.id", device)
+    rows = await db.fetch(_LATEST_SELECT + " AND d.key = $1 ORDER BY m.id", device)
     return [_latest_value(r) for r in rows]
 
 
@@ -113,7 +117,7 @@ async def device_counts(db: Db) -> DeviceCounts:
         """SELECT d.role, count(*) AS total,
                   count(*) FILTER (WHERE EXISTS (
                       SELECT 1 FROM latest_values lv WHERE lv.device_id = d.id)) AS reporting
-           FROM devices d GROUP BY d.role ORDER BY d.role"""
+           FROM devices d WHERE d.active GROUP BY d.role ORDER BY d.role"""
     )
     return DeviceCounts(
         total=sum(r["total"] for r in rows),

@@ -62,7 +62,11 @@ async def create_schema(conn: asyncpg.Connection) -> None:
 
 
 async def register_site(conn: asyncpg.Connection, site: SiteConfig) -> Registry:
-    """Upsert the metric vocabulary and the site's devices; return their ids."""
+    """Upsert the metric vocabulary and the site's devices; return their ids.
+
+    Devices of an earlier site file that this one no longer has keep their rows (their
+    readings reference them) but are marked inactive, so the API no longer lists them.
+    """
     async with conn.transaction():
         await conn.executemany(
             """INSERT INTO metrics (id, name, unit, kind, description) VALUES ($1,$2,$3,$4,$5)
@@ -77,7 +81,7 @@ async def register_site(conn: asyncpg.Connection, site: SiteConfig) -> Registry:
                    VALUES ($1,$2,$3,$4,$5,$6)
                    ON CONFLICT (key) DO UPDATE SET name = EXCLUDED.name, role = EXCLUDED.role,
                    protocol = EXCLUDED.protocol, line = EXCLUDED.line,
-                   rated_power_kw = EXCLUDED.rated_power_kw, updated_at = now()
+                   rated_power_kw = EXCLUDED.rated_power_kw, active = true, updated_at = now()
                    RETURNING id""",
                 d.id,
                 d.name,
@@ -86,6 +90,11 @@ async def register_site(conn: asyncpg.Connection, site: SiteConfig) -> Registry:
                 d.line,
                 d.rated_power_kw,
             )
+        await conn.execute(
+            "UPDATE devices SET active = false, updated_at = now() "
+            "WHERE active AND NOT (key = ANY($1::text[]))",
+            list(device_ids),
+        )
     return Registry(device_ids, {m.name: m.id for m in METRICS})
 
 

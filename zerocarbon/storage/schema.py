@@ -30,8 +30,12 @@ CREATE TABLE IF NOT EXISTS devices (
     protocol text NOT NULL,
     line text,
     rated_power_kw double precision,
+    active boolean NOT NULL DEFAULT true,  -- false: no longer in the site file
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- added after the first schema: keep databases created before it working
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS active boolean NOT NULL DEFAULT true;
 
 CREATE TABLE IF NOT EXISTS readings (
     ts timestamptz NOT NULL,
