@@ -29,8 +29,12 @@ app = typer.Typer(
 )
 
 SiteOption = Annotated[Path, typer.Option("--site", help="Site configuration file (TOML).")]
-PortOption = Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")]
-HostOption = Annotated[str, typer.Option("--host", help="HTTP listen address.")]
+PortOption = Annotated[
+    int, typer.Option("--port", min=1, max=65535, envvar="ZEROCARBON_HTTP_PORT", help="HTTP port.")
+]
+HostOption = Annotated[
+    str, typer.Option("--host", envvar="ZEROCARBON_HTTP_HOST", help="HTTP listen address.")
+]
 SpeedOption = Annotated[
     float, typer.Option("--speed", min=0.001, help="Simulated seconds per real second.")
 ]
