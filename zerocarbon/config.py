@@ -27,6 +27,7 @@ from pydantic import (
 from zerocarbon.carbon_engine.factors import grid_factors
 from zerocarbon.metering.metrics import METRICS_BY_NAME
 from zerocarbon.metering.profile import DeviceProfile, ProfileError, load_profile
+from zerocarbon.validation import format_validation_errors
 
 
 class SiteConfigError(ValueError):
@@ -236,26 +237,6 @@ class SiteConfig(_Frozen):
         return device.load_profile(self.base_dir)
 
 
-def _format_errors(source: str, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        parts: list[str] = []
-        for p in err["loc"]:
-            if isinstance(p, int):
-                parts.append(f"[{p}]")
-            elif p in ("modbus_tcp", "mqtt"):  # discriminator tag adds nothing for the user
-                continue
-            else:
-                parts.append(("." if parts else "") + str(p))
-        loc = "".join(parts) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] in ("value_error", "assertion_error") and not loc.startswith("("):
-            lines.append(f"{source}: {loc}: {msg}")
-        else:
-            lines.append(f"{source}: {loc}: {msg} (got {err.get('input')!r})")
-    return "\n".join(lines)
-
-
 def parse_site(
     data: dict[str, Any], source: str = "<site>", base_dir: Path | None = None
 ) -> SiteConfig:
@@ -265,7 +246,7 @@ def parse_site(
             {**data, "base_dir": base_dir}, context={"base_dir": base_dir}
         )
     except ValidationError as exc:
-        raise SiteConfigError(_format_errors(source, exc)) from None
+        raise SiteConfigError(format_validation_errors(source, exc)) from None
 
 
 def load_site(path: str | Path) -> SiteConfig:

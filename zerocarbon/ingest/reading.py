@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
@@ -28,3 +29,7 @@ class Reading:
     metric: str
     value: float
     quality: Quality = Quality.GOOD
+
+
+ReadingSink = Callable[[list[Reading]], Awaitable[None]]
+"""Where a collector hands the readings of one poll or message (the pipeline's put)."""

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from zerocarbon.metering.metrics import METRICS_BY_NAME
 from zerocarbon.metering.registers import RegisterType, WordOrder, register_count
+from zerocarbon.validation import format_validation_errors
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -129,21 +130,11 @@ class DeviceProfile(_Frozen):
         return tuple(p for p in self.points if p.metric is not None)
 
 
-def _format_validation_error(source: str, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"])
-        loc = loc.replace(".[", "[")
-        value = err.get("input")
-        lines.append(f"{source}: {loc}: {err['msg']} (got {value!r})")
-    return "\n".join(lines)
-
-
 def parse_profile(data: dict[str, Any], source: str) -> DeviceProfile:
     try:
         return DeviceProfile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(_format_validation_error(source, exc)) from None
+        raise ProfileError(format_validation_errors(source, exc)) from None
 
 
 def profile_path(name_or_path: str, base_dir: Path | None = None) -> Path:

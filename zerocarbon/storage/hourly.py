@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import asyncpg
 
 from zerocarbon.carbon_engine.accounting import HourlyCarbon, HourlyEnergy
 from zerocarbon.storage.database import Registry
 
-CARBON_COLUMNS = (
-    "hour_start",
-    "grid_import_kwh",
-    "grid_export_kwh",
-    "pv_kwh",
-    "battery_charge_kwh",
-    "battery_discharge_kwh",
-    "load_kwh",
-    "production_units",
-    "scope2_location_kg",
-    "scope2_market_kg",
-    "location_factor_kg_per_kwh",
-    "market_factor_kg_per_kwh",
-    "intensity_kg_per_kwh",
-    "cfe_share",
-)
+CARBON_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(HourlyCarbon))
 
 _CARBON_UPSERT = f"""
 INSERT INTO hourly_carbon ({", ".join(CARBON_COLUMNS)}, computed_at)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,12 +21,10 @@ from zerocarbon.clock import Clock
 from zerocarbon.config import ModbusTcpDevice, SiteConfig
 from zerocarbon.ingest.modbus.decoder import decode_blocks
 from zerocarbon.ingest.modbus.planner import ReadBlock, needed_points, plan_reads
-from zerocarbon.ingest.reading import Reading
+from zerocarbon.ingest.reading import ReadingSink
 from zerocarbon.metering.profile import DeviceProfile, RegisterTable
 
 log = logging.getLogger(__name__)
-
-ReadingSink = Callable[[list[Reading]], Awaitable[None]]
 
 
 @dataclass(slots=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiomqtt
@@ -17,11 +16,9 @@ import aiomqtt
 from zerocarbon.clock import Clock
 from zerocarbon.config import MqttConfig, MqttDevice, SiteConfig
 from zerocarbon.ingest.mqtt.payload import PayloadError, parse_payload
-from zerocarbon.ingest.reading import Reading
+from zerocarbon.ingest.reading import ReadingSink
 
 log = logging.getLogger(__name__)
-
-ReadingSink = Callable[[list[Reading]], Awaitable[None]]
 
 
 @dataclass(slots=True)
