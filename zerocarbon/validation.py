@@ -22,10 +22,10 @@ def format_validation_errors(source: str, exc: ValidationError) -> str:
                 parts.append(f"[{p}]")
             elif p not in _UNION_TAGS:
                 parts.append(("." if parts else "") + str(p))
-        loc = "".join(parts) or "(top level)"
+        where = f"{source}: {''.join(parts)}" if parts else source
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] in ("value_error", "assertion_error") and parts:
-            lines.append(f"{source}: {loc}: {msg}")
+        if err["type"] in ("value_error", "assertion_error"):
+            lines.append(f"{where}: {msg}")
         else:
-            lines.append(f"{source}: {loc}: {msg} (got {err.get('input')!r})")
+            lines.append(f"{where}: {msg} (got {err.get('input')!r})")
     return "\n".join(lines)
