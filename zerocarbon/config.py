@@ -24,9 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from zerocarbon.carbon_engine.factors import grid_factors
 from zerocarbon.metering.metrics import METRICS_BY_NAME
 from zerocarbon.metering.profile import DeviceProfile, ProfileError, load_profile
+from zerocarbon.metering.registers import RegisterType
 from zerocarbon.validation import format_validation_errors
 
 
@@ -40,6 +40,8 @@ class DeviceRole(StrEnum):
     BATTERY = "battery"  # a battery / microgrid controller
     LOAD = "load"  # a sub-meter of a production line or building
     PRODUCTION = "production"  # a production-output counter
+    WIND = "wind"  # an on-site wind turbine (generation)
+    FUEL = "fuel"  # a fuel meter (natural gas, diesel, ...): Scope 1
 
 
 class _Frozen(BaseModel):
@@ -61,25 +63,104 @@ class SiteInfo(_Frozen):
 
 
 class GridConfig(_Frozen):
-    """Where the site's grid electricity comes from, for Scope 2 factors."""
+    """Where the site's grid electricity comes from, for Scope 2 factors.
+
+    Whether ``region``/``province``/``data_year`` name a published factor is checked
+    by :func:`zerocarbon.carbon_engine.factors.resolve_grid_factors` at start-up and by
+    ``zerocarbon check-config`` (config does not depend on the engine's data).
+    """
 
     region: str = "national"  # MEE regional grid or "national"
+    province: str | None = None  # MEE provincial factor where published (overrides region)
     data_year: int = 2023  # MEE factor data year
     location_factor_kg_per_kwh: float | None = Field(default=None, ge=0)  # override
     market_factor_kg_per_kwh: float | None = Field(default=None, ge=0)  # override
+    # optional hourly grid-intensity series (CSV: hour_start,location_kg_per_kwh[,market..])
+    hourly_factors_csv: str | None = None  # path, relative to the site file
+
+
+class FuelConfig(_Frozen):
+    """Per-site overrides of a fuel's GB/T 32150 parameters ([fuels.<name>])."""
+
+    ncv_gj_per_unit: float | None = Field(default=None, gt=0)  # net calorific value
+    carbon_content_tc_per_gj: float | None = Field(default=None, gt=0)  # t C per GJ
+    oxidation_rate: float | None = Field(default=None, gt=0, le=1)  # fraction oxidised
+    density_kg_per_l: float | None = Field(default=None, gt=0)  # liquid fuels metered in l
+
+
+class LineConfig(_Frozen):
+    """A production line: its sub-meters and output counters are the devices whose
+    ``line`` names it ([[lines]])."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")]
+    name: str = ""
+    product: str = ""  # what one unit of output is, e.g. "stamped panel"
+    unit: str = "units"  # unit of output, e.g. "pcs", "t"
+
+
+_MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+
+
+class GreenPowerContract(_Frozen):
+    """A green-power purchase (green electricity trade / PPA) ([[green_power]]).
+
+    Volumes are delivered grid electricity [kWh] that is carbon-free for market-based
+    Scope 2: either monthly totals (``monthly_kwh = { "2026-06" = 120000 }``), allocated to
+    the month's hours by the engine, or an hourly series (``hourly_csv``: hour_start,kwh).
+    """
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")]
+    name: str = ""
+    monthly_kwh: dict[Annotated[str, Field(pattern=_MONTH)], Annotated[float, Field(ge=0)]] = (
+        Field(default_factory=dict)
+    )
+    hourly_csv: str | None = None  # path, relative to the site file
 
     @model_validator(mode="after")
-    def _factors_exist(self) -> GridConfig:
-        try:
-            grid_factors(
-                self.region,
-                self.data_year,
-                self.location_factor_kg_per_kwh,
-                self.market_factor_kg_per_kwh,
-            )
-        except KeyError as exc:
-            raise ValueError(str(exc.args[0])) from None
+    def _one_source(self) -> GreenPowerContract:
+        if bool(self.monthly_kwh) == (self.hourly_csv is not None):
+            raise ValueError("give exactly one of monthly_kwh or hourly_csv")
         return self
+
+
+class CertificateBatch(_Frozen):
+    """Green electricity certificates (GEC) retired by the site ([[certificates]]).
+
+    1 GEC = 1 MWh (NDRC/MOF/NEA notice of 2023). ``issued`` is the month the energy was
+    generated (certificates are issued monthly and valid for two years); ``applies_to``
+    the consumption month they are retired against.
+    """
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")]
+    count: int = Field(gt=0)  # certificates = MWh
+    issued: Annotated[str, Field(pattern=_MONTH)]
+    applies_to: Annotated[str, Field(pattern=_MONTH)]
+
+    @model_validator(mode="after")
+    def _valid_when_used(self) -> CertificateBatch:
+        iy, im = (int(x) for x in self.issued.split("-"))
+        ay, am = (int(x) for x in self.applies_to.split("-"))
+        months = (ay - iy) * 12 + (am - im)
+        if not 0 <= months < 24:
+            raise ValueError(
+                f"applies_to {self.applies_to} is not within the two years a certificate "
+                f"issued {self.issued} is valid"
+            )
+        return self
+
+
+class IngestConfig(_Frozen):
+    """Which reading times are accepted ([ingest]). Readings outside
+    [now - accept_past_h, now + accept_future_s] (gateway clock) are rejected and counted."""
+
+    accept_past_h: float = Field(default=720.0, gt=0)  # how far back data may arrive [h]
+    accept_future_s: float = Field(default=300.0, ge=0)  # clock skew allowed ahead [s]
+
+
+class AccountingConfig(_Frozen):
+    """Data-quality checks of the hourly balance ([accounting])."""
+
+    submeter_tolerance_pct: float = Field(default=5.0, ge=0)  # sub-meters vs their main meter
 
 
 class MqttConfig(_Frozen):
@@ -110,6 +191,15 @@ class _DeviceBase(_Frozen):
     role: DeviceRole
     line: str | None = None  # production line this device belongs to
     rated_power_kw: float | None = Field(default=None, gt=0)
+    parent: str | None = None  # id of the meter this one is a sub-meter of
+    fuel: str | None = None  # role "fuel": fuel name (GB/T 32150 table or [fuels.<name>])
+    gap_s: float | None = Field(default=None, gt=0)  # longer silence = a gap (estimated)
+
+    @model_validator(mode="after")
+    def _fuel_only_for_fuel_meters(self) -> _DeviceBase:
+        if (self.role is DeviceRole.FUEL) != (self.fuel is not None):
+            raise ValueError("a device has `fuel` exactly when its role is 'fuel'")
+        return self
 
 
 class ModbusTcpDevice(_DeviceBase):
@@ -140,11 +230,32 @@ class ModbusTcpDevice(_DeviceBase):
         return (self.host, self.port)
 
 
+class MqttField(_Frozen):
+    """A JSON key's metric, with the counter register behind it when the device
+    forwards a Modbus counter (its wrap value is derived from type and scale)."""
+
+    metric: str
+    type: RegisterType | None = None  # register the device reads the counter from
+    scale: float = Field(default=1.0, gt=0)  # value = register x scale
+
+
 class MqttDevice(_DeviceBase):
     protocol: Literal["mqtt"]
     topic: str  # exact topic the device publishes JSON to
-    fields: dict[str, str]  # JSON key -> metric name
+    fields: dict[str, str | MqttField]  # JSON key -> metric name (or a table, below)
     ts_field: str | None = "ts"  # JSON key of the timestamp (ISO 8601 or POSIX s); None: arrival
+    interval_s: float = Field(default=10.0, gt=0)  # expected publish interval [s]
+
+    def field_metric(self, key: str) -> str:
+        spec = self.fields[key]
+        return spec if isinstance(spec, str) else spec.metric
+
+    def counter_register(self, metric: str) -> tuple[RegisterType, float] | None:
+        """(register type, scale) of a counter metric, when the mapping gives them."""
+        for spec in self.fields.values():
+            if isinstance(spec, MqttField) and spec.metric == metric and spec.type is not None:
+                return spec.type, spec.scale
+        return None
 
     @field_validator("topic")
     @classmethod
@@ -155,10 +266,13 @@ class MqttDevice(_DeviceBase):
 
     @field_validator("fields")
     @classmethod
-    def _known_metrics(cls, value: dict[str, str]) -> dict[str, str]:
+    def _known_metrics(
+        cls, value: dict[str, str | MqttField]
+    ) -> dict[str, str | MqttField]:
         if not value:
             raise ValueError("must map at least one JSON key to a metric")
-        for key, name in value.items():
+        for key, spec in value.items():
+            name = spec if isinstance(spec, str) else spec.metric
             if name not in METRICS_BY_NAME:
                 known = ", ".join(sorted(METRICS_BY_NAME))
                 raise ValueError(f"key {key!r}: unknown metric {name!r}; known: {known}")
@@ -188,6 +302,12 @@ class SiteConfig(_Frozen):
     grid: GridConfig = GridConfig()
     mqtt: MqttConfig | None = None
     devices: tuple[Device, ...]
+    lines: tuple[LineConfig, ...] = ()
+    fuels: dict[str, FuelConfig] = Field(default_factory=dict)
+    green_power: tuple[GreenPowerContract, ...] = ()
+    certificates: tuple[CertificateBatch, ...] = ()
+    ingest: IngestConfig = IngestConfig()
+    accounting: AccountingConfig = AccountingConfig()
     simulation: SimulationConfig = SimulationConfig()
     base_dir: Path | None = Field(default=None, exclude=True)  # folder of the site file
 
@@ -203,6 +323,24 @@ class SiteConfig(_Frozen):
         grids = [d.id for d in self.devices if d.role is DeviceRole.GRID]
         if len(grids) != 1:
             raise ValueError(f"exactly one device must have role 'grid', found {grids}")
+        for i, device in enumerate(self.devices):
+            if device.parent is not None and device.parent not in seen:
+                raise ValueError(f"devices[{i}].parent: no device {device.parent!r}")
+            if device.parent == device.id:
+                raise ValueError(f"devices[{i}].parent: a device cannot be its own parent")
+        line_ids = [ln.id for ln in self.lines]
+        if len(set(line_ids)) != len(line_ids):
+            raise ValueError(f"lines: ids must be unique, got {line_ids}")
+        if self.lines:
+            for i, device in enumerate(self.devices):
+                if device.line is not None and device.line not in line_ids:
+                    raise ValueError(
+                        f"devices[{i}].line: {device.line!r} is not one of [[lines]] {line_ids}"
+                    )
+        for kind, items in (("green_power", self.green_power), ("certificates", self.certificates)):
+            ids = [x.id for x in items]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"{kind}: ids must be unique, got {ids}")
         if self.mqtt is None and any(isinstance(d, MqttDevice) for d in self.devices):
             raise ValueError("MQTT devices are configured but there is no [mqtt] section")
         units: dict[tuple[str, int, int], str] = {}
@@ -235,6 +373,17 @@ class SiteConfig(_Frozen):
 
     def profile_of(self, device: ModbusTcpDevice) -> DeviceProfile:
         return device.load_profile(self.base_dir)
+
+    def line_ids(self) -> tuple[str, ...]:
+        """Production lines: those of [[lines]], else every device's ``line``, in order."""
+        if self.lines:
+            return tuple(ln.id for ln in self.lines)
+        return tuple(dict.fromkeys(d.line for d in self.devices if d.line is not None))
+
+    def resolve_path(self, path: str) -> Path:
+        """A path of the site file, relative to the file's folder."""
+        p = Path(path)
+        return p if p.is_absolute() or self.base_dir is None else self.base_dir / p
 
 
 def parse_site(

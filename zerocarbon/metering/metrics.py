@@ -36,6 +36,9 @@ METRICS: tuple[Metric, ...] = (
     Metric(8, "production_count_units", "units", MetricKind.COUNTER, "Units produced"),
     Metric(9, "voltage_v", "V", MetricKind.GAUGE, "Phase voltage"),
     Metric(10, "frequency_hz", "Hz", MetricKind.GAUGE, "Grid frequency"),
+    Metric(11, "gas_volume_nm3", "Nm3", MetricKind.COUNTER, "Gas volume at normal conditions"),
+    Metric(12, "fuel_mass_kg", "kg", MetricKind.COUNTER, "Fuel mass consumed"),
+    Metric(13, "fuel_volume_l", "l", MetricKind.COUNTER, "Liquid fuel volume consumed"),
 )
 
 METRICS_BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}

@@ -53,7 +53,8 @@ def build_payload(device: MqttDevice, values: Mapping[str, float], ts_s: float) 
     Production counts are whole numbers and are published as integers.
     """
     payload: dict[str, Any] = {}
-    for key, metric in device.fields.items():
+    for key in device.fields:
+        metric = device.field_metric(key)
         if metric not in values:
             continue
         value = values[metric]

@@ -86,7 +86,7 @@ class PlantPower:
 
 def _exposed_metrics(site: SiteConfig, device: ModbusTcpDevice | MqttDevice) -> tuple[str, ...]:
     if isinstance(device, MqttDevice):
-        names = list(device.fields.values())
+        names = [device.field_metric(key) for key in device.fields]
     else:
         names = [p.metric for p in site.profile_of(device).metric_points if p.metric is not None]
     return tuple(dict.fromkeys(names))

@@ -59,7 +59,8 @@ def parse_payload(
             raise PayloadError(f"{where}: key {device.ts_field!r}: {exc}") from None
     readings: list[Reading] = []
     problems: list[str] = []
-    for key, metric in device.fields.items():
+    for key in device.fields:
+        metric = device.field_metric(key)
         if key not in doc:
             continue
         value = doc[key]
