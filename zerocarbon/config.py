@@ -282,6 +282,101 @@ class MqttDevice(_DeviceBase):
 Device = Annotated[ModbusTcpDevice | MqttDevice, Field(discriminator="protocol")]
 
 
+class _DeviceFault(_Frozen):
+    device: str  # id of the device the fault happens to
+
+
+class _CounterFault(_DeviceFault):
+    metric: str | None = None  # counter metric; None: every counter of the device
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        if value is not None and value not in METRICS_BY_NAME:
+            raise ValueError(f"unknown metric {value!r}")
+        return value
+
+
+class CounterResetFault(_CounterFault):
+    """The device restarts at ``at_s`` and its counter starts again from 0, counting
+    the true energy from there."""
+
+    at_s: float = Field(ge=0)  # offset from the simulation start [simulated s]
+
+
+class MeterReplacementFault(_CounterFault):
+    """A new meter is fitted at ``at_s``: the counter jumps to ``new_value`` and counts
+    the true energy from there."""
+
+    at_s: float = Field(ge=0)  # offset from the simulation start [simulated s]
+    new_value: float = Field(ge=0)  # the new meter's reading [counter unit, e.g. kWh]
+
+
+class RolloverFault(_CounterFault):
+    """The counter starts ``below_wrap`` under its register's wrap value, so it wraps
+    once that much energy has been counted (integer registers only)."""
+
+    below_wrap: float = Field(default=10.0, gt=0)  # headroom at the start [counter unit]
+
+
+class GapFault(_DeviceFault):
+    """The device is silent for ``duration_s`` from ``start_s``; its counters keep
+    counting. ``silent``: its Modbus unit gets no replies; ``closed``: its Modbus
+    endpoint stops listening and drops connections. MQTT devices stop publishing."""
+
+    start_s: float = Field(ge=0)  # offset from the simulation start [simulated s]
+    duration_s: float = Field(gt=0)  # [simulated s]
+    mode: Literal["silent", "closed"] = "silent"
+
+
+class LateDataFault(_DeviceFault):
+    """MQTT: messages stamped in [start_s, start_s + duration_s) are held back and
+    published ``delay_s`` after the window ends, in shuffled order, with their own
+    timestamps."""
+
+    start_s: float = Field(ge=0)  # offset from the simulation start [simulated s]
+    duration_s: float = Field(gt=0)  # [simulated s]
+    delay_s: float = Field(default=60.0, ge=0)  # [simulated s]
+
+
+class DuplicateFault(_DeviceFault):
+    """MQTT: messages published twice (same payload, same timestamp): a seeded
+    ``share`` of those stamped in [start_s, end_s), and the first one at or after each
+    of ``at_s``."""
+
+    share: float = Field(default=0.0, ge=0, le=1)
+    start_s: float = Field(default=0.0, ge=0)  # window of ``share`` [simulated s]
+    end_s: float | None = Field(default=None, ge=0)  # None: to the end of the run
+    at_s: tuple[Annotated[float, Field(ge=0)], ...] = ()  # offsets [simulated s]
+
+
+class BackwardStepFault(_CounterFault):
+    """The counter reads ``step`` lower than its true value in
+    [at_s, at_s + duration_s) (by default one MQTT publish interval: one message),
+    then continues from the true value."""
+
+    at_s: float = Field(ge=0)  # offset from the simulation start [simulated s]
+    step: float = Field(default=12.0, gt=0)  # [counter unit, e.g. kWh]
+    duration_s: float | None = Field(default=None, gt=0)  # None: publish_interval_s
+
+
+class SimulatorFaults(_Frozen):
+    """Faults of the simulated devices ([simulation.faults]); all off by default.
+
+    Times are offsets from the simulation start in simulated seconds. Faults change
+    what devices report, never the energy the plant uses (the ground truth); see
+    :mod:`zerocarbon.simulators.faults`.
+    """
+
+    counter_resets: tuple[CounterResetFault, ...] = ()
+    meter_replacements: tuple[MeterReplacementFault, ...] = ()
+    rollovers: tuple[RolloverFault, ...] = ()
+    gaps: tuple[GapFault, ...] = ()
+    late_data: tuple[LateDataFault, ...] = ()
+    duplicates: tuple[DuplicateFault, ...] = ()
+    backward_steps: tuple[BackwardStepFault, ...] = ()
+
+
 class SimulationConfig(_Frozen):
     """Parameters of the simulated plant (only the simulators read these)."""
 
@@ -295,6 +390,7 @@ class SimulationConfig(_Frozen):
     units_per_kwh: float = Field(default=2.0, gt=0)  # production output per line kWh
     tick_s: float = Field(default=5.0, gt=0)  # simulated seconds per physics step
     publish_interval_s: float = Field(default=10.0, gt=0)  # MQTT publish period [sim s]
+    faults: SimulatorFaults = SimulatorFaults()  # fault injection, all off
 
 
 class SiteConfig(_Frozen):

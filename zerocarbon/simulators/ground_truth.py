@@ -12,7 +12,13 @@ looks like::
     {"format": "zerocarbon.ground_truth/1",
      "start": "2026-06-20T16:00:00+00:00", "end": "...", "start_s": ..., "end_s": ...,
      "site": {"grid_import_kwh": {"2026-06-20T16:00:00+00:00": 512.3, ...}, ...},
-     "devices": {"grid_meter": {"energy_import_kwh": {"...": 512.3}}, ...}}
+     "devices": {"grid_meter": {"energy_import_kwh": {"...": 512.3}}, ...},
+     "faults": {"line_a": {"2026-06-20T18:00:00+00:00": ["counter_reset", "gap"]}, ...}}
+
+Faults (:mod:`.faults`) never change these amounts: they change what devices report.
+What they did is recorded per device and UTC hour (``faults``: hour -> fault kinds), so
+a test can check that the hours the engine flags as estimated are the hours that had a
+fault. Documents without ``faults`` (older files) load with none.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class GroundTruth:
 
     def __init__(self) -> None:
         self._hours: dict[TruthKey, dict[int, float]] = {}
+        self._faults: dict[str, dict[int, set[str]]] = {}
         self.start_s: float | None = None  # earliest time recorded [s]
         self.end_s: float | None = None  # latest time recorded [s]
 
@@ -96,6 +103,29 @@ class GroundTruth:
             buckets[hour] = buckets.get(hour, 0.0) + part
             given += part
         buckets[last] = buckets.get(last, 0.0) + (amount - given)
+
+    def mark_fault(
+        self, device_id: str, kind: str, start_s: float, end_s: float | None = None
+    ) -> None:
+        """Record that fault ``kind`` affected ``device_id`` at ``start_s`` or, with
+        ``end_s``, over [start_s, end_s) (every UTC hour the span touches)."""
+        hours = self._faults.setdefault(device_id, {})
+        first = math.floor(start_s / HOUR_S)
+        last = first if end_s is None else max(first, math.ceil(end_s / HOUR_S) - 1)
+        for hour in range(first, last + 1):
+            hours.setdefault(hour, set()).add(str(kind))
+
+    def faults(self, device_id: str) -> dict[datetime, frozenset[str]]:
+        """Fault kinds per hour (aware UTC ``hour_start``) of ``device_id``, in time order."""
+        hours = self._faults.get(device_id, {})
+        return {hour_start(h): frozenset(hours[h]) for h in sorted(hours)}
+
+    def fault_hours(self, device_id: str, kind: str | None = None) -> list[datetime]:
+        """Hours in which ``device_id`` had a fault (of ``kind``, when given)."""
+        return [h for h, kinds in self.faults(device_id).items() if kind is None or kind in kinds]
+
+    def faulty_devices(self) -> list[str]:
+        return sorted(self._faults)
 
     def keys(self) -> Iterator[TruthKey]:
         return iter(self._hours)
@@ -141,6 +171,10 @@ class GroundTruth:
             "end_s": self.end_s,
             "site": site,
             "devices": devices,
+            "faults": {
+                device_id: {hour_start(h).isoformat(): sorted(hours[h]) for h in sorted(hours)}
+                for device_id, hours in sorted(self._faults.items())
+            },
         }
 
     @classmethod
@@ -156,6 +190,10 @@ class GroundTruth:
         for device_id, metrics in data["devices"].items():
             for metric, series in metrics.items():
                 truth._hours[(device_id, metric)] = _parse_series(series)
+        for device_id, hours in data.get("faults", {}).items():
+            truth._faults[device_id] = {
+                _hour_index(datetime.fromisoformat(ts)): set(kinds) for ts, kinds in hours.items()
+            }
         return truth
 
     def save(self, path: str | Path) -> None:

@@ -16,7 +16,10 @@ registers, quantity 1..125; section 7 exception codes):
 * 0B gateway target device failed to respond: a unit id the endpoint does not serve.
 
 Fault hooks: :meth:`ModbusTcpServer.set_offline` makes a unit silent (requests time
-out), as a powered-off device behind a gateway does.
+out), as a powered-off device behind a gateway does; :meth:`ModbusTcpServer.suspend`
+stops listening and drops every connection (connections are refused) until
+:meth:`ModbusTcpServer.resume` listens again on the same port, as a device that is
+switched off does.
 """
 
 from __future__ import annotations
@@ -99,12 +102,32 @@ class ModbusTcpServer:
         else:
             self._offline.discard(unit_id)
 
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _ModbusTcpProtocol(self), self.host, self._port, reuse_address=True
         )
+        self._port = self.port  # keep the OS's choice for a later resume()
         log.debug("Modbus TCP server on %s serving units %s", self.endpoint, sorted(self.units))
+
+    def suspend(self) -> None:
+        """Stop listening and abort every connection now (a device switched off)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for connection in list(self._connections):
+            connection.abort()
+        log.debug("Modbus TCP server on %s suspended", self.endpoint)
+
+    async def resume(self) -> None:
+        """Listen again on the same port after :meth:`suspend` (no-op if listening)."""
+        if self._server is None:
+            await self.start()
 
     async def close(self) -> None:
         """Stop listening and drop every connection."""

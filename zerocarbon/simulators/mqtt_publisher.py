@@ -6,6 +6,12 @@ on its topic: the keys of its ``fields`` table (metric -> every JSON key that na
 it) and, when ``ts_field`` is set, the time the values stand for (ISO 8601 UTC with
 microseconds). The QoS is ``site.mqtt.qos``.
 
+Faults (:class:`~.faults.FaultPlan`, optional): a device in a gap is not published; a
+late message is held back and published at its release time after that cycle's live
+messages (held messages still waiting when the publisher stops are dropped); a
+duplicated message is published twice in a row. Counter faults are already in the
+values the source gives.
+
 A broker that goes away is retried with exponential backoff (wall time: it is about the
 network, not the plant); failures are counted and logged, never raised. Cycles that
 cannot be kept (a slow broker, a very fast clock) are skipped and counted.
@@ -29,6 +35,7 @@ import aiomqtt
 
 from zerocarbon.clock import Clock
 from zerocarbon.config import MqttDevice, SiteConfig
+from zerocarbon.simulators.faults import FaultPlan
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,9 @@ class PublisherStats:
     connects: int = 0  # successful connections
     failures: int = 0  # failed connects and lost connections
     skipped_cycles: int = 0  # publish cycles not kept
+    withheld: int = 0  # messages not published for a gap (fault)
+    delayed: int = 0  # messages held back to be published late (fault)
+    duplicated: int = 0  # messages published a second time (fault)
 
 
 class MqttPublisher:
@@ -92,6 +102,8 @@ class MqttPublisher:
     publish_timeout_s : float
         Wall time a QoS 1 publish may wait for its PUBACK before the connection is
         considered lost [s].
+    faults : FaultPlan, optional
+        Gaps, late and duplicate messages to inject.
     """
 
     def __init__(
@@ -105,6 +117,7 @@ class MqttPublisher:
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
         publish_timeout_s: float = 5.0,
+        faults: FaultPlan | None = None,
     ) -> None:
         self.devices: tuple[MqttDevice, ...] = site.mqtt_devices
         self.url = url or (site.mqtt.url if site.mqtt is not None else "mqtt://127.0.0.1:1883")
@@ -121,6 +134,8 @@ class MqttPublisher:
         self.publish_timeout_s = publish_timeout_s
         self.identifier = f"zerocarbon-sim-{uuid.uuid4().hex[:12]}"
         self.stats = PublisherStats()
+        self.faults = faults
+        self._held: list[tuple[float, str, str]] = []  # (release_s, topic, payload)
 
     @property
     def topics(self) -> list[str]:
@@ -216,12 +231,12 @@ class MqttPublisher:
         ts_s = self.source.now_s
         messages = [  # all taken at one plant time, before any await lets the plant move
             (
-                d.topic,
+                d,
                 json.dumps(build_payload(d, self.source.values(d.id), ts_s), separators=(",", ":")),
             )
             for d in self.devices
         ]
-        for topic, payload in messages:
+        for topic, payload in self._apply_faults(messages, ts_s):
             await client.publish(
                 topic,
                 payload,
@@ -229,3 +244,30 @@ class MqttPublisher:
                 timeout=self.publish_timeout_s,
             )
             self.stats.published += 1
+
+    def _apply_faults(
+        self, messages: list[tuple[MqttDevice, str]], ts_s: float
+    ) -> list[tuple[str, str]]:
+        """The (topic, payload) pairs to publish now, in order."""
+        faults = self.faults
+        if faults is None:
+            return [(d.topic, payload) for d, payload in messages]
+        out: list[tuple[str, str]] = []
+        for device, payload in messages:
+            if faults.silent(device.id, ts_s):
+                self.stats.withheld += 1
+                continue
+            release_s = faults.late_release_s(device.id, ts_s)
+            if release_s is not None:
+                self._held.append((release_s, device.topic, payload))
+                self.stats.delayed += 1
+                continue
+            out.append((device.topic, payload))
+            if faults.duplicate(device.id, ts_s):
+                out.append((device.topic, payload))
+                self.stats.duplicated += 1
+        due = [(topic, payload) for release_s, topic, payload in self._held if release_s <= ts_s]
+        if due:
+            self._held = [item for item in self._held if item[0] > ts_s]
+            out.extend(faults.shuffled(due, ts_s))
+        return out

@@ -12,6 +12,9 @@ so ``load = grid + pv + battery`` holds exactly in every step. Counters grow by 
 the step's energy (power x time), and :class:`~.ground_truth.GroundTruth` records the
 same amounts split by UTC hour. The same site, ``start_s`` and sequence of
 :meth:`~PlantModel.advance` calls give the same values.
+
+Faults (``simulation.faults``, :mod:`.faults`) change only what the devices report
+(:meth:`PlantModel.values`), never the physics or the ground truth.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from zerocarbon.simulators.battery import (
     BatteryParams,
     DispatchPolicy,
 )
+from zerocarbon.simulators.faults import FaultPlan
 from zerocarbon.simulators.ground_truth import GroundTruth, SiteQuantity
 from zerocarbon.simulators.loads import (
     DEFAULT_LOAD_RATED_POWER_KW,
@@ -112,6 +116,7 @@ class PlantModel:
         self.now_s = float(start_s)
         self.steps = 0
         self.ground_truth = GroundTruth()
+        self.faults = FaultPlan(site, self.now_s, self.ground_truth)
         self._hours = LocalHours(site.site.timezone)
         self._policy = DispatchPolicy()
         self._roles = {d.id: d.role for d in site.devices}
@@ -159,7 +164,10 @@ class PlantModel:
             for m in names
             if METRICS_BY_NAME[m].kind is MetricKind.COUNTER
         ]
-        self._counter_start = {key: self._initial_counter(*key) for key in self._counters}
+        self._counter_start = {
+            key: self.faults.initial_counter(key, self._initial_counter(*key))
+            for key in self._counters
+        }
         self._integral = dict.fromkeys(self._counters, 0.0)
 
         self._voltage_noise = SmoothNoise(seeded_rng(sim.seed, "voltage"), 30.0, 1800.0)
@@ -184,6 +192,10 @@ class PlantModel:
             for point in bank.profile.metric_points:
                 if point.metric == metric:
                     value = min(value, _MAX_FRACTION_OF_RANGE * bank.value_range(point)[1])
+        else:
+            register = self.faults.registers.get((device_id, metric))
+            if register is not None:
+                value = min(value, _MAX_FRACTION_OF_RANGE * register.top)
         if metric == "production_count_units":
             return float(math.floor(value))
         return round(value, 1)
@@ -244,14 +256,12 @@ class PlantModel:
             units_total += produced
             key = (device_id, "production_count_units")
             if key in self._integral:
-                self._integral[key] += produced
-                truth.add(key, start_s, end_s, produced)
+                self._count(key, start_s, end_s, produced)
         for key in self._counters:
             if key[1] == "production_count_units" and key[0] in self._production_lines:
                 continue
-            amount = self._counter_rate(key[0], key[1], power) * hours
-            self._integral[key] += amount
-            truth.add(key, start_s, end_s, amount)
+            self._count(key, start_s, end_s, self._counter_rate(key[0], key[1], power) * hours)
+        self.faults.mark_step(start_s, end_s)
         charge = sum(max(0.0, -p) for p in power.battery_kw.values()) * hours
         discharge = sum(max(0.0, p) for p in power.battery_kw.values()) * hours
         truth.add(SiteQuantity.GRID_IMPORT_KWH, start_s, end_s, max(0.0, power.grid_kw) * hours)
@@ -263,6 +273,12 @@ class PlantModel:
         truth.add(SiteQuantity.PRODUCTION_UNITS, start_s, end_s, units_total)
         self.power = power
         self.steps += 1
+
+    def _count(self, key: tuple[str, str], start_s: float, end_s: float, amount: float) -> None:
+        before = self._integral[key]
+        self._integral[key] = before + amount
+        self.ground_truth.add(key, start_s, end_s, amount)
+        self.faults.on_counter_step(key, self._counter_start[key], start_s, end_s, before, amount)
 
     def advance(self, to_s: float) -> None:
         """Integrate up to POSIX time ``to_s`` [s] in steps of at most ``tick_s``.
@@ -283,8 +299,12 @@ class PlantModel:
         return self._metrics[device_id]
 
     def counter_start(self, device_id: str, metric: str) -> float:
-        """The counter's seeded value at ``start_s``."""
+        """The counter's value at ``start_s`` (seeded; near its wrap for a rollover)."""
         return self._counter_start[(device_id, metric)]
+
+    def counted(self, device_id: str, metric: str) -> float:
+        """What the counter truly counted since ``start_s`` (faults aside)."""
+        return self._integral[(device_id, metric)]
 
     def soc_pct(self, device_id: str) -> float:
         return self._batteries[device_id].soc_pct
@@ -313,12 +333,15 @@ class PlantModel:
         return 0.0
 
     def values(self, device_id: str) -> dict[str, float]:
-        """Current values of the metrics ``device_id`` exposes (metric name -> value)."""
+        """Current values of the metrics ``device_id`` exposes (metric name -> value),
+        as the device reports them: counters with their faults applied."""
         out: dict[str, float] = {}
         for metric in self._metrics[device_id]:
             key = (device_id, metric)
             if key in self._integral:
-                out[metric] = self._counter_start[key] + self._integral[key]
+                out[metric] = self.faults.report(
+                    key, self._counter_start[key], self._integral[key], self.now_s
+                )
             else:
                 out[metric] = self._gauge(device_id, metric)
         return out

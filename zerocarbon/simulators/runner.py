@@ -12,7 +12,11 @@
   old);
 * an :class:`~.mqtt_publisher.MqttPublisher` for the MQTT devices;
 * the ground truth, written as JSON to ``truth_path`` every ``truth_interval_s`` wall
-  seconds and on exit.
+  seconds and on exit;
+* the faults of ``simulation.faults`` (:mod:`.faults`): counter faults are in the
+  plant's values; a Modbus unit in a gap gets no replies (checked before every
+  request); a ``closed`` gap closes and reopens its endpoint at the physics ticks;
+  MQTT gaps, late and duplicate messages are the publisher's.
 
 Time comes only from the injected clock.
 """
@@ -71,12 +75,16 @@ class PlantSimulator:
         self.truth_path = truth_path
         self.truth_interval_s = truth_interval_s
         self.plant = PlantModel(site, clock.now_s())
+        self.faults = self.plant.faults
         self._min_sync_s = self.plant.tick_s / 10.0
         self.banks: dict[str, RegisterBank] = {}
         self.servers: list[ModbusTcpServer] = []
+        self._unit_of: dict[str, tuple[ModbusTcpServer, int]] = {}  # device -> server, unit
         self.publisher: MqttPublisher | None = None
         if site.mqtt_devices:
-            self.publisher = MqttPublisher(site, self.plant, clock, url=mqtt_url, sync=self.sync)
+            self.publisher = MqttPublisher(
+                site, self.plant, clock, url=mqtt_url, sync=self.sync, faults=self.faults
+            )
         self._encoded_steps = -1
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -94,6 +102,25 @@ class PlantSimulator:
             for device_id, bank in self.banks.items():
                 bank.update(self.plant.values(device_id))
             self._encoded_steps = self.plant.steps
+        for device_id, (server, unit_id) in self._unit_of.items():
+            server.set_offline(unit_id, self.faults.silent(device_id, now_s))
+
+    async def _switch_endpoints(self) -> None:
+        """Close the endpoints of devices in a ``closed`` gap; reopen them after it."""
+        now_s = self.clock.now_s()
+        for server in self.servers:
+            closed = any(
+                self.faults.closed(device_id, now_s)
+                for device_id, (s, _unit) in self._unit_of.items()
+                if s is server
+            )
+            if closed and server.listening:
+                server.suspend()
+            elif not closed and not server.listening:
+                try:
+                    await server.resume()
+                except OSError as exc:  # retried at the next tick
+                    log.warning("cannot reopen %s after a gap: %s", server.endpoint, exc)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -109,6 +136,8 @@ class PlantSimulator:
             for (host, port), devices in by_endpoint.items():
                 units = {d.device_id: self.banks[d.id] for d in devices}
                 server = ModbusTcpServer(host, port, units, before_request=self.sync)
+                for d in devices:
+                    self._unit_of[d.id] = (server, d.device_id)
                 try:
                     await server.start()
                 except OSError as exc:
@@ -118,6 +147,7 @@ class PlantSimulator:
         except BaseException:
             await self._close_servers()
             raise
+        self.sync()  # units in a gap at the start are silent from the first request
         self._spawn(self._physics_loop(), "physics")
         if self.publisher is not None:
             self._spawn(self.publisher.run(), "mqtt-publisher")
@@ -183,8 +213,11 @@ class PlantSimulator:
         self._tasks.append(asyncio.create_task(coro, name=f"simulator-{name}"))
 
     async def _physics_loop(self) -> None:
+        closes = self.faults.closes_endpoints
         while True:
             self.sync()
+            if closes:
+                await self._switch_endpoints()
             await self.clock.sleep(self.plant.tick_s)
 
     async def _truth_loop(self) -> None:
@@ -194,6 +227,7 @@ class PlantSimulator:
 
     async def _close_servers(self) -> None:
         servers, self.servers = self.servers, []
+        self._unit_of.clear()
         for server in servers:
             await server.close()
 
