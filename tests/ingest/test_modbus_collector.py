@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from zerocarbon.batch import Reading, ReadingBatch, SeriesRegistry, UnknownSeriesError
 from zerocarbon.clock import ScaledClock
 from zerocarbon.config import ModbusTcpDevice, SiteConfig
 from zerocarbon.ingest.modbus.collector import ModbusLinkCollector
-from zerocarbon.ingest.reading import Reading
 from zerocarbon.simulators.modbus_server import ModbusTcpServer
 from zerocarbon.simulators.register_bank import RegisterBank
 
@@ -52,13 +52,17 @@ async def test_reads_decodes_and_recovers_from_an_offline_device(demo_site: Site
     async with ModbusTcpServer("127.0.0.1", 0, {1: bank}) as server:
         device = device.model_copy(update={"port": server.port})
         clock = ScaledClock(START, speed=50.0)  # 1 s polls every 20 ms of real time
+        registry = SeriesRegistry.for_site(demo_site)
         received: list[list[Reading]] = []
         done = asyncio.Event()
 
-        async def sink(readings: list[Reading]) -> None:
-            received.append(readings)
+        async def sink(batch: ReadingBatch) -> None:
+            assert type(batch) is ReadingBatch
+            received.append(list(batch.readings(registry)))
 
-        collector = ModbusLinkCollector("127.0.0.1", server.port, [(device, profile)], clock, sink)
+        collector = ModbusLinkCollector(
+            "127.0.0.1", server.port, [(device, profile)], clock, sink, registry
+        )
 
         async def wait_for(condition: Callable[[], bool]) -> None:
             while not condition():
@@ -95,11 +99,16 @@ async def test_unreachable_endpoint_is_counted_not_fatal(demo_site: SiteConfig) 
     device = _battery(demo_site, port=port, poll_interval_s=1.0, timeout_s=0.2)
     clock = ScaledClock(START, speed=50.0)
 
-    async def sink(readings: list[Reading]) -> None:
+    async def sink(batch: ReadingBatch) -> None:
         raise AssertionError("no readings expected")
 
     collector = ModbusLinkCollector(
-        "127.0.0.1", port, [(device, demo_site.profile_of(device))], clock, sink
+        "127.0.0.1",
+        port,
+        [(device, demo_site.profile_of(device))],
+        clock,
+        sink,
+        SeriesRegistry.for_site(demo_site),
     )
     done = asyncio.Event()
 
@@ -127,7 +136,7 @@ async def test_late_cycles_are_skipped_and_counted(demo_site: SiteConfig) -> Non
         done = asyncio.Event()
         poll_times: list[float] = []
 
-        async def slow_sink(readings: list[Reading]) -> None:
+        async def slow_sink(batch: ReadingBatch) -> None:
             poll_times.append(clock.now_s())
             await clock.sleep(2.5)  # a stalled consumer makes the link miss ~2 cycles
             if len(poll_times) == 3:
@@ -135,7 +144,12 @@ async def test_late_cycles_are_skipped_and_counted(demo_site: SiteConfig) -> Non
 
         device = device.model_copy(update={"port": server.port})
         collector = ModbusLinkCollector(
-            "127.0.0.1", server.port, [(device, profile)], clock, slow_sink
+            "127.0.0.1",
+            server.port,
+            [(device, profile)],
+            clock,
+            slow_sink,
+            SeriesRegistry.for_site(demo_site),
         )
         await _collect_until(collector, done, timeout_s=15)
     stats = collector.stats()["battery"]
@@ -143,3 +157,20 @@ async def test_late_cycles_are_skipped_and_counted(demo_site: SiteConfig) -> Non
     # missed cycles were not made up in a burst: polls stay at least an interval apart
     gaps = [b - a for a, b in zip(poll_times, poll_times[1:], strict=False)]
     assert min(gaps) >= 0.9 * device.poll_interval_s
+
+
+def test_a_profile_metric_missing_from_the_registry_fails_at_start(demo_site: SiteConfig) -> None:
+    device = _battery(demo_site, port=1)
+
+    async def sink(batch: ReadingBatch) -> None:
+        raise AssertionError("never called")
+
+    with pytest.raises(UnknownSeriesError, match="battery"):
+        ModbusLinkCollector(
+            "127.0.0.1",
+            1,
+            [(device, demo_site.profile_of(device))],
+            ScaledClock(START),
+            sink,
+            SeriesRegistry(["grid_meter"]),
+        )

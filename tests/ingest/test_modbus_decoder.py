@@ -4,12 +4,32 @@ from datetime import UTC, datetime
 
 import pytest
 
-from zerocarbon.ingest.modbus.decoder import decode_blocks
+from zerocarbon.batch import BatchBuilder, Reading, SeriesRegistry, datetime_to_us
+from zerocarbon.ingest.modbus.decoder import DecodeResult, decode_blocks, point_series
 from zerocarbon.ingest.modbus.planner import needed_points, plan_reads
 from zerocarbon.metering.profile import load_profile
 from zerocarbon.metering.registers import RegisterType, WordOrder, decode, encode
 
 TS = datetime(2026, 6, 21, 4, 0, tzinfo=UTC)
+REGISTRY = SeriesRegistry(["pv", "battery", "grid"])
+
+
+def _decode(device: str, bank: tuple[object, ...]) -> tuple[DecodeResult, list[Reading]]:
+    """decode_blocks into a fresh builder; the rows as Reading views for the checks."""
+    profile, blocks, registers = bank
+    builder = BatchBuilder(REGISTRY)
+    series = point_series(device, profile, REGISTRY)  # type: ignore[arg-type]
+    result = decode_blocks(
+        series,
+        profile,
+        blocks,
+        registers,
+        datetime_to_us(TS),
+        builder,  # type: ignore[arg-type]
+    )
+    readings = list(builder.build().readings(REGISTRY))
+    assert result.readings == len(readings)
+    return result, readings
 
 
 @pytest.mark.parametrize("rtype", list(RegisterType))
@@ -54,9 +74,8 @@ def test_sunspec_scale_factors_apply() -> None:
         40094: encode(812_345_678, RegisterType.UINT32, WordOrder.BIG),
         40096: [0],
     }
-    profile, blocks, registers = _bank("sunspec_inverter_103", raw)
-    result = decode_blocks("pv", profile, blocks, registers, TS)  # type: ignore[arg-type]
-    values = {r.metric: r.value for r in result.readings}
+    result, readings = _decode("pv", _bank("sunspec_inverter_103", raw))
+    values = {r.metric: r.value for r in readings}
     assert values["voltage_v"] == pytest.approx(230.1)
     assert values["active_power_kw"] == pytest.approx(421.5)
     assert values["frequency_hz"] == pytest.approx(50.01)
@@ -66,10 +85,9 @@ def test_sunspec_scale_factors_apply() -> None:
 
 def test_sunspec_not_implemented_value_is_rejected_not_stored() -> None:
     raw = {40084: [0x8000], 40085: [2], 40083: [0], 40087: [0], 40096: [0]}
-    profile, blocks, registers = _bank("sunspec_inverter_103", raw)
-    result = decode_blocks("pv", profile, blocks, registers, TS)  # type: ignore[arg-type]
+    result, readings = _decode("pv", _bank("sunspec_inverter_103", raw))
     assert "W" in result.rejected
-    assert "active_power_kw" not in {r.metric for r in result.readings}
+    assert "active_power_kw" not in {r.metric for r in readings}
 
 
 def test_battery_little_endian_words() -> None:
@@ -79,9 +97,8 @@ def test_battery_little_endian_words() -> None:
         10: encode(123_456, RegisterType.UINT32, WordOrder.LITTLE),
         12: encode(98_765, RegisterType.UINT32, WordOrder.LITTLE),
     }
-    profile, blocks, registers = _bank("battery_controller", raw)
-    result = decode_blocks("battery", profile, blocks, registers, TS)  # type: ignore[arg-type]
-    values = {r.metric: r.value for r in result.readings}
+    _, readings = _decode("battery", _bank("battery_controller", raw))
+    values = {r.metric: r.value for r in readings}
     assert values == pytest.approx(
         {
             "state_of_charge_pct": 65.5,
@@ -90,12 +107,20 @@ def test_battery_little_endian_words() -> None:
             "energy_discharged_kwh": 9_876.5,
         }
     )
-    assert all(r.ts == TS and r.device == "battery" for r in result.readings)
+    assert all(r.ts == TS and r.device == "battery" for r in readings)
 
 
 def test_failed_block_yields_no_readings_from_it() -> None:
     profile, blocks, registers = _bank("eastron_sdm630", {})
     del registers[blocks[0]]  # type: ignore[attr-defined, index]
-    result = decode_blocks("grid", profile, blocks, registers, TS)  # type: ignore[arg-type]
-    assert "voltage_v" not in {r.metric for r in result.readings}
-    assert "energy_import_kwh" in {r.metric for r in result.readings}
+    _, readings = _decode("grid", (profile, blocks, registers))
+    assert "voltage_v" not in {r.metric for r in readings}
+    assert "energy_import_kwh" in {r.metric for r in readings}
+
+
+def test_series_ids_are_resolved_once_per_point() -> None:
+    profile = load_profile("battery_controller")
+    series = point_series("battery", profile, REGISTRY)
+    assert series == {
+        p.name: REGISTRY.id("battery", p.metric) for p in profile.metric_points if p.metric
+    }

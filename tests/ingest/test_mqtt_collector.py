@@ -7,11 +7,13 @@ from urllib.parse import urlparse
 
 import aiomqtt
 
+from zerocarbon.batch import Reading, ReadingBatch, SeriesRegistry
 from zerocarbon.clock import SystemClock
 from zerocarbon.config import SiteConfig
+from zerocarbon.ingest.admission import Admission
 from zerocarbon.ingest.mqtt.broker import local_broker
 from zerocarbon.ingest.mqtt.collector import MqttCollector
-from zerocarbon.ingest.reading import Reading
+from zerocarbon.ingest.pipeline import Pipeline
 from zerocarbon.netutil import free_tcp_port
 
 
@@ -19,13 +21,15 @@ async def test_subscribes_maps_and_survives_bad_payloads(
     mqtt_url: str, demo_site: SiteConfig
 ) -> None:
     assert demo_site.mqtt is not None
+    registry = SeriesRegistry.for_site(demo_site)
     received: list[Reading] = []
 
-    async def sink(readings: list[Reading]) -> None:
-        received.extend(readings)
+    async def sink(batch: ReadingBatch) -> None:
+        assert type(batch) is ReadingBatch
+        received.extend(batch.readings(registry))
 
     collector = MqttCollector(
-        demo_site.mqtt, demo_site.mqtt_devices, SystemClock(), sink, url=mqtt_url
+        demo_site.mqtt, demo_site.mqtt_devices, SystemClock(), sink, registry, url=mqtt_url
     )
     task = asyncio.create_task(collector.run())
     try:
@@ -59,10 +63,12 @@ async def test_survives_a_broker_restart(demo_site: SiteConfig) -> None:
     failure, reconnects, subscribes again and goes on collecting."""
     assert demo_site.mqtt is not None
     port = free_tcp_port()
+    registry = SeriesRegistry.for_site(demo_site)
     received: list[Reading] = []
 
-    async def sink(readings: list[Reading]) -> None:
-        received.extend(readings)
+    async def sink(batch: ReadingBatch) -> None:
+        assert type(batch) is ReadingBatch
+        received.extend(batch.readings(registry))
 
     async def publish_line_b(value: float) -> None:
         async with aiomqtt.Client("127.0.0.1", port=port) as pub:
@@ -73,6 +79,7 @@ async def test_survives_a_broker_restart(demo_site: SiteConfig) -> None:
         demo_site.mqtt_devices,
         SystemClock(),
         sink,
+        registry,
         url=f"mqtt://127.0.0.1:{port}",
         max_backoff_s=0.2,
     )
@@ -103,3 +110,55 @@ async def test_survives_a_broker_restart(demo_site: SiteConfig) -> None:
     assert [r.value for r in received] == [1.0, 2.0]
     assert collector.stats.connections == 2
     assert collector.stats.connection_failures >= 1
+
+
+async def test_extreme_timestamps_cost_one_message_and_admission_drops_the_rest(
+    mqtt_url: str, demo_site: SiteConfig
+) -> None:
+    """Collector -> real Pipeline with admission: timestamps a datetime cannot hold are
+    clean bad payloads (the collector keeps running); representable but absurd ones
+    (2099, year 1) reach admission and are dropped and counted there."""
+    assert demo_site.mqtt is not None
+    registry = SeriesRegistry.for_site(demo_site)
+    clock = SystemClock()
+    received: list[Reading] = []
+
+    class Sink:
+        name = "recording"
+
+        async def write_batch(self, batch: ReadingBatch) -> None:
+            received.extend(batch.readings(registry))
+
+    admission = Admission(demo_site, registry, clock)
+    pipeline = Pipeline([Sink()], admission=admission, flush_interval_s=0.01)
+    collector = MqttCollector(
+        demo_site.mqtt, demo_site.mqtt_devices, clock, pipeline.put, registry, url=mqtt_url
+    )
+    tasks = [asyncio.create_task(collector.run()), asyncio.create_task(pipeline.run())]
+    try:
+        async with asyncio.timeout(10):
+            await collector.subscribed.wait()
+        url = urlparse(mqtt_url)
+        async with aiomqtt.Client(url.hostname or "127.0.0.1", port=url.port or 1883) as pub:
+            for ts in (
+                '"9999-12-31T23:59:59-01:00"',
+                '"0001-01-01T00:00:00+01:00"',
+                "1e20",
+                '"2099-01-01T00:00:00Z"',
+                '"0001-01-01T00:00:00Z"',
+            ):
+                payload = f'{{"ts": {ts}, "power_kw": 999}}'
+                await pub.publish("factory/line_a/meter", payload, qos=1)
+            await pub.publish("factory/line_a/meter", json.dumps({"power_kw": 4242.5}), qos=1)
+        async with asyncio.timeout(10):
+            while not any(r.value == 4242.5 for r in received):
+                await asyncio.sleep(0.02)
+        assert not tasks[0].done()  # the collector survived every message
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert collector.stats.bad_payloads == 3
+    assert "line_a" in collector.stats.last_error
+    assert [r.value for r in received if r.device == "line_a"] == [4242.5]
+    assert admission.stats.by_device["line_a"].out_of_window == 2

@@ -1,29 +1,35 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from zerocarbon.ingest.pipeline import Pipeline
-from zerocarbon.ingest.reading import Reading
+import numpy as np
 
-TS = datetime(2026, 6, 21, tzinfo=UTC)
+from zerocarbon.batch import Reading, ReadingBatch, SeriesRegistry, datetime_to_us
+from zerocarbon.ingest.pipeline import Pipeline
+
+TS_US = datetime_to_us(datetime(2026, 6, 21, tzinfo=UTC))
+REGISTRY = SeriesRegistry(["grid_meter", "battery"])
+POWER = REGISTRY.id("grid_meter", "active_power_kw")
 
 
 class RecordingSink:
     def __init__(self, name: str, fail: bool = False) -> None:
         self.name = name
         self.fail = fail
-        self.batches: list[list[Reading]] = []
+        self.batches: list[ReadingBatch] = []
 
-    async def write_batch(self, readings: Sequence[Reading]) -> None:
-        self.batches.append(list(readings))
+    async def write_batch(self, batch: ReadingBatch) -> None:
+        self.batches.append(batch)
         if self.fail:
             raise RuntimeError("sink down")
 
+    def values(self) -> list[float]:
+        return [v for b in self.batches for v in b.value.tolist()]
 
-def _readings(n: int, start: int = 0) -> list[Reading]:
-    return [Reading(TS, "grid_meter", "active_power_kw", float(start + i)) for i in range(n)]
+
+def _batch(n: int, start: int = 0) -> ReadingBatch:
+    return ReadingBatch.of([POWER] * n, [TS_US + i for i in range(n)], range(start, start + n))
 
 
 async def test_close_delivers_everything_put_before_it_in_order() -> None:
@@ -31,12 +37,11 @@ async def test_close_delivers_everything_put_before_it_in_order() -> None:
     pipeline = Pipeline([sink], batch_rows=7, flush_interval_s=60)
     task = asyncio.create_task(pipeline.run())
     for k in range(10):
-        await pipeline.put(_readings(3, start=3 * k))
+        await pipeline.put(_batch(3, start=3 * k))
     await pipeline.close()
     async with asyncio.timeout(5):
         await task
-    values = [r.value for batch in sink.batches for r in batch]
-    assert values == [float(i) for i in range(30)]
+    assert sink.values() == [float(i) for i in range(30)]
     assert all(len(b) <= 7 + 2 for b in sink.batches)  # cut as soon as 7 rows are reached
     assert pipeline.stats.readings_in == 30
 
@@ -45,7 +50,7 @@ async def test_partial_batch_is_flushed_after_the_interval() -> None:
     sink = RecordingSink("s")
     pipeline = Pipeline([sink], batch_rows=1000, flush_interval_s=0.05)
     task = asyncio.create_task(pipeline.run())
-    await pipeline.put(_readings(2))
+    await pipeline.put(_batch(2))
     async with asyncio.timeout(5):
         while not sink.batches:
             await asyncio.sleep(0.01)
@@ -58,7 +63,7 @@ async def test_failing_sink_costs_other_sinks_nothing() -> None:
     broken, healthy = RecordingSink("broken", fail=True), RecordingSink("healthy")
     pipeline = Pipeline([broken, healthy], batch_rows=10, flush_interval_s=0.01)
     task = asyncio.create_task(pipeline.run())
-    await pipeline.put(_readings(5))
+    await pipeline.put(_batch(5))
     await pipeline.close()
     await task
     assert sum(len(b) for b in healthy.batches) == 5
@@ -69,12 +74,44 @@ async def test_full_queue_applies_back_pressure_without_dropping() -> None:
     sink = RecordingSink("s")
     pipeline = Pipeline([sink], max_queued=2, batch_rows=100, flush_interval_s=0.01)
     for k in range(2):
-        await pipeline.put(_readings(1, start=k))
-    blocked = asyncio.create_task(pipeline.put(_readings(1, start=2)))
+        await pipeline.put(_batch(1, start=k))
+    blocked = asyncio.create_task(pipeline.put(_batch(1, start=2)))
     await asyncio.sleep(0.05)
     assert not blocked.done() and pipeline.stats.queue_full_waits == 1
     task = asyncio.create_task(pipeline.run())
     await blocked
     await pipeline.close()
     await task
-    assert [r.value for b in sink.batches for r in b] == [0.0, 1.0, 2.0]
+    assert sink.values() == [0.0, 1.0, 2.0]
+
+
+async def test_sink_gets_one_batch_whose_arrays_are_the_concatenation_of_the_puts() -> None:
+    """No per-reading objects on the way: the sink receives a ReadingBatch of numpy
+    arrays equal to the concatenated columns of what collectors put, in order."""
+    sink = RecordingSink("s")
+    pipeline = Pipeline([sink], batch_rows=10_000, flush_interval_s=60)
+    soc = REGISTRY.id("battery", "state_of_charge_pct")
+    puts = [
+        ReadingBatch.of([POWER, soc], [TS_US, TS_US + 7], [1.5, 60.0], [0, 1]),
+        ReadingBatch.of([soc], [TS_US + 1_000_001], [61.0], [2]),
+        ReadingBatch.of([POWER] * 3, [TS_US + 5, TS_US + 6, TS_US + 8], [2.0, 3.0, -4.0]),
+    ]
+    task = asyncio.create_task(pipeline.run())
+    for batch in puts:
+        await pipeline.put(batch)
+    await pipeline.close()
+    await task
+    assert len(sink.batches) == 1
+    got = sink.batches[0]
+    assert type(got) is ReadingBatch
+    for column, dtype in (
+        ("series", np.int32),
+        ("ts_us", np.int64),
+        ("value", np.float64),
+        ("quality", np.int8),
+    ):
+        array = getattr(got, column)
+        assert isinstance(array, np.ndarray) and array.dtype == dtype
+        np.testing.assert_array_equal(array, np.concatenate([getattr(b, column) for b in puts]))
+    assert not any(isinstance(x, Reading) for x in vars(pipeline).values())
+    assert pipeline.stats.readings_in == pipeline.stats.readings_out == 6

@@ -1,1 +1,1 @@
-"""Async collectors that turn device traffic into Reading batches, and the pipeline."""
+"""Async collectors -> reading batches; the admission step and the pipeline."""

@@ -1,11 +1,14 @@
-"""The pipeline: a bounded queue of readings -> batches -> fan-out to sinks.
+"""The pipeline: a bounded queue of reading batches -> admitted batches -> fan-out to sinks.
 
-Collectors ``put`` the readings of one poll or message; when the queue is full they
-wait (back-pressure) instead of dropping. ``close`` ends the stream: everything put
-before it is delivered before ``run`` returns. The batcher cuts a batch when it holds
-``batch_rows`` readings or ``flush_interval_s`` (real seconds) has passed, and hands it
-to each sink in order (storage first, then the carbon engine). A failing sink is
-logged and counted; the other sinks still get the batch.
+Collectors ``put`` the :class:`~zerocarbon.batch.ReadingBatch` of one poll or message;
+when the queue is full they wait (back-pressure) instead of dropping. ``close`` ends
+the stream: everything put before it is delivered before ``run`` returns. The batcher
+takes queued batches until it holds ``batch_rows`` readings or ``flush_interval_s``
+(real seconds) has passed, concatenates their arrays into one batch, passes it through
+the :class:`~zerocarbon.ingest.admission.Admission` step (when given) and hands the
+result to each sink in order (storage first, then the carbon engine). No Python object
+per reading is made on the way. A failing sink is logged and counted; the other sinks
+still get the batch.
 """
 
 from __future__ import annotations
@@ -17,22 +20,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from zerocarbon.ingest.reading import Reading
+from zerocarbon.batch import ReadingBatch
+from zerocarbon.ingest.admission import Admission
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.02  # how often a batch being assembled looks at the queue [s]
 
 
-class BatchSink(Protocol):
+class PipelineSink(Protocol):
+    """A consumer of the pipeline's batches (storage writer, carbon engine)."""
+
     name: str
 
-    async def write_batch(self, readings: Sequence[Reading]) -> None: ...
+    async def write_batch(self, batch: ReadingBatch) -> None: ...
 
 
 @dataclass(slots=True)
 class PipelineStats:
     readings_in: int = 0
+    readings_out: int = 0  # delivered to the sinks (after admission)
     batches: int = 0
     sink_failures: int = 0
     queue_full_waits: int = 0
@@ -41,25 +48,29 @@ class PipelineStats:
 class Pipeline:
     def __init__(
         self,
-        sinks: Sequence[BatchSink],
+        sinks: Sequence[PipelineSink],
         *,
+        admission: Admission | None = None,
         max_queued: int = 10_000,
         batch_rows: int = 5_000,
         flush_interval_s: float = 0.5,
     ) -> None:
         self._sinks = list(sinks)
-        # None is the end-of-stream marker put by close()
-        self._queue: asyncio.Queue[list[Reading] | None] = asyncio.Queue(maxsize=max_queued)
+        self.admission = admission
+        # None is the end-of-stream marker put by close(); max_queued counts batches
+        self._queue: asyncio.Queue[ReadingBatch | None] = asyncio.Queue(maxsize=max_queued)
         self._batch_rows = batch_rows
         self._flush_interval_s = flush_interval_s
         self.stats = PipelineStats()
 
-    async def put(self, readings: list[Reading]) -> None:
-        """Queue the readings of one poll/message (waits while the queue is full)."""
+    async def put(self, batch: ReadingBatch) -> None:
+        """Queue the batch of one poll/message (waits while the queue is full)."""
+        if len(batch) == 0:
+            return
         if self._queue.full():
             self.stats.queue_full_waits += 1
-        await self._queue.put(readings)
-        self.stats.readings_in += len(readings)
+        await self._queue.put(batch)
+        self.stats.readings_in += len(batch)
 
     async def close(self) -> None:
         """Ask :meth:`run` to deliver everything queued so far and return."""
@@ -72,32 +83,39 @@ class Pipeline:
         ``close``; cancelling ``run`` instead may lose the batch being assembled.
         """
         while True:
-            batch, closing = await self._next_batch()
-            if batch:
-                await self._deliver(batch)
+            parts, closing = await self._next_parts()
+            if parts:
+                batch = ReadingBatch.concat(parts)
+                if self.admission is not None:
+                    batch = self.admission.admit(batch)
+                if len(batch):
+                    await self._deliver(batch)
             if closing:
                 return
 
-    async def _next_batch(self) -> tuple[list[Reading], bool]:
+    async def _next_parts(self) -> tuple[list[ReadingBatch], bool]:
         first = await self._queue.get()
         if first is None:
             return [], True
-        batch = list(first)
+        parts = [first]
+        rows = len(first)
         deadline = time.monotonic() + self._flush_interval_s
-        while len(batch) < self._batch_rows:
-            while not self._queue.empty() and len(batch) < self._batch_rows:
+        while rows < self._batch_rows:
+            while not self._queue.empty() and rows < self._batch_rows:
                 item = self._queue.get_nowait()
                 if item is None:
-                    return batch, True
-                batch.extend(item)
+                    return parts, True
+                parts.append(item)
+                rows += len(item)
             remaining = deadline - time.monotonic()
-            if len(batch) >= self._batch_rows or remaining <= 0:
+            if rows >= self._batch_rows or remaining <= 0:
                 break
             await asyncio.sleep(min(_POLL_S, remaining))
-        return batch, False
+        return parts, False
 
-    async def _deliver(self, batch: list[Reading]) -> None:
+    async def _deliver(self, batch: ReadingBatch) -> None:
         self.stats.batches += 1
+        self.stats.readings_out += len(batch)
         for sink in self._sinks:
             try:
                 await sink.write_batch(batch)

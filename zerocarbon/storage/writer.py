@@ -1,27 +1,49 @@
-"""Readings writer: binary COPY into ``readings`` and an upsert of ``latest_values``.
+"""Readings writer: binary COPY of whole batches into ``readings``, and an upsert of
+``latest_values``.
 
-asyncpg's ``copy_records_to_table`` speaks PostgreSQL's binary COPY format. When the
-database is unavailable the batch is kept in memory (bounded by ``max_pending_rows``,
-oldest dropped first and counted) and written with the next batch. An on-disk spool
-that survives restarts is future work (see docs/architecture.md).
+A batch's series ids become ``(devices.id, metrics.id)`` through two lookup arrays
+(built once from the :class:`~zerocarbon.batch.SeriesRegistry` and the database's
+:class:`~zerocarbon.storage.database.Registry`); :mod:`zerocarbon.storage.copy_binary`
+turns the arrays into PostgreSQL's binary COPY format in one vectorised pass. The
+newest row per series (found with a sort, not a loop over readings) updates
+``latest_values`` in the same transaction.
+
+When the database is unavailable the rows are kept in memory (bounded by
+``max_pending_rows``, oldest dropped first and counted) and written with the next
+batch. An on-disk spool that survives restarts is future work (see
+docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
+import numpy as np
+from numpy.typing import NDArray
 
-from zerocarbon.ingest.reading import Reading
+from zerocarbon.batch import ReadingBatch, SeriesRegistry, us_to_datetime
+from zerocarbon.metering.metrics import METRICS
+from zerocarbon.storage.copy_binary import READING_COLUMNS, encode_readings
 from zerocarbon.storage.database import Registry
 
 log = logging.getLogger(__name__)
 
-READING_COLUMNS = ("ts", "device_id", "metric_id", "value", "quality")
-Record = tuple[datetime, int, int, float, int]
+__all__ = ["READING_COLUMNS", "ReadingWriter", "WriterStats", "latest_rows"]
+
+# Rows must fit a Python datetime (latest_values, the API) as well as PostgreSQL:
+# 0001-01-01T00:00Z .. 9999-12-31T23:59:59.999999Z as POSIX microseconds [us].
+MIN_TS_US = -62_135_596_800_000_000
+MAX_TS_US = 253_402_300_799_999_999
+
+_UPSERT_LATEST = """
+INSERT INTO latest_values (ts, device_id, metric_id, value, quality)
+SELECT * FROM unnest($1::timestamptz[], $2::int2[], $3::int2[], $4::float8[], $5::int2[])
+ON CONFLICT (device_id, metric_id) DO UPDATE
+SET ts = EXCLUDED.ts, value = EXCLUDED.value, quality = EXCLUDED.quality
+WHERE latest_values.ts <= EXCLUDED.ts
+"""
 
 
 @dataclass(slots=True)
@@ -29,71 +51,131 @@ class WriterStats:
     rows_written: int = 0
     batches_written: int = 0
     failures: int = 0
-    rows_dropped: int = 0
-    unknown_series: int = 0
+    rows_dropped: int = 0  # pending rows dropped while the database was unavailable
+    unknown_series: int = 0  # series without a devices/metrics row
+    out_of_range: int = 0  # times outside 0001..9999 (admission normally drops them first)
+
+
+def latest_rows(series: NDArray[np.int32], ts_us: NDArray[np.int64]) -> NDArray[np.intp]:
+    """Index of the newest row of each series (ties: the later row in batch order),
+    in ascending series order."""
+    if series.shape[0] == 0:
+        return np.empty(0, dtype=np.intp)
+    order = np.lexsort((ts_us, series))  # stable: equal times keep batch order
+    s = series[order]
+    last = np.empty(s.shape, dtype=np.bool_)
+    last[:-1] = s[1:] != s[:-1]
+    last[-1] = True
+    return order[last]
 
 
 class ReadingWriter:
+    """The pipeline's storage sink (``write_batch(batch)``)."""
+
     name = "storage"
 
     def __init__(
-        self, pool: asyncpg.Pool, registry: Registry, *, max_pending_rows: int = 1_000_000
+        self,
+        pool: asyncpg.Pool,
+        registry: Registry,
+        series: SeriesRegistry,
+        *,
+        max_pending_rows: int = 1_000_000,
     ) -> None:
         self._pool = pool
-        self._registry = registry
-        self._pending: list[Record] = []
+        self._series = series
         self._max_pending_rows = max_pending_rows
+        # series id -> devices.id / metrics.id; -1 where the database has no row
+        device_db = np.array(
+            [registry.device_ids.get(d, -1) for d in series.device_ids], dtype=np.int32
+        )
+        metric_db = np.full(int(series.metric_id_of.max(initial=0)) + 1, -1, dtype=np.int32)
+        for m in METRICS:
+            if m.id < metric_db.shape[0]:
+                metric_db[m.id] = registry.metric_ids.get(m.name, -1)
+        self._device_of: NDArray[np.int32] = device_db[series.device_index_of]
+        self._metric_of: NDArray[np.int32] = metric_db[series.metric_id_of]
+        self._pending: list[ReadingBatch] = []
+        self._pending_rows = 0
+        self._unknown_reports = 0
         self.stats = WriterStats()
 
-    def _records(self, readings: Sequence[Reading]) -> list[Record]:
-        devices = self._registry.device_ids
-        metrics = self._registry.metric_ids
-        records: list[Record] = []
-        for r in readings:
-            device_id = devices.get(r.device)
-            metric_id = metrics.get(r.metric)
-            if device_id is None or metric_id is None:
-                self.stats.unknown_series += 1
-                if self.stats.unknown_series <= 10:
-                    log.warning(
-                        "reading for unknown device %r / metric %r skipped", r.device, r.metric
-                    )
-                continue
-            records.append((r.ts, device_id, metric_id, r.value, int(r.quality)))
-        return records
-
-    async def write_batch(self, readings: Sequence[Reading]) -> None:
-        self._pending.extend(self._records(readings))
-        overflow = len(self._pending) - self._max_pending_rows
+    async def write_batch(self, batch: ReadingBatch) -> None:
+        """Write ``batch`` (after anything kept from failed writes) in one transaction."""
+        batch = self._storable(batch)
+        if len(batch):
+            self._pending.append(batch)
+            self._pending_rows += len(batch)
+        overflow = self._pending_rows - self._max_pending_rows
         if overflow > 0:
-            del self._pending[:overflow]
+            rows = ReadingBatch.concat(self._pending)
+            self._pending = [rows.take(np.arange(overflow, len(rows)))]
+            self._pending_rows -= overflow
             self.stats.rows_dropped += overflow
             log.error("database unavailable too long: dropped %d oldest readings", overflow)
-        if not self._pending:
+        if not self._pending_rows:
             return
+        rows = ReadingBatch.concat(self._pending)
+        self._pending = [rows]  # concatenated once, also for the retry
         try:
-            await self._write(self._pending)
+            await self._write(rows)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             self.stats.failures += 1
-            log.warning("writing %d readings failed (%s); kept for retry", len(self._pending), exc)
+            log.warning("writing %d readings failed (%s); kept for retry", len(rows), exc)
             return
-        self.stats.rows_written += len(self._pending)
+        self.stats.rows_written += len(rows)
         self.stats.batches_written += 1
         self._pending = []
+        self._pending_rows = 0
 
-    async def _write(self, records: list[Record]) -> None:
-        latest: dict[tuple[int, int], Record] = {}
-        for rec in records:
-            key = (rec[1], rec[2])
-            if key not in latest or rec[0] >= latest[key][0]:
-                latest[key] = rec
+    def _storable(self, batch: ReadingBatch) -> ReadingBatch:
+        """The rows with a devices/metrics row and a representable time; counts the rest."""
+        s = batch.series
+        in_range = (s >= 0) & (s < self._series.size)
+        safe = np.where(in_range, s, 0)
+        known = in_range & (self._device_of[safe] >= 0) & (self._metric_of[safe] >= 0)
+        ts_ok = (batch.ts_us >= MIN_TS_US) & (batch.ts_us <= MAX_TS_US)
+        keep = known & ts_ok
+        kept = int(np.count_nonzero(keep))
+        if kept == len(batch):
+            return batch
+        unknown = int(np.count_nonzero(~known))
+        if unknown:
+            first = int(s[np.argmax(~known)])
+            self.stats.unknown_series += unknown
+            self._unknown_reports += 1
+            if self._unknown_reports <= 10:  # the first few batches only
+                log.warning(
+                    "%d reading(s) of series without a database row skipped (e.g. %s)",
+                    unknown,
+                    self._describe(first),
+                )
+        bad_ts = int(np.count_nonzero(known & ~ts_ok))
+        if bad_ts:
+            self.stats.out_of_range += bad_ts
+            log.warning("%d reading(s) with a time outside years 1..9999 skipped", bad_ts)
+        return batch.take(keep)
+
+    def _describe(self, series_id: int) -> str:
+        if 0 <= series_id < self._series.size:
+            device, metric = self._series.key(series_id)
+            return f"device {device!r} metric {metric!r}"
+        return f"series id {series_id}"
+
+    async def _write(self, rows: ReadingBatch) -> None:
+        device_id = self._device_of[rows.series]
+        metric_id = self._metric_of[rows.series]
+        data = encode_readings(rows.ts_us, device_id, metric_id, rows.value, rows.quality)
+        newest = latest_rows(rows.series, rows.ts_us)
+        latest = (
+            [us_to_datetime(t) for t in rows.ts_us[newest].tolist()],
+            device_id[newest].tolist(),
+            metric_id[newest].tolist(),
+            rows.value[newest].tolist(),
+            rows.quality[newest].tolist(),
+        )
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.copy_records_to_table("readings", records=records, columns=READING_COLUMNS)
-            await conn.executemany(
-                """INSERT INTO latest_values (ts, device_id, metric_id, value, quality)
-                   VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (device_id, metric_id) DO UPDATE
-                   SET ts = EXCLUDED.ts, value = EXCLUDED.value, quality = EXCLUDED.quality
-                   WHERE latest_values.ts <= EXCLUDED.ts""",
-                list(latest.values()),
+            await conn.copy_to_table(
+                "readings", source=data, columns=READING_COLUMNS, format="binary"
             )
+            await conn.execute(_UPSERT_LATEST, *latest)

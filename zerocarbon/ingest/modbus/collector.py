@@ -12,16 +12,16 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException, ModbusIOException
 
+from zerocarbon.batch import BatchBuilder, SeriesRegistry
 from zerocarbon.clock import Clock
 from zerocarbon.config import ModbusTcpDevice, SiteConfig
-from zerocarbon.ingest.modbus.decoder import decode_blocks
+from zerocarbon.ingest.modbus.decoder import decode_blocks, point_series
 from zerocarbon.ingest.modbus.planner import ReadBlock, needed_points, plan_reads
-from zerocarbon.ingest.reading import ReadingSink
+from zerocarbon.ingest.reading import BatchSink
 from zerocarbon.metering.profile import DeviceProfile, RegisterTable
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,19 @@ class _PolledDevice:
     config: ModbusTcpDevice
     profile: DeviceProfile
     blocks: list[ReadBlock]
+    series: dict[str, int]  # metric point name -> series id, resolved once at start
     next_due_s: float
     stats: DeviceStats = field(default_factory=DeviceStats)
 
 
 class ModbusLinkCollector:
-    """Polls every device behind one TCP endpoint."""
+    """Polls every device behind one TCP endpoint; hands each poll's readings to
+    ``sink`` as one :class:`~zerocarbon.batch.ReadingBatch`.
+
+    Series ids of every profile point are resolved in ``registry`` here, once; a
+    device or metric the registry lacks raises
+    :class:`~zerocarbon.batch.UnknownSeriesError` naming it.
+    """
 
     def __init__(
         self,
@@ -59,18 +66,21 @@ class ModbusLinkCollector:
         port: int,
         devices: Sequence[tuple[ModbusTcpDevice, DeviceProfile]],
         clock: Clock,
-        sink: ReadingSink,
+        sink: BatchSink,
+        registry: SeriesRegistry,
     ) -> None:
         self.host = host
         self.port = port
         self._clock = clock
         self._sink = sink
+        self._builder = BatchBuilder(registry)
         now = clock.now_s()
         self.devices = [
             _PolledDevice(
                 cfg,
                 profile,
                 plan_reads(needed_points(profile), max_gap_registers=cfg.max_gap_registers),
+                point_series(cfg.id, profile, registry),
                 now,
             )
             for cfg, profile in devices
@@ -160,18 +170,19 @@ class ModbusLinkCollector:
         if not registers:
             return
         # Stamp with the middle of the request/response exchange.
-        ts_s = (t_sent + self._clock.now_s()) / 2
+        ts_us = round((t_sent + self._clock.now_s()) / 2 * 1_000_000)
         result = decode_blocks(
-            cfg.id, device.profile, device.blocks, registers, datetime.fromtimestamp(ts_s, UTC)
+            device.series, device.profile, device.blocks, registers, ts_us, self._builder
         )
+        batch = self._builder.build()
         stats.rejected_values += len(result.rejected)
-        stats.readings += len(result.readings)
+        stats.readings += result.readings
         if len(registers) == len(device.blocks):
             if not stats.available:
                 log.info("device %s at %s unit %s is available", cfg.id, self.name, cfg.device_id)
             stats.available = True
-        if result.readings:
-            await self._sink(result.readings)
+        if len(batch):
+            await self._sink(batch)
 
     def _fail(self, device: _PolledDevice, message: str, timeout: bool) -> None:
         stats = device.stats
@@ -191,9 +202,13 @@ class ModbusLinkCollector:
         stats.last_error = message
 
 
-def link_collectors(site: SiteConfig, clock: Clock, sink: ReadingSink) -> list[ModbusLinkCollector]:
+def link_collectors(
+    site: SiteConfig, clock: Clock, sink: BatchSink, registry: SeriesRegistry
+) -> list[ModbusLinkCollector]:
     """One collector per distinct (host, port) among the site's Modbus TCP devices."""
     links: dict[tuple[str, int], list[tuple[ModbusTcpDevice, DeviceProfile]]] = {}
     for device in site.modbus_devices:
         links.setdefault(device.endpoint, []).append((device, site.profile_of(device)))
-    return [ModbusLinkCollector(h, p, devs, clock, sink) for (h, p), devs in links.items()]
+    return [
+        ModbusLinkCollector(h, p, devs, clock, sink, registry) for (h, p), devs in links.items()
+    ]

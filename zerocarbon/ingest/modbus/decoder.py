@@ -1,9 +1,11 @@
-"""Registers of a device's block reads -> Readings.
+"""Registers of a device's block reads -> rows of a :class:`~zerocarbon.batch.BatchBuilder`.
 
 ``value = decode(registers) * scale * 10**sf`` (see :mod:`zerocarbon.metering.profile`).
 SunSpec marks unimplemented values with sentinels (int16 0x8000, uint16 0xFFFF,
 acc32 0; SunSpec Information Model Reference, "Not Implemented" values): sentinel
 integers and non-finite floats yield no reading and are counted as rejected.
+
+Series ids are resolved once per device (:func:`point_series`), not per reading.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
+from zerocarbon.batch import BatchBuilder, SeriesRegistry
 from zerocarbon.ingest.modbus.planner import ReadBlock
-from zerocarbon.ingest.reading import Reading
 from zerocarbon.metering.profile import DeviceProfile, Point
 from zerocarbon.metering.registers import RegisterType, decode
 
@@ -26,19 +27,33 @@ _NOT_IMPLEMENTED: dict[RegisterType, float] = {
 
 @dataclass(slots=True)
 class DecodeResult:
-    readings: list[Reading] = field(default_factory=list)
+    readings: int = 0  # rows appended to the builder
     rejected: list[str] = field(default_factory=list)  # point names without a usable value
 
 
+def point_series(
+    device_id: str, profile: DeviceProfile, registry: SeriesRegistry
+) -> dict[str, int]:
+    """Series id of each metric point of ``profile`` for ``device_id`` (point name -> id).
+
+    Raises :class:`zerocarbon.batch.UnknownSeriesError` naming device and metric when
+    the site's registry lacks one (a start-up error, not a per-poll one).
+    """
+    return {p.name: registry.id(device_id, p.metric) for p in profile.metric_points if p.metric}
+
+
 def decode_blocks(
-    device_id: str,
+    series: Mapping[str, int],
     profile: DeviceProfile,
     blocks: Sequence[ReadBlock],
     registers: Mapping[ReadBlock, Sequence[int]],
-    ts: datetime,
+    ts_us: int,
+    out: BatchBuilder,
 ) -> DecodeResult:
-    """Decode every point of the blocks that were read; blocks missing in ``registers``
-    (failed reads) contribute nothing."""
+    """Decode every point of the blocks that were read and append one row per usable
+    metric point to ``out`` (time ``ts_us`` [us], series from ``series``, see
+    :func:`point_series`). Blocks missing in ``registers`` (failed reads) contribute
+    nothing."""
     raw: dict[str, float] = {}
     for block in blocks:
         regs = registers.get(block)
@@ -60,7 +75,8 @@ def decode_blocks(
             if value is None:
                 result.rejected.append(point.name)
             else:
-                result.readings.append(Reading(ts, device_id, point.metric, value))
+                out.add_id(series[point.name], ts_us, value)
+                result.readings += 1
     return result
 
 

@@ -1,8 +1,9 @@
 """MQTT collector: one subscriber for the site's MQTT devices (aiomqtt).
 
-Subscribes to each device's topic, turns JSON payloads into Readings and hands them to
-the pipeline. A bad payload is logged (naming device and topic) and counted; it never
-stops the collector. A lost broker connection is retried with backoff and counted.
+Subscribes to each device's topic, turns each JSON payload into one
+:class:`~zerocarbon.batch.ReadingBatch` and hands it to the pipeline. A bad payload is
+logged (naming device and topic) and counted; it never stops the collector. A lost
+broker connection is retried with backoff and counted.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from zerocarbon.batch import BatchBuilder, SeriesRegistry
 from zerocarbon.clock import Clock
 from zerocarbon.config import MqttConfig, MqttDevice, SiteConfig
-from zerocarbon.ingest.mqtt.payload import PayloadError, parse_payload
-from zerocarbon.ingest.reading import ReadingSink
+from zerocarbon.ingest.mqtt.payload import PayloadError, field_series, parse_payload
+from zerocarbon.ingest.reading import BatchSink
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +36,23 @@ class MqttStats:
 
 
 class MqttCollector:
+    """Series ids of every device's JSON keys are resolved in ``registry`` here, once."""
+
     def __init__(
         self,
         config: MqttConfig,
         devices: tuple[MqttDevice, ...],
         clock: Clock,
-        sink: ReadingSink,
+        sink: BatchSink,
+        registry: SeriesRegistry,
         *,
         url: str | None = None,
         max_backoff_s: float = 10.0,
     ) -> None:
         self._config = config if url is None else config.model_copy(update={"url": url})
         self._by_topic = {d.topic: d for d in devices}
+        self._series = {d.topic: field_series(d, registry) for d in devices}
+        self._builder = BatchBuilder(registry)
         self._clock = clock
         self._sink = sink
         self._max_backoff_s = max_backoff_s
@@ -93,15 +100,23 @@ class MqttCollector:
             return
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
+        arrival_us = round(self._clock.now_s() * 1_000_000)
         try:
-            readings, problems = parse_payload(device, bytes(payload), self._clock.now())
+            count, problems = parse_payload(
+                device, bytes(payload), arrival_us, self._series[topic], self._builder
+            )
         except PayloadError as exc:
             self._bad(str(exc))
             return
+        except Exception as exc:  # a parser bug must cost one message, not the collector
+            self._builder.build()  # discard anything half-appended
+            log.exception("device %r topic %r: payload not parsed", device.id, topic)
+            self._bad(f"device {device.id!r} topic {topic!r}: {type(exc).__name__}: {exc}")
+            return
         for problem in problems:
             self._bad(problem)
-        self.stats.readings += len(readings)
-        await self._sink(readings)
+        self.stats.readings += count
+        await self._sink(self._builder.build())
 
     def _bad(self, problem: str) -> None:
         self.stats.bad_payloads += 1
@@ -111,9 +126,14 @@ class MqttCollector:
 
 
 def mqtt_collector(
-    site: SiteConfig, clock: Clock, sink: ReadingSink, *, url: str | None = None
+    site: SiteConfig,
+    clock: Clock,
+    sink: BatchSink,
+    registry: SeriesRegistry,
+    *,
+    url: str | None = None,
 ) -> MqttCollector | None:
     """The site's MQTT collector, or None when it has no MQTT devices."""
     if site.mqtt is None or not site.mqtt_devices:
         return None
-    return MqttCollector(site.mqtt, site.mqtt_devices, clock, sink, url=url)
+    return MqttCollector(site.mqtt, site.mqtt_devices, clock, sink, registry, url=url)

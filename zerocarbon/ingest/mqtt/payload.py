@@ -1,75 +1,115 @@
-"""JSON payloads of MQTT devices -> Readings.
+"""JSON payloads of MQTT devices -> rows of a :class:`~zerocarbon.batch.BatchBuilder`.
 
 A payload is a JSON object; the device's ``fields`` table maps its keys to metrics.
 The timestamp comes from ``ts_field`` (ISO 8601 with an offset, or POSIX seconds) or,
-when the device has none, from the arrival time.
+when the device has none, from the arrival time. Timestamps become POSIX microseconds
+without a detour through local time, so any instant from 0001-01-01 to 9999-12-31 UTC
+parses; one outside that range (or a number too large for a float or an int64) is a
+:class:`PayloadError`, never an ``OverflowError``. Whether a time is *plausible* is
+the pipeline's admission step's business (:mod:`zerocarbon.ingest.admission`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from zerocarbon.batch import BatchBuilder, SeriesRegistry, datetime_to_us
 from zerocarbon.config import MqttDevice
-from zerocarbon.ingest.reading import Reading
+
+MIN_TS_US = datetime_to_us(datetime(1, 1, 1, tzinfo=UTC))  # 0001-01-01T00:00:00Z [us]
+MAX_TS_US = datetime_to_us(datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC))  # [us]
 
 
 class PayloadError(ValueError):
     """A payload that cannot be used; the message names the device and topic."""
 
 
-def parse_ts(raw: object) -> datetime:
+def parse_ts_us(raw: object) -> int:
+    """POSIX time [us] of a payload timestamp: ISO 8601 with an offset, or POSIX
+    seconds (int or float). :class:`ValueError` for anything else or out of range."""
     if isinstance(raw, bool):
         raise ValueError(f"timestamp must be ISO 8601 or POSIX seconds, got {raw!r}")
-    if isinstance(raw, int | float):
+    if isinstance(raw, int):
+        ts_us = raw * 1_000_000
+    elif isinstance(raw, float):
         if not math.isfinite(raw):
             raise ValueError(f"timestamp {raw!r} is not finite")
-        return datetime.fromtimestamp(raw, UTC)
-    if isinstance(raw, str):
+        if abs(raw) > MAX_TS_US / 1_000_000 + 1:  # also keeps round() below in range
+            raise ValueError(f"timestamp {raw!r} [s] is outside years 1..9999")
+        ts_us = round(raw * 1_000_000)
+    elif isinstance(raw, str):
         ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         if ts.tzinfo is None:
             raise ValueError(f"timestamp {raw!r} has no UTC offset")
-        return ts.astimezone(UTC)
-    raise ValueError(f"timestamp must be ISO 8601 or POSIX seconds, got {raw!r}")
+        ts_us = datetime_to_us(ts)  # offset applied by arithmetic: no overflow at year 1/9999
+    else:
+        raise ValueError(f"timestamp must be ISO 8601 or POSIX seconds, got {raw!r}")
+    if not MIN_TS_US <= ts_us <= MAX_TS_US:
+        raise ValueError(f"timestamp {raw!r} is outside years 1..9999 UTC")
+    return ts_us
+
+
+def field_series(device: MqttDevice, registry: SeriesRegistry) -> dict[str, int]:
+    """Series id of each configured JSON key of ``device`` (key -> id), resolved once.
+
+    Raises :class:`zerocarbon.batch.UnknownSeriesError` naming device and metric."""
+    return {key: registry.id(device.id, device.field_metric(key)) for key in device.fields}
 
 
 def parse_payload(
-    device: MqttDevice, payload: bytes, arrival: datetime
-) -> tuple[list[Reading], list[str]]:
-    """Readings of one message and the problems of single keys.
+    device: MqttDevice,
+    payload: bytes,
+    arrival_us: int,
+    series: Mapping[str, int],
+    out: BatchBuilder,
+) -> tuple[int, list[str]]:
+    """Append the readings of one message to ``out``; return their number and the
+    problems of single keys.
 
-    Keys not in ``fields`` are ignored. A configured key with a non-numeric value is
-    reported in the problem list and skipped; the message's other keys still count.
-    A message that is not a JSON object, has a bad timestamp or no usable key raises
-    :class:`PayloadError`.
+    ``series`` maps the device's JSON keys to series ids (:func:`field_series`);
+    ``arrival_us`` [us] stamps the readings when the payload has no timestamp. Keys not
+    in ``fields`` are ignored. A configured key with a non-numeric value is reported in
+    the problem list and skipped; the message's other keys still count. A message that
+    is not a JSON object, has a bad timestamp or no usable key raises
+    :class:`PayloadError` and appends nothing.
     """
     where = f"device {device.id!r} topic {device.topic!r}"
     try:
         doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
         raise PayloadError(f"{where}: payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError(f"{where}: payload is nested too deeply") from None
     if not isinstance(doc, dict):
         raise PayloadError(f"{where}: payload must be a JSON object, got {type(doc).__name__}")
-    ts = arrival
+    ts_us = arrival_us
     if device.ts_field is not None and device.ts_field in doc:
         try:
-            ts = parse_ts(doc[device.ts_field])
-        except ValueError as exc:
+            ts_us = parse_ts_us(doc[device.ts_field])
+        except (ValueError, OverflowError) as exc:
             raise PayloadError(f"{where}: key {device.ts_field!r}: {exc}") from None
-    readings: list[Reading] = []
+    rows: list[tuple[int, float]] = []
     problems: list[str] = []
     for key in device.fields:
-        metric = device.field_metric(key)
         if key not in doc:
             continue
         value = doc[key]
         numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if numeric:
+            try:
+                value = float(value)  # a huge JSON integer overflows a float
+            except OverflowError:
+                numeric = False
         if not numeric or not math.isfinite(value):
-            problems.append(f"{where}: key {key!r} must be a finite number, got {value!r}")
+            problems.append(f"{where}: key {key!r} must be a finite number, got {value!r:.80}")
             continue
-        readings.append(Reading(ts, device.id, metric, float(value)))
-    if not readings:
+        rows.append((series[key], value))
+    if not rows:
         detail = "; ".join(problems) or f"none of the keys {sorted(device.fields)} is present"
         raise PayloadError(detail if problems else f"{where}: {detail}")
-    return readings, problems
+    for series_id, value in rows:
+        out.add_id(series_id, ts_us, value)
+    return len(rows), problems
