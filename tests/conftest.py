@@ -59,7 +59,8 @@ async def pg_conn(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the run's database; data tables are emptied first."""
     conn = await asyncpg.connect(pg_url)
     await conn.execute(
-        "TRUNCATE readings, latest_values, hourly_energy, hourly_carbon, devices RESTART IDENTITY"
+        "TRUNCATE readings, latest_values, hourly_energy, hourly_carbon, hourly_line, devices "
+        "RESTART IDENTITY"
     )
     yield conn
     await conn.close()

@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from zerocarbon.carbon_engine.service import warm_up_kernels
+from zerocarbon.carbon_service import warm_up_kernels
 from zerocarbon.clock import Clock, ScaledClock
 from zerocarbon.config import SiteConfig
 from zerocarbon.ingest.mqtt.broker import local_broker

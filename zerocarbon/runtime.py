@@ -21,12 +21,15 @@ import uvicorn
 
 from zerocarbon.api.app import create_app, redact_url
 from zerocarbon.api.server import GRACEFUL_SHUTDOWN_S, ApiServer
+from zerocarbon.batch import SeriesRegistry
 from zerocarbon.carbon_engine.engine import CarbonEngine
-from zerocarbon.carbon_engine.service import CarbonService
+from zerocarbon.carbon_engine.factors import site_factor_errors
+from zerocarbon.carbon_service import CarbonService
 from zerocarbon.clock import Clock
 from zerocarbon.config import SiteConfig
 from zerocarbon.ingest.modbus.collector import ModbusLinkCollector, link_collectors
 from zerocarbon.ingest.mqtt.collector import MqttCollector, mqtt_collector
+from zerocarbon.ingest.admission import Admission
 from zerocarbon.ingest.pipeline import Pipeline
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import create_schema, ensure_database, open_pool, register_site
@@ -152,19 +155,26 @@ class EnergyCenter:
             raise StartupError(
                 f"cannot use the database {redact_url(url)}: {type(exc).__name__}: {exc}"
             ) from exc
-        self.writer = ReadingWriter(pool, registry)
+        errors = site_factor_errors(self.site)
+        if errors:
+            raise StartupError("the site's emission factors:\n" + "\n".join(errors))
+        self.series = series = SeriesRegistry.for_site(self.site)
+        self.writer = ReadingWriter(pool, registry, series)
         self.carbon = CarbonService(
-            CarbonEngine(self.site),
+            CarbonEngine(self.site, series),
             pool,
             registry,
             flush_interval_s=self._carbon_flush_interval_s,
         )
         await self.carbon.restore()
         await self.carbon.warm_up()
-        self.pipeline = Pipeline([self.writer, self.carbon])
+        self.admission = Admission(self.site, series, self.clock)
+        self.pipeline = Pipeline([self.writer, self.carbon], admission=self.admission)
         self._pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
-        self.modbus = link_collectors(self.site, self.clock, self.pipeline.put)
-        self.mqtt = mqtt_collector(self.site, self.clock, self.pipeline.put, url=self._mqtt_url)
+        self.modbus = link_collectors(self.site, self.clock, self.pipeline.put, series)
+        self.mqtt = mqtt_collector(
+            self.site, self.clock, self.pipeline.put, series, url=self._mqtt_url
+        )
         for collector in self.modbus:
             self._collector_tasks.append(
                 asyncio.create_task(collector.run(), name=f"modbus {collector.name}")
@@ -175,7 +185,7 @@ class EnergyCenter:
             await self._start_http(self._http)
 
     async def _start_http(self, http: HttpOptions) -> None:
-        app = create_app(self.settings)
+        app = create_app(self.settings, pool=self._pool)
         config = uvicorn.Config(
             app,
             host=http.host,

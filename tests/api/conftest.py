@@ -1,13 +1,14 @@
 """Fixtures for the API tests: settings on the run's database, the app's own client,
-a live uvicorn server, and a factory that writes devices, latest values and hourly rows."""
+a live uvicorn server, and a factory that writes devices, latest values and hourly rows
+(with the engine's upsert)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -19,8 +20,10 @@ from zerocarbon.api.app import create_app
 from zerocarbon.api.server import ApiServer, api_server
 from zerocarbon.config import SiteConfig
 from zerocarbon.netutil import free_tcp_port
+from zerocarbon.rows import HourlyCarbon, HourlyEnergy, HourlyLine
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import Registry, register_site
+from zerocarbon.storage.hourly import upsert_hourly
 
 SITE_TZ = "Asia/Shanghai"
 
@@ -84,9 +87,16 @@ def serve() -> Callable[..., contextlib.AbstractAsyncContextManager[LiveServer]]
     return running_server
 
 
+@pytest.fixture
+async def pg_conn(pg_conn: asyncpg.Connection) -> asyncpg.Connection:
+    """The shared fixture's connection, with hourly_line emptied too."""
+    await pg_conn.execute("TRUNCATE hourly_line")
+    return pg_conn
+
+
 @dataclass
 class SiteData:
-    """Writes test rows straight into the tables the API reads."""
+    """Writes test rows into the tables the API reads, the way the engine does."""
 
     conn: asyncpg.Connection
     registry: Registry
@@ -106,45 +116,64 @@ class SiteData:
             quality,
         )
 
+    async def rows(
+        self,
+        carbon: Sequence[HourlyCarbon] = (),
+        energy: Sequence[HourlyEnergy] = (),
+        lines: Sequence[HourlyLine] = (),
+    ) -> None:
+        """Upsert hourly rows with the engine's :func:`upsert_hourly`."""
+        await upsert_hourly(self.conn, self.registry, carbon, energy, lines)
+
     async def hourly(
-        self, hour_start: datetime, computed_at: datetime | None = None, **values: float | None
-    ) -> dict[str, Any]:
+        self, hour_start: datetime, computed_at: datetime | None = None, **values: Any
+    ) -> HourlyCarbon:
         """Upsert one hourly_carbon row; unspecified columns get plausible values."""
         row = hourly_row(hour_start, **values)
-        row["computed_at"] = computed_at or datetime.now(UTC)
-        columns = list(row)
-        await self.conn.execute(
-            f"""INSERT INTO hourly_carbon ({", ".join(columns)})
-                VALUES ({", ".join(f"${i + 1}" for i in range(len(columns)))})
-                ON CONFLICT (hour_start) DO UPDATE SET
-                {", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])}""",
-            *row.values(),
-        )
+        await self.rows(carbon=[row])
+        if computed_at is not None:
+            await self.conn.execute(
+                "UPDATE hourly_carbon SET computed_at = $2 WHERE hour_start = $1",
+                hour_start,
+                computed_at,
+            )
         return row
 
 
-def hourly_row(hour_start: datetime, **values: float | None) -> dict[str, Any]:
-    grid_import = float(values.pop("grid_import_kwh", 400.0) or 0.0)
-    pv = float(values.pop("pv_kwh", 120.0) or 0.0)
+def hourly_row(hour_start: datetime, **values: Any) -> HourlyCarbon:
+    """A consistent hourly_carbon row: grid import and PV (120 kWh) cover the load."""
+    grid_import = float(values.pop("grid_import_kwh", 400.0))
+    pv = float(values.pop("pv_kwh", 120.0))
     load = grid_import + pv
-    row: dict[str, Any] = {
-        "hour_start": hour_start,
-        "grid_import_kwh": grid_import,
-        "grid_export_kwh": 0.0,
-        "pv_kwh": pv,
-        "battery_charge_kwh": 0.0,
-        "battery_discharge_kwh": 0.0,
-        "load_kwh": load,
-        "production_units": 2.0 * load,
-        "scope2_location_kg": grid_import * 0.5703,
-        "scope2_market_kg": grid_import * 0.6096,
-        "location_factor_kg_per_kwh": 0.5703,
-        "market_factor_kg_per_kwh": 0.6096,
-        "intensity_kg_per_kwh": grid_import * 0.5703 / load,
-        "cfe_share": pv / load,
-    }
-    row.update(values)
-    return row
+    row = HourlyCarbon(
+        hour_start=hour_start,
+        grid_import_kwh=grid_import,
+        grid_export_kwh=0.0,
+        pv_kwh=pv,
+        wind_kwh=0.0,
+        battery_charge_kwh=0.0,
+        battery_discharge_kwh=0.0,
+        load_kwh=load,
+        submetered_kwh=load,
+        unmetered_kwh=0.0,
+        production_units=2.0 * load,
+        scope1_kg=0.0,
+        scope2_location_kg=grid_import * 0.5703,
+        scope2_market_kg=grid_import * 0.6096,
+        green_contract_kwh=0.0,
+        certificate_kwh=0.0,
+        cfe_kwh=pv,
+        location_factor_kg_per_kwh=0.5703,
+        market_factor_kg_per_kwh=0.6096,
+        intensity_kg_per_kwh=grid_import * 0.5703 / load if load > 0 else None,
+        market_intensity_kg_per_kwh=grid_import * 0.6096 / load if load > 0 else None,
+        cfe_share=pv / load if load > 0 else None,
+        estimated_share=0.0,
+        missing_devices=0,
+        submeter_mismatches=0,
+        complete=True,
+    )
+    return replace(row, **values)
 
 
 @pytest.fixture

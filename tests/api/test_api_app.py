@@ -42,10 +42,21 @@ async def test_openapi_lists_every_endpoint(client: httpx.AsyncClient) -> None:
         "/api/v1/devices",
         "/api/v1/devices/{device_id}/latest",
         "/api/v1/carbon/hourly",
+        "/api/v1/carbon/{period}",
+        "/api/v1/energy/hourly",
+        "/api/v1/lines",
+        "/api/v1/lines/hourly",
+        "/api/v1/lines/{period}",
         "/api/v1/live",
         "/api/v1/status",
     }
-    assert "HourlyCarbon" in spec["components"]["schemas"]
+    assert set(spec["components"]["schemas"]) >= {
+        "HourlyCarbon",
+        "HourlyEnergy",
+        "HourlyLine",
+        "CarbonRollup",
+        "LineRollup",
+    }
 
 
 @pytest.mark.skipif(

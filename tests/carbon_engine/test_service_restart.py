@@ -1,4 +1,5 @@
-"""A restart continues the open hours from the database instead of overwriting them."""
+"""The carbon service: a restart continues the open hours from the database, and late
+readings are recomputed from what storage holds."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from zerocarbon.batch import Reading, ReadingBatch, SeriesRegistry
 from zerocarbon.carbon_engine.engine import CarbonEngine
-from zerocarbon.carbon_engine.service import CarbonService
+from zerocarbon.carbon_service import CarbonService
 from zerocarbon.config import SiteConfig
-from zerocarbon.ingest.reading import Reading
-from zerocarbon.storage.database import open_pool, register_site
+from zerocarbon.storage.database import Registry, open_pool, register_site
 from zerocarbon.storage.writer import ReadingWriter
 
 T0 = datetime(2026, 6, 21, 0, 0, tzinfo=UTC)
 
 
-def _readings(minutes: range) -> list[Reading]:
+def _readings(minutes: list[int]) -> list[Reading]:
     """Grid import at 120 kW, PV at 30 kW, one reading a minute."""
     out = []
     for k in minutes:
@@ -28,14 +29,18 @@ def _readings(minutes: range) -> list[Reading]:
 
 
 async def _run(
-    pool: asyncpg.Pool, site: SiteConfig, registry: object, batch: list[Reading], *, restore: bool
-) -> None:
-    service = CarbonService(CarbonEngine(site), pool, registry)  # type: ignore[arg-type]
+    pool: asyncpg.Pool, site: SiteConfig, registry: Registry, readings: list[Reading],
+    *, restore: bool,
+) -> CarbonService:
+    series = SeriesRegistry.for_site(site)
+    service = CarbonService(CarbonEngine(site, series), pool, registry)
     if restore:
         await service.restore()
-    await ReadingWriter(pool, registry).write_batch(batch)  # type: ignore[arg-type]
+    batch = ReadingBatch.from_readings(readings, series)
+    await ReadingWriter(pool, registry, series).write_batch(batch)
     await service.write_batch(batch)
     await service.flush()
+    return service
 
 
 async def _hours(conn: asyncpg.Connection) -> dict[datetime, tuple[float, float]]:
@@ -47,12 +52,13 @@ async def _hours(conn: asyncpg.Connection) -> dict[datetime, tuple[float, float]
 async def test_restart_mid_hour(
     pg_url: str, pg_conn: asyncpg.Connection, demo_site: SiteConfig, restore: bool
 ) -> None:
+    await pg_conn.execute("TRUNCATE hourly_line")
     registry = await register_site(pg_conn, demo_site)
     pool = await open_pool(pg_url)
     try:
         # first run: 00:00 .. 01:30, then the process stops; second run: 01:31 .. 02:00
-        await _run(pool, demo_site, registry, _readings(range(0, 91)), restore=True)
-        await _run(pool, demo_site, registry, _readings(range(91, 121)), restore=restore)
+        await _run(pool, demo_site, registry, _readings(list(range(0, 91))), restore=True)
+        await _run(pool, demo_site, registry, _readings(list(range(91, 121))), restore=restore)
     finally:
         await pool.close()
     hours = await _hours(pg_conn)
@@ -64,3 +70,45 @@ async def test_restart_mid_hour(
     else:
         # without restoring, the second run would overwrite 01:00 with its part only
         assert hours[second][0] == pytest.approx(58.0)
+
+
+async def test_late_readings_recomputed_from_storage(
+    pg_url: str, pg_conn: asyncpg.Connection, demo_site: SiteConfig
+) -> None:
+    """A reading held back for an hour arrives late; the hours it touches are rebuilt
+    from the stored readings and the result equals the in-order run."""
+    await pg_conn.execute("TRUNCATE hourly_line")
+    registry = await register_site(pg_conn, demo_site)
+    # grid import steps from 60 kW to 240 kW at 00:50; one reading a minute, but the
+    # readings of 00:41 .. 01:09 arrive after 01:10 .. 02:00
+    values = {k: 1000.0 + (1.0 * k if k <= 50 else 50.0 + 4.0 * (k - 50)) for k in range(121)}
+    def grid(minutes: list[int]) -> list[Reading]:
+        return [
+            Reading(T0 + timedelta(minutes=k), "grid_meter", "energy_import_kwh", values[k])
+            for k in minutes
+        ]
+    pool = await open_pool(pg_url)
+    try:
+        service = await _run(
+            pool, demo_site, registry, grid([*range(0, 41), *range(70, 121)]), restore=False
+        )
+        series = service.engine.registry
+        late = ReadingBatch.from_readings(grid(list(range(41, 70))), series)
+        await ReadingWriter(pool, registry, series).write_batch(late)
+        for _ in range(2):  # idempotent: the same late data twice changes nothing
+            await service.write_batch(late)
+            await service.flush()
+    finally:
+        await pool.close()
+    assert service.engine.stats.late >= 29 and service.recomputes >= 1
+    hours = await _hours(pg_conn)
+    assert hours[T0][0] == pytest.approx(50.0 + 40.0)
+    assert hours[T0 + timedelta(hours=1)][0] == pytest.approx(240.0)
+    row = await pg_conn.fetchrow(
+        "SELECT late, delta FROM hourly_energy WHERE hour_start = $1 AND device_id = $2 "
+        "AND metric_id = 2",
+        T0,
+        registry.device_ids["grid_meter"],
+    )
+    assert row["delta"] == pytest.approx(90.0)
+    assert row["late"] >= 1  # the hour says late data came in

@@ -49,14 +49,6 @@ def test_unknown_profile_lists_bundled_ones() -> None:
     assert "devices[2].profile" in msg and "eastron_sdm630" in msg
 
 
-def test_unknown_region_and_year() -> None:
-    data = _demo()
-    data["grid"] = {"region": "mars", "data_year": 2023}
-    assert "region 'mars'" in _error(data)
-    data["grid"] = {"region": "east", "data_year": 2021}
-    assert "data year 2021" in _error(data)
-
-
 def test_duplicate_device_ids() -> None:
     data = _demo()
     data["devices"][1]["id"] = "grid_meter"

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from zerocarbon.carbon_engine.service import warm_up_kernels
+from zerocarbon.carbon_service import warm_up_kernels
 from zerocarbon.clock import ScaledClock
 from zerocarbon.config import SiteConfig
 from zerocarbon.runtime import EnergyCenter

@@ -14,12 +14,13 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import asyncpg
 from fastapi import FastAPI
 
 from zerocarbon import __version__
 from zerocarbon.api.docs import add_offline_docs, offline_docs_assets
 from zerocarbon.api.live import KEEPALIVE_S, LiveStreams
-from zerocarbon.api.routes import carbon, devices, health, live, status
+from zerocarbon.api.routes import carbon, devices, energy, health, lines, live, status
 from zerocarbon.dashboards.page import add_dashboard
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import open_pool
@@ -48,11 +49,18 @@ def stop_live_streams(app: FastAPI) -> None:
     streams.stop()
 
 
-def create_app(settings: Settings, *, live_keepalive_s: float = KEEPALIVE_S) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    live_keepalive_s: float = KEEPALIVE_S,
+    pool: asyncpg.Pool | None = None,
+) -> FastAPI:
     """Build the API and the live page for ``settings``.
 
     ``settings.database_url`` is required (the caller starts an embedded server when
-    there is none); ``settings.site_timezone`` must be an IANA name.
+    there is none); ``settings.site_timezone`` must be an IANA name. With ``pool`` the
+    app uses that pool (the runtime's: one pool per process) and leaves closing it to
+    its owner; without, the lifespan opens and closes one of its own.
     """
     database_url = settings.database_url
     if not database_url:
@@ -70,13 +78,22 @@ def create_app(settings: Settings, *, live_keepalive_s: float = KEEPALIVE_S) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if pool is not None:
+            app.state.pool = pool
+            streams.open()
+            try:
+                yield
+            finally:
+                streams.stop()
+                app.state.pool = None
+            return
         try:
-            pool = await open_pool(database_url)
+            own = await open_pool(database_url)
         except Exception as exc:
             raise RuntimeError(
                 f"cannot open the database {redact_url(database_url)}: {exc}"
             ) from exc
-        app.state.pool = pool
+        app.state.pool = own
         streams.open()
         try:
             yield
@@ -84,12 +101,12 @@ def create_app(settings: Settings, *, live_keepalive_s: float = KEEPALIVE_S) -> 
             streams.stop()
             app.state.pool = None
             try:
-                await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_TIMEOUT_S)
+                await asyncio.wait_for(own.close(), timeout=POOL_CLOSE_TIMEOUT_S)
             except TimeoutError:
                 log.warning(
                     "database connections still busy after %ss; closing them", POOL_CLOSE_TIMEOUT_S
                 )
-                pool.terminate()
+                own.terminate()
 
     docs_assets = offline_docs_assets()
     app = FastAPI(
@@ -106,7 +123,7 @@ def create_app(settings: Settings, *, live_keepalive_s: float = KEEPALIVE_S) -> 
     app.state.live_streams = streams
     if docs_assets is not None:
         add_offline_docs(app, docs_assets)
-    for module in (health, devices, carbon, live, status):
+    for module in (health, devices, carbon, energy, lines, live, status):
         app.include_router(module.router)
     add_dashboard(app)
     return app

@@ -1,15 +1,23 @@
 """Response models of the HTTP API and of the live event stream.
 
 Timestamps are timezone-aware UTC and serialise as ISO 8601 (``...Z``). Units are in
-the field names (``_kw``, ``_kwh``, ``_kg``).
+the field names (``_kw``, ``_kwh``, ``_kg``). The hourly rows' models are derived from
+the row types of :mod:`zerocarbon.rows` (:func:`row_model`) and the roll-ups' from
+:mod:`zerocarbon.api.rollup` (:func:`rollup_model`): a column is declared once.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+import inspect
+import re
+from dataclasses import fields
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from zerocarbon import rows
+from zerocarbon.api.rollup import CARBON_ROLLUP, LINE_ROLLUP, Aggregate
 
 
 class _Model(BaseModel):
@@ -43,29 +51,115 @@ class DeviceLatest(_Model):
     values: list[LatestValue]
 
 
-class HourlyCarbon(_Model):
-    """One row of ``hourly_carbon``: the site's energy balance and Scope 2 of one hour."""
+class HourlyRow(_Model):
+    """What every hourly row of the API has; :func:`row_model` adds a row type's columns."""
 
-    hour_start: datetime = Field(description="Start of the UTC hour")
-    grid_import_kwh: float
-    grid_export_kwh: float
-    pv_kwh: float
-    battery_charge_kwh: float
-    battery_discharge_kwh: float
-    load_kwh: float
-    production_units: float
-    scope2_location_kg: float
-    scope2_market_kg: float
-    location_factor_kg_per_kwh: float
-    market_factor_kg_per_kwh: float
-    intensity_kg_per_kwh: float | None = Field(
-        description="Location-based kg CO2 per kWh consumed; null when nothing was consumed"
-    )
-    cfe_share: float | None = Field(description="On-site carbon-free share of load, 0..1")
+    hour_start: datetime = Field(description="Start of the hour (UTC)")
     computed_at: datetime = Field(description="When the row was last (re)computed")
 
 
+class Rollup(_Model):
+    """What every roll-up row has; :func:`rollup_model` adds its aggregates."""
+
+    period_start: date = Field(description="First day of the period in the site's time zone")
+    start_utc: datetime = Field(description="Start of the period (UTC)")
+    end_utc: datetime = Field(description="End of the period (UTC), exclusive")
+
+
+_FIELD_COMMENT = re.compile(r"^\s+(?P<name>\w+)\s*:[^#]*#\s*(?P<comment>.+?)\s*$")
+
+
+def column_comments(row_type: type) -> dict[str, str]:
+    """The trailing comment of each field of a row type (what the column means).
+
+    The row types of :mod:`zerocarbon.rows` document their columns in comments; the
+    API shows them as field descriptions. Empty when the source is not available.
+    """
+    try:
+        source = inspect.getsource(row_type)
+    except (OSError, TypeError):
+        return {}
+    names = {f.name for f in fields(row_type)}
+    out: dict[str, str] = {}
+    for line in source.splitlines():
+        m = _FIELD_COMMENT.match(line)
+        if m and m["name"] in names:
+            out[m["name"]] = m["comment"]
+    return out
+
+
+def row_model(row_type: type, **extra: Any) -> type[HourlyRow]:
+    """The response model of a row type of :mod:`zerocarbon.rows`: its fields, in order,
+    with their comments as descriptions, plus ``computed_at`` and ``extra`` fields
+    (``name=(type, Field(...))``)."""
+    hints = get_type_hints(row_type)
+    comments = column_comments(row_type)
+    definitions: dict[str, Any] = {
+        f.name: (hints[f.name], Field(description=comments.get(f.name)))
+        for f in fields(row_type)
+        if f.name not in HourlyRow.model_fields
+    }
+    definitions.update(extra)
+    return create_model(
+        row_type.__name__,
+        __base__=HourlyRow,
+        __module__=__name__,
+        __doc__=row_type.__doc__,
+        **definitions,
+    )
+
+
+def rollup_model(
+    name: str, doc: str, row_type: type, aggregates: tuple[Aggregate, ...], **keys: Any
+) -> type[Rollup]:
+    """The response model of a roll-up of ``row_type``: the period, the ``keys``
+    (``name=(type, Field(...))``) and one field per aggregate, described by its rule
+    and the hourly column's meaning."""
+    comments = column_comments(row_type)
+    definitions: dict[str, Any] = dict(keys)
+    for a in aggregates:
+        meaning = comments.get(a.source or "")
+        description = a.rule if meaning is None else f"{a.rule} Hourly: {meaning}."
+        value_type: Any = a.type | None if a.nullable else a.type
+        definitions[a.name] = (value_type, Field(description=description))
+    return create_model(name, __base__=Rollup, __module__=__name__, __doc__=doc, **definitions)
+
+
+_ROLLUP_DOC = (
+    "One {what} in one day, month or year of the site's time zone: sums of the hourly "
+    "rows, ratios recomputed from the sums (see each field)."
+)
+
+if TYPE_CHECKING:  # the columns are added at run time; the type checker sees the base
+    HourlyCarbon = HourlyRow
+    HourlyEnergy = HourlyRow
+    HourlyLine = HourlyRow
+    CarbonRollup = Rollup
+    LineRollup = Rollup
+else:
+    HourlyCarbon = row_model(rows.HourlyCarbon)
+    HourlyEnergy = row_model(
+        rows.HourlyEnergy,
+        unit=(str, Field(description="Unit of delta and estimated (the metric's unit)")),
+    )
+    HourlyLine = row_model(rows.HourlyLine)
+    CarbonRollup = rollup_model(
+        "CarbonRollup", _ROLLUP_DOC.format(what="site balance"), rows.HourlyCarbon, CARBON_ROLLUP
+    )
+    LineRollup = rollup_model(
+        "LineRollup",
+        _ROLLUP_DOC.format(what="production line"),
+        rows.HourlyLine,
+        LINE_ROLLUP,
+        line=(str, Field(description="Production line id")),
+    )
+
 HOURLY_COLUMNS: tuple[str, ...] = tuple(HourlyCarbon.model_fields)
+
+
+class Line(_Model):
+    id: str = Field(description="The line id (devices' ``line`` in the site file)")
+    devices: list[str] = Field(description="Ids of its devices: sub-meters, output counters")
 
 
 class DeviceCounts(_Model):

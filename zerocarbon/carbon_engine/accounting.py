@@ -1,152 +1,276 @@
-"""Hourly accounting rows: what the carbon engine hands to storage.
+"""Hourly channel energy -> the site's balance, emissions and per-line rows.
 
-:class:`HourlyCarbon` has exactly the columns of table ``hourly_carbon`` and
-:class:`HourlyEnergy` those of ``hourly_energy`` (device and metric by name; storage
-maps them to its small integer keys), both without ``computed_at`` (the database's).
+:class:`SiteAccounting` holds what the site file says about money-free carbon
+accounting: grid factors (annual MEE, or an hourly series), fuels (GB/T 32150),
+green-power contracts and certificates. :meth:`SiteAccounting.site_hours` takes the
+engine's per-channel hourly sums of a run of held hours and computes, for all of them
+at once, the balance (:func:`~zerocarbon.carbon_engine.balance.balance_site_hours`),
+instrument allocations (:func:`~zerocarbon.carbon_engine.instruments.
+allocate_instruments`) and line figures (:mod:`zerocarbon.carbon_engine.lines`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
-from zerocarbon.carbon_engine.factors import GridFactors
-from zerocarbon.carbon_engine.kernels import balance_hours
+from zerocarbon.carbon_engine import balance, lines
+from zerocarbon.carbon_engine.factors import (
+    ConstantFactorSource,
+    CsvFactorSource,
+    HourlyFactorSource,
+    resolve_grid_factors,
+)
+from zerocarbon.carbon_engine.fuels import fuel_factor
+from zerocarbon.carbon_engine.instruments import allocate_instruments, load_contract_volumes
+from zerocarbon.carbon_engine.series_model import Flow, SeriesModel
+from zerocarbon.config import DeviceRole, SiteConfig
+from zerocarbon.rows import HourlyCarbon, HourlyLine
 
-__all__ = ["HourlyCarbon", "HourlyEnergy", "account_hours", "hour_start_utc"]
+__all__ = ["SiteAccounting", "SiteHours"]
 
-
-def hour_start_utc(hour_start_s: int) -> datetime:
-    """The aware UTC datetime of an hour start given in POSIX seconds [s]."""
-    return datetime.fromtimestamp(hour_start_s, UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class HourlyEnergy:
-    """One counter's increase in one hour: a row of ``hourly_energy``."""
-
-    hour_start: datetime  # aware UTC, on the hour
-    device: str  # device id of the site config
-    metric: str  # metric name (zerocarbon.metering.metrics)
-    delta: float  # counter increase in the metric's unit
-    resets: int  # counter resets seen in the hour
+HOUR_S = 3600
 
 
-@dataclass(frozen=True, slots=True)
-class HourlyCarbon:
-    """The site's energy balance and Scope 2 emissions of one hour: a row of ``hourly_carbon``."""
-
-    hour_start: datetime  # aware UTC, on the hour
-    grid_import_kwh: float
-    grid_export_kwh: float
-    pv_kwh: float
-    battery_charge_kwh: float
-    battery_discharge_kwh: float
-    load_kwh: float  # import - export + pv + discharge - charge
-    production_units: float
-    scope2_location_kg: float  # import x location factor [kg CO2]
-    scope2_market_kg: float  # import x residual-mix factor [kg CO2]
-    location_factor_kg_per_kwh: float
-    market_factor_kg_per_kwh: float
-    intensity_kg_per_kwh: float | None  # location-based kg per kWh of load; None if load <= 0
-    cfe_share: float | None  # on-site carbon-free share of load, 0..1; None if load <= 0
+def _opt(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)
 
 
-def _column(name: str, values: ArrayLike, n: int) -> NDArray[np.float64]:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.shape != (n,):
-        raise ValueError(f"{name}: expected {n} hourly values, got shape {arr.shape}")
-    return arr
+class SiteHours:
+    """Every figure of a run of hours (column j = hour j), and row builders."""
 
+    def __init__(self, columns: dict[str, NDArray[np.float64]], line_columns: dict[str, dict[str, NDArray[np.float64]]]) -> None:
+        self.c = columns
+        self.lines = line_columns
 
-def _or_none(value: float) -> float | None:
-    return None if math.isnan(value) else value
-
-
-def account_hours(
-    hour_starts_s: Sequence[int],
-    *,
-    grid_import_kwh: ArrayLike,
-    grid_export_kwh: ArrayLike,
-    pv_kwh: ArrayLike,
-    battery_charge_kwh: ArrayLike,
-    battery_discharge_kwh: ArrayLike,
-    production_units: ArrayLike,
-    factors: GridFactors,
-) -> list[HourlyCarbon]:
-    """Balance each hour and apply the grid factors; one :class:`HourlyCarbon` an hour.
-
-    Calls :func:`~zerocarbon.carbon_engine.kernels.balance_hours` (definitions and
-    references there) with the site's constant factors; NaN results become None.
-
-    Parameters
-    ----------
-    hour_starts_s : sequence of int, length n
-        Hour starts, POSIX time, multiples of 3600 [s].
-    grid_import_kwh, grid_export_kwh : array_like, shape (n,)
-        Grid import / export [kWh].
-    pv_kwh : array_like, shape (n,)
-        On-site PV generation [kWh].
-    battery_charge_kwh, battery_discharge_kwh : array_like, shape (n,)
-        Battery charge / discharge [kWh].
-    production_units : array_like, shape (n,)
-        Units produced [units].
-    factors : GridFactors
-        Location-based and residual-mix factors [kg CO2/kWh].
-
-    Returns
-    -------
-    list of HourlyCarbon
-        In the order of ``hour_starts_s``.
-    """
-    n = len(hour_starts_s)
-    imp = _column("grid_import_kwh", grid_import_kwh, n)
-    exp = _column("grid_export_kwh", grid_export_kwh, n)
-    pv = _column("pv_kwh", pv_kwh, n)
-    charge = _column("battery_charge_kwh", battery_charge_kwh, n)
-    discharge = _column("battery_discharge_kwh", battery_discharge_kwh, n)
-    units = _column("production_units", production_units, n)
-    loc_f = np.full(n, factors.location_kg_per_kwh, dtype=np.float64)
-    mkt_f = np.full(n, factors.market_kg_per_kwh, dtype=np.float64)
-    load, loc_kg, mkt_kg, intensity, cfe = balance_hours(
-        imp, exp, pv, charge, discharge, loc_f, mkt_f
-    )
-    columns = zip(
-        hour_starts_s,
-        imp.tolist(),
-        exp.tolist(),
-        pv.tolist(),
-        charge.tolist(),
-        discharge.tolist(),
-        load.tolist(),
-        units.tolist(),
-        loc_kg.tolist(),
-        mkt_kg.tolist(),
-        intensity.tolist(),
-        cfe.tolist(),
-        strict=True,
-    )
-    return [
-        HourlyCarbon(
-            hour_start=hour_start_utc(h),
-            grid_import_kwh=i,
-            grid_export_kwh=e,
-            pv_kwh=p,
-            battery_charge_kwh=c,
-            battery_discharge_kwh=d,
-            load_kwh=ld,
-            production_units=u,
-            scope2_location_kg=lk,
-            scope2_market_kg=mk,
-            location_factor_kg_per_kwh=factors.location_kg_per_kwh,
-            market_factor_kg_per_kwh=factors.market_kg_per_kwh,
-            intensity_kg_per_kwh=_or_none(it),
-            cfe_share=_or_none(cf),
+    def carbon_row(self, j: int, when: datetime) -> HourlyCarbon:
+        c = self.c
+        return HourlyCarbon(
+            hour_start=when,
+            grid_import_kwh=float(c["grid_import_kwh"][j]),
+            grid_export_kwh=float(c["grid_export_kwh"][j]),
+            pv_kwh=float(c["pv_kwh"][j]),
+            wind_kwh=float(c["wind_kwh"][j]),
+            battery_charge_kwh=float(c["battery_charge_kwh"][j]),
+            battery_discharge_kwh=float(c["battery_discharge_kwh"][j]),
+            load_kwh=float(c["load_kwh"][j]),
+            submetered_kwh=float(c["submetered_kwh"][j]),
+            unmetered_kwh=float(c["load_kwh"][j] - c["submetered_kwh"][j]),
+            production_units=float(c["production_units"][j]),
+            scope1_kg=float(c["scope1_kg"][j]),
+            scope2_location_kg=float(c["scope2_location_kg"][j]),
+            scope2_market_kg=float(c["scope2_market_kg"][j]),
+            green_contract_kwh=float(c["contract_kwh"][j]),
+            certificate_kwh=float(c["gec_kwh"][j]),
+            cfe_kwh=float(c["cfe_kwh"][j]),
+            location_factor_kg_per_kwh=float(c["location_factor"][j]),
+            market_factor_kg_per_kwh=float(c["market_factor"][j]),
+            intensity_kg_per_kwh=_opt(c["intensity_location"][j]),
+            market_intensity_kg_per_kwh=_opt(c["intensity_market"][j]),
+            cfe_share=_opt(c["cfe_share"][j]),
+            estimated_share=float(c["estimated_share"][j]),
+            missing_devices=int(c["missing_devices"][j]),
+            submeter_mismatches=int(c["submeter_mismatches"][j]),
+            complete=bool(c["missing_devices"][j] == 0),
         )
-        for h, i, e, p, c, d, ld, u, lk, mk, it, cf in columns
-    ]
+
+    def line_rows(self, j: int, when: datetime) -> list[HourlyLine]:
+        out = []
+        for line, c in self.lines.items():
+            out.append(
+                HourlyLine(
+                    hour_start=when,
+                    line=line,
+                    energy_kwh=float(c["energy_kwh"][j]),
+                    production_units=float(c["units"][j]),
+                    kwh_per_unit=_opt(c["kwh_per_unit"][j]),
+                    scope2_location_kg=float(c["scope2_location_kg"][j]),
+                    scope2_market_kg=float(c["scope2_market_kg"][j]),
+                    kg_per_unit=_opt(c["kg_per_unit"][j]),
+                    estimated_share=float(c["estimated_share"][j]),
+                )
+            )
+        return out
+
+
+class SiteAccounting:
+    """Factors, fuels and instruments of one site, applied to hourly channel sums."""
+
+    def __init__(
+        self,
+        site: SiteConfig,
+        model: SeriesModel,
+        *,
+        factor_source: HourlyFactorSource | None = None,
+    ) -> None:
+        self.site = site
+        self.model = model
+        self.zone = ZoneInfo(site.site.timezone)
+        self.grid = resolve_grid_factors(site)
+        if factor_source is None:
+            csv = site.grid.hourly_factors_csv
+            factor_source = (
+                CsvFactorSource(site.resolve_path(csv), self.grid)
+                if csv
+                else ConstantFactorSource(self.grid)
+            )
+        self.factor_source = factor_source
+        self.contracts = load_contract_volumes(site)
+        self.certificates = list(site.certificates)
+        chans = model.channels
+        devices = {d.id: d for d in site.devices}
+        self.flow_masks = {f: model.flow_mask(f) for f in Flow}
+        # kg CO2 per unit of each fuel channel's quantity
+        self.fuel_kg_per_unit = np.zeros(len(chans), np.float64)
+        for i, ch in enumerate(chans):
+            if ch.flow is Flow.FUEL:
+                fuel = devices[ch.device].fuel
+                assert fuel is not None
+                self.fuel_kg_per_unit[i] = fuel_factor(site, fuel, ch.metric)
+        # top-level sub-meters (no parent) make up "submetered"
+        def top_level(device: str) -> bool:
+            parent = devices[device].parent
+            return parent is None or devices[parent].role is DeviceRole.GRID
+
+        self.top_load = np.array(
+            [c.flow is Flow.LOAD and top_level(c.device) for c in chans], np.bool_
+        )
+        # main meter channel -> its sub-meters' channels
+        self.children: list[tuple[int, list[int]]] = []
+        for i, ch in enumerate(chans):
+            if devices[ch.device].role is DeviceRole.GRID:
+                continue  # sub-meters of the grid connection are checked against load
+            kids = [
+                k for k, other in enumerate(chans)
+                if devices[other.device].parent == ch.device and other.metric == ch.metric
+            ]
+            if kids:
+                self.children.append((i, kids))
+        self.energy_flows = np.array(
+            [c.flow is not None and c.flow not in (Flow.PRODUCTION, Flow.FUEL) for c in chans],
+            np.bool_,
+        )
+        self.device_of_channel = [c.device for c in chans]
+        self.line_ids = site.line_ids()
+        self.line_load = {
+            ln: np.array(
+                [c.flow is Flow.LOAD and devices[c.device].line == ln for c in chans], np.bool_
+            )
+            for ln in self.line_ids
+        }
+        self.line_output = {
+            ln: np.array(
+                [c.flow is Flow.PRODUCTION and devices[c.device].line == ln for c in chans],
+                np.bool_,
+            )
+            for ln in self.line_ids
+        }
+
+    def months_touched(
+        self, held: NDArray[np.int64], wanted: NDArray[np.int64]
+    ) -> NDArray[np.bool_]:
+        """Held hours in the same site-local months as ``wanted`` hours, when the site
+        has monthly instruments (their allocation spreads over the month)."""
+        if not (self.contracts or self.certificates):
+            return np.zeros(held.shape, np.bool_)
+        month_of = self._months(held)
+        wanted_months = set(self._months(wanted).tolist())
+        return np.isin(month_of, list(wanted_months))
+
+    def _months(self, hours: NDArray[np.int64]) -> NDArray[np.int64]:
+        out = np.empty(hours.shape, np.int64)
+        for i, h in enumerate(hours.tolist()):
+            local = datetime.fromtimestamp(h * HOUR_S, UTC).astimezone(self.zone)
+            out[i] = local.year * 12 + local.month - 1
+        return out
+
+    def site_hours(
+        self,
+        hours: NDArray[np.int64],
+        energy: NDArray[np.float64],
+        estimated: NDArray[np.float64],
+        present: NDArray[np.bool_],
+        covered: NDArray[np.bool_],
+    ) -> SiteHours:
+        """Figures of ``hours`` (POSIX hours, ascending) from channel sums of shape
+        (n_channels, n_hours) [channel unit]."""
+        fm = self.flow_masks
+
+        def flow(f: Flow) -> NDArray[np.float64]:
+            return energy[fm[f]].sum(axis=0)
+
+        hour_s = hours * HOUR_S
+        imp = flow(Flow.GRID_IMPORT)
+        exp = flow(Flow.GRID_EXPORT)
+        pv = flow(Flow.PV)
+        wind = flow(Flow.WIND)
+        charge = flow(Flow.BATTERY_CHARGE)
+        discharge = flow(Flow.BATTERY_DISCHARGE)
+        scope1 = (energy * self.fuel_kg_per_unit[:, None]).sum(axis=0)
+        loc_f, mkt_f, _from_series = self.factor_source.factors_for(hour_s)
+        alloc = allocate_instruments(
+            hour_s, imp, self.contracts, self.certificates, self.zone
+        )
+        res = balance.balance_site_hours(
+            imp, exp, pv, wind, charge, discharge, scope1,
+            alloc.contract_kwh, alloc.gec_kwh, loc_f, mkt_f, 0.0, 0.0,
+        )
+        (load, scope1_kg, loc_kg, mkt_kg, cfe_kwh, cfe_share, int_loc, int_mkt) = res[:8]
+        metered = np.abs(energy[self.energy_flows]).sum(axis=0)
+        est = np.abs(estimated[self.energy_flows]).sum(axis=0)
+        est_share = np.divide(est, metered, out=np.zeros_like(est), where=metered > 0)
+        # devices that have channels but have not covered the hour
+        missing = np.zeros(hours.shape, np.int64)
+        by_device: dict[str, NDArray[np.bool_]] = {}
+        for c, dev in enumerate(self.device_of_channel):
+            prev = by_device.get(dev)
+            by_device[dev] = covered[c] if prev is None else prev & covered[c]
+        for ok in by_device.values():
+            missing += ~ok
+        mismatches = np.zeros(hours.shape, np.int64)
+        tol = self.site.accounting.submeter_tolerance_pct / 100.0
+        submetered = energy[self.top_load].sum(axis=0)
+        mismatches += submetered > (1.0 + tol) * np.maximum(load, 0.0) + 1e-9
+        for parent, kids in self.children:
+            diff = np.abs(energy[kids].sum(axis=0) - energy[parent])
+            mismatches += (diff > tol * np.abs(energy[parent])) & covered[parent]
+        columns: dict[str, NDArray[np.float64]] = {
+            "grid_import_kwh": imp,
+            "grid_export_kwh": exp,
+            "pv_kwh": pv,
+            "wind_kwh": wind,
+            "battery_charge_kwh": charge,
+            "battery_discharge_kwh": discharge,
+            "load_kwh": load,
+            "submetered_kwh": submetered,
+            "production_units": flow(Flow.PRODUCTION),
+            "scope1_kg": scope1_kg,
+            "scope2_location_kg": loc_kg,
+            "scope2_market_kg": mkt_kg,
+            "contract_kwh": alloc.contract_kwh,
+            "gec_kwh": alloc.gec_kwh,
+            "cfe_kwh": cfe_kwh,
+            "cfe_share": cfe_share,
+            "intensity_location": int_loc,
+            "intensity_market": int_mkt,
+            "location_factor": loc_f,
+            "market_factor": mkt_f,
+            "estimated_share": est_share,
+            "missing_devices": missing.astype(np.float64),
+            "submeter_mismatches": mismatches.astype(np.float64),
+        }
+        line_columns: dict[str, dict[str, NDArray[np.float64]]] = {}
+        for ln in self.line_ids:
+            mask = self.line_load[ln]
+            line_kwh = energy[mask].sum(axis=0)
+            units = energy[self.line_output[ln]].sum(axis=0)
+            lr = lines.line_hours(line_kwh, units, load, loc_kg, mkt_kg)
+            lest = estimated[mask].sum(axis=0)
+            lr["estimated_share"] = np.divide(
+                lest, line_kwh, out=np.zeros_like(lest), where=line_kwh > 0
+            )
+            line_columns[ln] = lr
+        return SiteHours(columns, line_columns)

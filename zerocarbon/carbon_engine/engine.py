@@ -1,296 +1,347 @@
-"""The carbon engine: readings in, hourly energy and carbon rows out (in memory).
+"""The carbon engine: reading batches in, hourly rows out. Pure: no database, no network.
 
-:class:`CarbonEngine` groups counter readings by series, feeds them to a
-:class:`~zerocarbon.carbon_engine.accumulator.CounterAccumulator`, and on request maps
-the hourly counter increases to the site's energy flows by device role, balances each
-hour and applies the grid factors. It holds no database: the caller stores the rows
-of the hours :meth:`CarbonEngine.ingest` reports as changed (an upsert per hour).
+:class:`CarbonEngine` keeps the streaming state of one site (per series: last point,
+held candidate; per energy channel and hour: energy, estimated part, events) in numpy
+arrays sized by the site and by the ring of hours, and feeds each batch to the
+compiled kernel :func:`~zerocarbon.carbon_engine.stream.stream_readings` in one pass.
+The ring spans the accepted time window (``site.ingest.accept_past_h``), so no input
+makes the state grow beyond it.
+
+Late readings (older than their series' last point) are handed back by
+:meth:`CarbonEngine.ingest`; the caller, which owns storage, fetches the stored
+readings around them and calls :meth:`CarbonEngine.recompute`, which rebuilds the
+hours they touch from scratch: recomputing is idempotent.
+
+:meth:`CarbonEngine.results` turns hours into rows (:mod:`zerocarbon.rows`): energy
+per channel, the site's balance and emissions, and per production line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from enum import Enum
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import NDArray
 
-from zerocarbon.carbon_engine.accounting import (
-    HourlyCarbon,
-    HourlyEnergy,
-    account_hours,
-    hour_start_utc,
-)
-from zerocarbon.carbon_engine.accumulator import CounterAccumulator, Series
-from zerocarbon.carbon_engine.factors import GridFactors, grid_factors
-from zerocarbon.carbon_engine.kernels import HOUR_S, ROLLOVER_WINDOW
-from zerocarbon.config import DeviceRole, SiteConfig
-from zerocarbon.ingest.reading import Reading
-from zerocarbon.metering.metrics import METRICS, MetricKind
+from zerocarbon.batch import ReadingBatch, SeriesRegistry
+from zerocarbon.carbon_engine import stream as st
+from zerocarbon.carbon_engine.accounting import SiteAccounting
+from zerocarbon.carbon_engine.series_model import Flow, SeriesModel
+from zerocarbon.config import SiteConfig
+from zerocarbon.rows import HourlyCarbon, HourlyEnergy, HourlyLine
 
-__all__ = ["CarbonEngine", "Flow"]
+__all__ = ["CarbonEngine", "EngineStats", "HourlyResults", "IngestResult"]
 
-_HOUR = int(HOUR_S)
-_GAUGE = -1  # series code of a gauge of a known device: ignored in v1
-_UNKNOWN = -2  # series code of a device or metric the site does not have
+HOUR_S = 3600
+_ALL_HOURS = (-(2**62), 2**62)
 
 
-class Flow(Enum):
-    """A site-level quantity of :class:`HourlyCarbon`, filled from counters by role."""
+@dataclass(slots=True)
+class EngineStats:
+    readings: int = 0  # readings fed
+    used: int = 0  # readings that moved a series on (baselines included)
+    late: int = 0  # readings older than their series' last point
+    expired: int = 0  # hourly parts dropped: their hour had left the ring
+    recomputed_hours: int = 0
+    out_of_window: int = 0  # readings outside the accepted time window (with now_s)
 
-    GRID_IMPORT = "grid_import_kwh"
-    GRID_EXPORT = "grid_export_kwh"
-    PV = "pv_kwh"
-    BATTERY_CHARGE = "battery_charge_kwh"
-    BATTERY_DISCHARGE = "battery_discharge_kwh"
-    PRODUCTION = "production_units"
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    changed_hours_s: list[int]  # hour starts whose rows changed [POSIX s]
+    late: ReadingBatch  # readings to recompute from storage (see CarbonEngine.recompute)
 
 
-# (device role, counter metric) -> the flow it adds to; anything else is per-device only
-_FLOW_OF_ROLE_METRIC: dict[tuple[DeviceRole, str], Flow] = {
-    (DeviceRole.GRID, "energy_import_kwh"): Flow.GRID_IMPORT,
-    (DeviceRole.GRID, "energy_export_kwh"): Flow.GRID_EXPORT,
-    (DeviceRole.PV, "energy_generated_kwh"): Flow.PV,
-    (DeviceRole.BATTERY, "energy_charged_kwh"): Flow.BATTERY_CHARGE,
-    (DeviceRole.BATTERY, "energy_discharged_kwh"): Flow.BATTERY_DISCHARGE,
-    (DeviceRole.PRODUCTION, "production_count_units"): Flow.PRODUCTION,
-}
+@dataclass(frozen=True, slots=True)
+class HourlyResults:
+    carbon: list[HourlyCarbon] = field(default_factory=list)
+    energy: list[HourlyEnergy] = field(default_factory=list)
+    lines: list[HourlyLine] = field(default_factory=list)
+
+
+def _hour_start(hour: int) -> datetime:
+    return datetime.fromtimestamp(hour * HOUR_S, UTC)
 
 
 class CarbonEngine:
-    """Hourly energy and Scope 2 carbon of one site, computed from counter readings.
-
-    Counters (metric kind ``counter``) of the site's devices are accumulated per
-    ``(device, metric)``; gauges are ignored in v1 (power-only devices are not
-    integrated yet). Roles map counters to the site's flows: the grid device's
-    ``energy_import_kwh`` / ``energy_export_kwh``; every PV device's
-    ``energy_generated_kwh``; every battery's ``energy_charged_kwh`` /
-    ``energy_discharged_kwh``; every production counter's ``production_count_units``.
-    Load sub-meters appear only in the per-device :class:`HourlyEnergy` rows.
-
-    An hour gets a :class:`HourlyCarbon` row only when the grid meter's import counter
-    has data in it; any other flow without data in that hour counts as 0 until its data
-    arrive (its next reading spreads its increase back over the hours since its last
-    one, and :meth:`ingest` reports those hours again).
+    """Hourly energy and carbon of one site.
 
     Parameters
     ----------
     site : SiteConfig
-        The site: devices with roles, and the grid region and data year for factors.
-    rollover_at : mapping of Series to float, optional
-        Register wrap value of counters that roll over [counter unit].
-    rollover_window : float, default 0.1
-        Largest believed wrapped increase, as a fraction of the wrap value [-].
-
-    Attributes
-    ----------
-    factors : GridFactors
-        The site's location-based and residual-mix factors [kg CO2/kWh].
-    unknown_readings : int
-        Readings dropped because the site has no such device or metric.
+        Devices with roles, lines, fuels, factors, instruments, accepted window.
+    registry : SeriesRegistry
+        The series ids batches carry (shared with the collectors and the writer).
+    accounting : SiteAccounting, optional
+        Factors and instruments; built from ``site`` when not given.
+    n_slots : int, optional
+        Hours held in memory; default: the accepted window plus two hours.
     """
 
     def __init__(
         self,
         site: SiteConfig,
+        registry: SeriesRegistry,
         *,
-        rollover_at: Mapping[Series, float] | None = None,
-        rollover_window: float = ROLLOVER_WINDOW,
+        accounting: SiteAccounting | None = None,
+        n_slots: int | None = None,
     ) -> None:
         self.site = site
-        g = site.grid
-        self.factors: GridFactors = grid_factors(
-            g.region, g.data_year, g.location_factor_kg_per_kwh, g.market_factor_kg_per_kwh
-        )
-        self._acc = CounterAccumulator(rollover_at, rollover_window)
-        self._grid_import: Series = (
-            site.devices_with_role(DeviceRole.GRID)[0].id,
-            "energy_import_kwh",
-        )
-        self._series: list[Series] = []
-        self._code: dict[Series, int] = {}
-        self._flow_of: dict[Series, Flow] = {}
-        for device in site.devices:
-            for m in METRICS:
-                key = (device.id, m.name)
-                if m.kind is MetricKind.COUNTER:
-                    self._code[key] = len(self._series)
-                    self._series.append(key)
-                    flow = _FLOW_OF_ROLE_METRIC.get((device.role, m.name))
-                    if flow is not None:
-                        self._flow_of[key] = flow
-                else:
-                    self._code[key] = _GAUGE
-        self.unknown_readings = 0
+        self.registry = registry
+        self.model = SeriesModel(site, registry)
+        self.accounting = accounting if accounting is not None else SiteAccounting(site, self.model)
+        self.n_slots = n_slots or math.ceil(site.ingest.accept_past_h) + 2
+        n = registry.size
+        nc = max(self.model.n_channels, 1)
+        self.last_ts = np.full(n, st.NO_TS, np.int64)
+        self.last_value = np.zeros(n, np.float64)
+        self.cand_ts = np.full(n, st.NO_TS, np.int64)
+        self.cand_value = np.zeros(n, np.float64)
+        self.ring_hour = np.full(self.n_slots, -1, np.int64)
+        self.energy = np.zeros((nc, self.n_slots), np.float64)
+        self.estimated = np.zeros((nc, self.n_slots), np.float64)
+        self.events = np.zeros((nc, self.n_slots, st.N_EVENTS), np.int32)
+        self.dirty = np.zeros(self.n_slots, np.bool_)
+        # the series that feeds each channel (for "has the device covered the hour")
+        self.channel_series = np.full(nc, -1, np.int64)
+        m = self.model
+        for s in np.flatnonzero(m.kind != st.IGNORED).tolist():
+            for c in (int(m.pos_channel[s]), int(m.neg_channel[s])):
+                if c >= 0:
+                    self.channel_series[c] = s
+        self.stats = EngineStats()
+        self.zone = ZoneInfo(site.site.timezone)
 
-    @property
-    def late_points(self) -> int:
-        """Counter points dropped as not newer than their series' last point."""
-        return self._acc.late_points
+    # --- feeding -------------------------------------------------------------------
 
-    @property
-    def resets(self) -> int:
-        """Counter resets seen so far (rollovers are not resets)."""
-        return self._acc.resets
+    def ingest(self, batch: ReadingBatch, *, now_s: float | None = None) -> IngestResult:
+        """Feed one batch (arrival order); return the changed hours and late readings.
 
-    @property
-    def invalid_points(self) -> int:
-        """Counter points dropped for a non-finite time or value."""
-        return self._acc.invalid_points
-
-    @property
-    def expired_parts(self) -> int:
-        """Hourly parts discarded because their hour was already pruned."""
-        return self._acc.expired_parts
-
-    def ingest(self, readings: Sequence[Reading]) -> set[int]:
-        """Take a batch of readings; return the hour starts whose results changed.
-
-        Counter readings are grouped by series into arrays (generator passes over the
-        batch to pull out series code, time and value; the grouping itself in numpy)
-        and fed to the accumulator, one call per series; gauges are skipped;
-        readings of devices or metrics the site does not have are counted in
-        :attr:`unknown_readings`.
-
-        Parameters
-        ----------
-        readings : sequence of Reading
-            Any order, any mix of devices and metrics; ``ts`` aware UTC.
-
-        Returns
-        -------
-        set of int
-            Starts of the changed hours, POSIX time [s].
+        With ``now_s`` (the gateway clock [POSIX s]) readings outside the site's
+        accepted window ``[now - accept_past_h, now + accept_future_s]`` are dropped and
+        counted in ``stats.out_of_window`` (the pipeline's admission step drops them
+        first; this keeps the engine safe on its own).
         """
-        n = len(readings)
+        if now_s is not None:
+            w = self.site.ingest
+            lo = int((now_s - w.accept_past_h * 3600.0) * 1e6)
+            hi = int((now_s + w.accept_future_s) * 1e6)
+            inside = (batch.ts_us >= lo) & (batch.ts_us <= hi)
+            if not inside.all():
+                self.stats.out_of_window += int(inside.size - np.count_nonzero(inside))
+                batch = batch.take(inside)
+        n = len(batch)
+        self.stats.readings += n
         if n == 0:
-            return set()
-        code_of = self._code
-        codes = np.fromiter(
-            (code_of.get((r.device, r.metric), _UNKNOWN) for r in readings), np.int64, n
-        )
-        self.unknown_readings += int(np.count_nonzero(codes == _UNKNOWN))
-        picked = np.flatnonzero(codes >= 0)
-        if picked.size == 0:
-            return set()
-        ts_s = np.fromiter((readings[i].ts.timestamp() for i in picked.tolist()), np.float64)
-        values = np.fromiter((readings[i].value for i in picked.tolist()), np.float64)
-        codes = codes[picked]
-        order = np.argsort(codes, kind="stable")
-        codes, ts_s, values = codes[order], ts_s[order], values[order]
-        bounds = np.flatnonzero(np.diff(codes)) + 1
-        starts = [0, *bounds.tolist()]
-        ends = [*bounds.tolist(), codes.size]
-        changed: set[int] = set()
-        for lo, hi in zip(starts, ends, strict=True):
-            series = self._series[int(codes[lo])]
-            changed |= self._acc.add(series, ts_s[lo:hi], values[lo:hi])
-        return changed
+            return IngestResult([], ReadingBatch.empty())
+        late_idx = np.empty(n, np.int64)
+        n_late, n_used, n_expired = self._run(batch, late_idx, *_ALL_HOURS)
+        self.stats.used += n_used
+        self.stats.late += n_late
+        self.stats.expired += n_expired
+        return IngestResult(self.take_dirty(), batch.take(late_idx[:n_late]))
 
-    def ingest_series(
-        self, device: str, metric: str, ts_s: ArrayLike, values: ArrayLike
-    ) -> set[int]:
-        """Take one series' readings as arrays (the columnar path); return changed hours.
-
-        Parameters
-        ----------
-        device : str
-            Device id of the site config.
-        metric : str
-            Counter metric name.
-        ts_s : array_like of float, shape (n,)
-            Reading times, POSIX time [s].
-        values : array_like of float, shape (n,)
-            Counter values [metric unit].
-
-        Returns
-        -------
-        set of int
-            Starts of the changed hours, POSIX time [s].
-
-        Raises
-        ------
-        KeyError
-            If the site has no such device, or the metric is not a counter.
-        """
-        key = (device, metric)
-        if self._code.get(key, _UNKNOWN) < 0:
-            raise KeyError(f"{device!r}/{metric!r} is not a counter of a device of this site")
-        return self._acc.add(key, ts_s, values)
-
-    def restore(
+    def _run(
         self,
-        device: str,
-        metric: str,
-        last_ts_s: float,
-        last_value: float,
-        hourly: Mapping[int, tuple[float, int]],
-    ) -> bool:
-        """Continue a counter series from a previous run's stored state (see
-        :meth:`CounterAccumulator.restore`). Returns False, doing nothing, when the
-        series is not a counter of this site (e.g. a device since removed)."""
-        key = (device, metric)
-        if self._code.get(key, _UNKNOWN) < 0:
+        batch: ReadingBatch,
+        late_idx: NDArray[np.int64],
+        hour_lo: int,
+        hour_hi: int,
+        state: tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]
+        | None = None,
+    ) -> tuple[int, int, int]:
+        m = self.model
+        last_ts, last_value, cand_ts, cand_value = state or (
+            self.last_ts,
+            self.last_value,
+            self.cand_ts,
+            self.cand_value,
+        )
+        result: tuple[int, int, int] = st.stream_readings(
+            batch.series,
+            batch.ts_us,
+            batch.value,
+            m.kind,
+            m.pos_channel,
+            m.neg_channel,
+            m.wrap,
+            m.max_rate,
+            m.gap_us,
+            last_ts,
+            last_value,
+            cand_ts,
+            cand_value,
+            self.ring_hour,
+            self.energy,
+            self.estimated,
+            self.events,
+            self.dirty,
+            late_idx,
+            hour_lo,
+            hour_hi,
+        )
+        return result
+
+    def take_dirty(self) -> list[int]:
+        """Hour starts [s] changed since the last call, ascending; clears the marks."""
+        slots = np.flatnonzero(self.dirty)
+        self.dirty[slots] = False
+        return sorted(int(h) * HOUR_S for h in self.ring_hour[slots].tolist() if h >= 0)
+
+    def recompute(
+        self, series_id: int, ts_us: NDArray[np.int64], values: NDArray[np.float64],
+        first_hour_s: int, last_hour_s: int,
+    ) -> list[int]:
+        """Rebuild one series' hours ``[first_hour_s, last_hour_s]`` from its readings.
+
+        ``ts_us``/``values`` must hold every stored reading of the series inside those
+        hours plus the last one before and the first one after them (any order,
+        duplicates allowed). The hours' sums and events of the series' channels are
+        reset and recomputed with the same rules as streaming; the streaming state
+        (last point) is untouched. Idempotent. Returns the changed hour starts [s].
+        """
+        s = int(series_id)
+        channels = [c for c in (self.model.pos_channel[s], self.model.neg_channel[s]) if c >= 0]
+        if not channels or self.model.kind[s] == st.IGNORED:
+            return []
+        h_lo, h_hi = first_hour_s // HOUR_S, last_hour_s // HOUR_S
+        for h in range(h_lo, h_hi + 1):
+            slot = h % self.n_slots
+            if self.ring_hour[slot] != h:
+                continue
+            for c in channels:
+                self.energy[c, slot] = 0.0
+                self.estimated[c, slot] = 0.0
+                # late and duplicate counts are evidence of what arrived: kept
+                kept = self.events[c, slot, [st.EV_LATE, st.EV_DUPLICATE]].copy()
+                self.events[c, slot, :] = 0
+                self.events[c, slot, [st.EV_LATE, st.EV_DUPLICATE]] = kept
+            self.dirty[slot] = True
+        order = np.argsort(ts_us, kind="stable")
+        t = np.asarray(ts_us, np.int64)[order]
+        v = np.asarray(values, np.float64)[order]
+        keep = np.ones(t.shape, np.bool_)
+        keep[1:] = t[1:] != t[:-1]
+        t, v = t[keep], v[keep]
+        n = self.registry.size
+        state = (
+            np.full(n, st.NO_TS, np.int64),
+            np.zeros(n, np.float64),
+            np.full(n, st.NO_TS, np.int64),
+            np.zeros(n, np.float64),
+        )
+        batch = ReadingBatch.of(np.full(t.shape, s, np.int32), t, v)
+        self._run(batch, np.empty(len(batch), np.int64), h_lo, h_hi, state)
+        self.stats.recomputed_hours += h_hi - h_lo + 1
+        return self.take_dirty()
+
+    def restore_series(self, series_id: int, last_ts_us: int, last_value: float) -> None:
+        """Continue a series from a previous run's newest stored reading."""
+        self.last_ts[series_id] = last_ts_us
+        self.last_value[series_id] = last_value
+
+    def restore_hour(self, row: HourlyEnergy) -> bool:
+        """Put back a stored hourly energy row (hours of the ring only); False if the
+        channel or hour is not held."""
+        c = self.model.channel_of.get((row.device, row.metric))
+        hour = int(row.hour_start.timestamp()) // HOUR_S
+        if c is None:
             return False
-        self._acc.restore(key, last_ts_s, last_value, hourly)
+        slot = hour % self.n_slots
+        if self.ring_hour[slot] > hour:
+            return False
+        if self.ring_hour[slot] != hour:
+            self.ring_hour[slot] = hour
+            self.energy[:, slot] = 0.0
+            self.estimated[:, slot] = 0.0
+            self.events[:, slot, :] = 0
+        self.energy[c, slot] = row.delta
+        self.estimated[c, slot] = row.estimated
+        ev = self.events[c, slot]
+        ev[st.EV_RESET] = row.resets
+        ev[st.EV_ROLLOVER] = row.rollovers
+        ev[st.EV_BACKSTEP] = row.backsteps
+        ev[st.EV_REPLACED] = row.replacements
+        ev[st.EV_REJECTED] = row.rejected
+        ev[st.EV_GAP] = row.gaps
+        ev[st.EV_LATE] = row.late
+        ev[st.EV_DUPLICATE] = row.duplicates
+        ev[st.EV_SAMPLES] = max(1, int(ev[st.EV_SAMPLES]))
         return True
 
+    # --- results ---------------------------------------------------------------------
+
     def hours(self) -> list[int]:
-        """Starts of the hours holding data, ascending, POSIX time [s]."""
-        return self._acc.hours()
+        """Hour starts [s] held in memory, ascending."""
+        return sorted(int(h) * HOUR_S for h in self.ring_hour.tolist() if h >= 0)
 
-    def prune(self, before_s: float) -> int:
-        """Forget hours starting before ``before_s`` [s]; return how many."""
-        return self._acc.prune(before_s)
+    def results(self, hour_starts_s: Iterable[int]) -> HourlyResults:
+        """Rows of the given hours (those held in memory), oldest first.
 
-    def results(self, hour_starts: Iterable[int]) -> tuple[list[HourlyCarbon], list[HourlyEnergy]]:
-        """Hourly carbon and per-device energy rows of the given hours.
-
-        Parameters
-        ----------
-        hour_starts : iterable of int
-            Hour starts, POSIX time, multiples of 3600 [s]; e.g. what :meth:`ingest`
-            returned. Hours without data give no rows.
-
-        Returns
-        -------
-        carbon : list of HourlyCarbon
-            One per hour in which the grid import counter has data, ascending.
-        energy : list of HourlyEnergy
-            One per (hour, device, counter metric) with data, by hour, device, metric.
+        Every held hour of the same site-local months is recomputed with them (monthly
+        contract and certificate allocations depend on the whole month), and the
+        battery's green stock runs through the held hours in order.
         """
-        hours = sorted({int(h) for h in hour_starts})
-        for h in hours:
-            if h % _HOUR:
-                raise ValueError(f"hour start {h} is not a multiple of {_HOUR} s")
-        energy: list[HourlyEnergy] = []
-        carbon_hours: list[int] = []
-        flows: dict[Flow, list[float]] = {f: [] for f in Flow}
-        for h in hours:
-            sums = self._acc.hour_sums(h)
-            if not sums:
-                continue
-            when = hour_start_utc(h)
-            for (device, metric), (delta, resets) in sorted(sums.items()):
-                energy.append(HourlyEnergy(when, device, metric, delta, resets))
-            if self._grid_import not in sums:
-                continue
-            carbon_hours.append(h)
-            totals = dict.fromkeys(Flow, 0.0)
-            for series, (delta, _resets) in sums.items():
-                flow = self._flow_of.get(series)
-                if flow is not None:
-                    totals[flow] += delta
-            for f in Flow:
-                flows[f].append(totals[f])
-        carbon = account_hours(
-            carbon_hours,
-            grid_import_kwh=flows[Flow.GRID_IMPORT],
-            grid_export_kwh=flows[Flow.GRID_EXPORT],
-            pv_kwh=flows[Flow.PV],
-            battery_charge_kwh=flows[Flow.BATTERY_CHARGE],
-            battery_discharge_kwh=flows[Flow.BATTERY_DISCHARGE],
-            production_units=flows[Flow.PRODUCTION],
-            factors=self.factors,
-        )
-        return carbon, energy
+        wanted = sorted({int(h) // HOUR_S for h in hour_starts_s})
+        held = np.sort(self.ring_hour[self.ring_hour >= 0])
+        if not wanted or held.size == 0:
+            return HourlyResults()
+        slots = held % self.n_slots
+        present = self.events[:, slots, st.EV_SAMPLES] > 0  # (channels, hours)
+        energy = self.energy[:, slots]
+        estimated = self.estimated[:, slots]
+        hour_end_us = (held + 1) * st.HOUR_US
+        covered = np.zeros(present.shape, np.bool_)
+        for c, s in enumerate(self.channel_series.tolist()):
+            if s >= 0:
+                covered[c] = self.last_ts[s] >= hour_end_us
+        site = self.accounting.site_hours(held, energy, estimated, present, covered)
+        want = np.isin(held, np.asarray(wanted, np.int64))
+        want |= self.accounting.months_touched(held, np.asarray(wanted, np.int64))
+        out = HourlyResults([], [], [])
+        for j in np.flatnonzero(want).tolist():
+            hour = int(held[j])
+            when = _hour_start(hour)
+            slot = int(slots[j])
+            if present[:, j].any():
+                out.carbon.append(site.carbon_row(j, when))
+                out.lines.extend(site.line_rows(j, when))
+            for c, ch in enumerate(self.model.channels):
+                ev = self.events[c, slot]
+                if not present[c, j] and not ev.any():
+                    continue
+                out.energy.append(
+                    HourlyEnergy(
+                        hour_start=when,
+                        device=ch.device,
+                        metric=ch.metric,
+                        delta=float(energy[c, j]),
+                        estimated=float(estimated[c, j]),
+                        resets=int(ev[st.EV_RESET]),
+                        rollovers=int(ev[st.EV_ROLLOVER]),
+                        backsteps=int(ev[st.EV_BACKSTEP]),
+                        replacements=int(ev[st.EV_REPLACED]),
+                        rejected=int(ev[st.EV_REJECTED]),
+                        gaps=int(ev[st.EV_GAP]),
+                        late=int(ev[st.EV_LATE]),
+                        duplicates=int(ev[st.EV_DUPLICATE]),
+                        complete=bool(covered[c, j]),
+                    )
+                )
+        return out
+
+    def channel_energy(self, device: str, metric: str, hour_start_s: int) -> tuple[float, float]:
+        """(energy, estimated part) of one channel in one held hour; KeyError if none."""
+        c = self.model.channel_of[(device, metric)]
+        hour = hour_start_s // HOUR_S
+        slot = hour % self.n_slots
+        if self.ring_hour[slot] != hour or self.events[c, slot, st.EV_SAMPLES] == 0:
+            raise KeyError(f"no data for {device}/{metric} in hour {_hour_start(hour)}")
+        return float(self.energy[c, slot]), float(self.estimated[c, slot])
+
+    def flow_channels(self, flow: Flow) -> list[int]:
+        return [i for i, c in enumerate(self.model.channels) if c.flow is flow]

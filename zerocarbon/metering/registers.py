@@ -88,3 +88,29 @@ def encode(value: float, register_type: RegisterType, word_order: WordOrder) -> 
     if word_order is WordOrder.LITTLE:
         words.reverse()
     return words
+
+
+_INTEGER_RANGE: dict[RegisterType, int] = {
+    RegisterType.INT16: 2**16,
+    RegisterType.UINT16: 2**16,
+    RegisterType.INT32: 2**32,
+    RegisterType.UINT32: 2**32,
+    RegisterType.INT64: 2**64,
+    RegisterType.UINT64: 2**64,
+}
+
+
+def counter_wrap(register_type: RegisterType, scale: float) -> float:
+    """Value at which a counter read from ``register_type`` x ``scale`` wraps to 0.
+
+    An unsigned register of n bits wraps after ``2**n`` counts; a signed one runs from
+    its largest value into negative ones, a step of the same ``2**n`` counts. Floating
+    point registers do not wrap (they lose resolution instead): 0.
+
+    Returns
+    -------
+    float
+        Wrap value in the counter's unit (``2**n * scale``), or 0.0 for float types.
+    """
+    counts = _INTEGER_RANGE.get(register_type)
+    return 0.0 if counts is None else float(counts) * scale

@@ -7,7 +7,58 @@ resolved through ``devices`` and ``metrics``; hourly results keyed by ``hour_sta
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+from zerocarbon.rows import ROW_TABLES, sql_columns
+
+SCHEMA_VERSION = 2
+
+# primary keys of the hourly tables (their columns are the row types' fields)
+ROW_KEYS: dict[str, tuple[str, ...]] = {
+    "hourly_energy": ("hour_start", "device_id", "metric_id"),
+    "hourly_carbon": ("hour_start",),
+    "hourly_line": ("hour_start", "line"),
+}
+# columns stored as small integer keys instead of the row's names
+_KEY_COLUMNS = {"device": ("device_id", "smallint"), "metric": ("metric_id", "smallint")}
+
+
+def stored_columns(table: str) -> list[tuple[str, str, bool]]:
+    """(column, SQL type, nullable) of an hourly table as stored."""
+    out = []
+    for name, sql_type, nullable in sql_columns(ROW_TABLES[table]):
+        if table == "hourly_energy" and name in _KEY_COLUMNS:
+            name, sql_type = _KEY_COLUMNS[name]
+        out.append((name, sql_type, nullable))
+    return out
+
+
+def _hourly_ddl() -> str:
+    parts = []
+    for table in ROW_TABLES:
+        cols = [
+            f"    {name} {sql_type}{'' if nullable else ' NOT NULL'}"
+            for name, sql_type, nullable in stored_columns(table)
+        ]
+        cols.append("    computed_at timestamptz NOT NULL DEFAULT now()")
+        cols.append(f"    PRIMARY KEY ({', '.join(ROW_KEYS[table])})")
+        parts.append(f"CREATE TABLE IF NOT EXISTS {table} (\n" + ",\n".join(cols) + "\n);")
+    return "\n".join(parts)
+
+
+# Version 1 kept fewer hourly columns: its derived tables are rebuilt (the engine
+# recomputes what it holds; raw readings are untouched).
+UPGRADE_SQL = """
+DO $$
+DECLARE v integer;
+BEGIN
+  IF to_regclass('schema_info') IS NOT NULL THEN
+    EXECUTE 'SELECT max(version) FROM schema_info' INTO v;
+    IF v < 2 THEN
+      DROP TABLE IF EXISTS hourly_energy, hourly_carbon;
+      EXECUTE 'UPDATE schema_info SET version = 2';
+    END IF;
+  END IF;
+END $$;
+"""
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS schema_info (
@@ -55,32 +106,9 @@ CREATE TABLE IF NOT EXISTS latest_values (
     PRIMARY KEY (device_id, metric_id)
 );
 
-CREATE TABLE IF NOT EXISTS hourly_energy (
-    hour_start timestamptz NOT NULL,
-    device_id smallint NOT NULL,
-    metric_id smallint NOT NULL,
-    delta double precision NOT NULL,      -- counter increase in the metric's unit
-    resets integer NOT NULL DEFAULT 0,    -- counter resets seen in the hour
-    computed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (hour_start, device_id, metric_id)
-);
+"""
 
-CREATE TABLE IF NOT EXISTS hourly_carbon (
-    hour_start timestamptz PRIMARY KEY,
-    grid_import_kwh double precision NOT NULL,
-    grid_export_kwh double precision NOT NULL,
-    pv_kwh double precision NOT NULL,
-    battery_charge_kwh double precision NOT NULL,
-    battery_discharge_kwh double precision NOT NULL,
-    load_kwh double precision NOT NULL,
-    production_units double precision NOT NULL,
-    scope2_location_kg double precision NOT NULL,
-    scope2_market_kg double precision NOT NULL,
-    location_factor_kg_per_kwh double precision NOT NULL,
-    market_factor_kg_per_kwh double precision NOT NULL,
-    intensity_kg_per_kwh double precision,  -- location-based kg CO2 per kWh consumed
-    cfe_share double precision,             -- on-site carbon-free share of load, 0..1
-    computed_at timestamptz NOT NULL DEFAULT now()
-);
+SCHEMA_SQL = UPGRADE_SQL + SCHEMA_SQL + _hourly_ddl() + """
 CREATE INDEX IF NOT EXISTS hourly_carbon_computed_at ON hourly_carbon (computed_at);
+CREATE INDEX IF NOT EXISTS hourly_line_computed_at ON hourly_line (computed_at);
 """

@@ -1,1 +1,1 @@
-"""One router per resource: health, devices, carbon, live, status."""
+"""One router per resource: health, devices, carbon, energy, lines, live, status."""

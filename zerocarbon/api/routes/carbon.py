@@ -1,77 +1,70 @@
-"""``/api/v1/carbon``: hourly energy balance and Scope 2 emissions."""
+"""``/api/v1/carbon``: the site's energy balance and emissions, hourly and rolled up."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Annotated
-
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter
 
 from zerocarbon.api import queries
-from zerocarbon.api.deps import PoolDep
-from zerocarbon.api.schemas import HourlyCarbon
+from zerocarbon.api.deps import HourRangeDep, PeriodRangeDep, PoolDep, SiteTimezoneDep
+from zerocarbon.api.ranges import MAX_SPAN, UNPROCESSABLE
+from zerocarbon.api.rollup import MAX_PERIODS, Period
+from zerocarbon.api.schemas import CarbonRollup, HourlyCarbon
 
 router = APIRouter(prefix="/api/v1/carbon", tags=["carbon"])
 
-DEFAULT_SPAN = timedelta(hours=24)
-MAX_SPAN = timedelta(days=31)
-HOUR = timedelta(hours=1)
-UNPROCESSABLE = 422  # named _ENTITY or _CONTENT depending on the Starlette version
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+ROLLUP_LIMITS = ", ".join(f"{MAX_PERIODS[p]} for {p.value}" for p in Period)
 
 
 @router.get(
     "/hourly",
-    summary="Hourly energy and Scope 2 carbon",
+    summary="Hourly energy and carbon",
     response_model=list[HourlyCarbon],
     responses={
-        UNPROCESSABLE: {"description": "Not ISO 8601, start >= end, or a span over 31 days"}
+        UNPROCESSABLE: {
+            "description": f"Not ISO 8601, start >= end, or a span over {MAX_SPAN.days} days"
+        }
     },
 )
-async def hourly_carbon(
-    pool: PoolDep,
-    start: Annotated[
-        datetime | None,
-        Query(description="ISO 8601; first hour_start included. Naive means UTC."),
-    ] = None,
-    end: Annotated[
-        datetime | None,
-        Query(description="ISO 8601; first hour_start excluded. Naive means UTC."),
-    ] = None,
-) -> list[HourlyCarbon]:
+async def hourly_carbon(pool: PoolDep, span: HourRangeDep) -> list[HourlyCarbon]:
     """Hourly rows with ``start <= hour_start < end``, oldest first.
 
     Defaults: without both, the 24 hours up to and including the newest row; with only
     ``start``, 24 hours from it; with only ``end``, the 24 hours before it. A ``+`` in an
     offset must be sent as ``%2B``. At most 31 days per request.
     """
-    start_utc, end_utc = _as_utc(start), _as_utc(end)
-    if start_utc is None and end_utc is None:
-        newest = await queries.newest_hour_start(pool)
-        if newest is None:
-            return []
-        end_utc = newest + HOUR
-    if start_utc is None:
-        assert end_utc is not None
-        start_utc = end_utc - DEFAULT_SPAN
-    if end_utc is None:
-        end_utc = start_utc + DEFAULT_SPAN
-    if start_utc >= end_utc:
-        raise HTTPException(
-            status_code=UNPROCESSABLE,
-            detail=f"start ({start_utc.isoformat()}) must be before end ({end_utc.isoformat()})",
-        )
-    if end_utc - start_utc > MAX_SPAN:
-        raise HTTPException(
-            status_code=UNPROCESSABLE,
-            detail=f"the range {start_utc.isoformat()} .. {end_utc.isoformat()} spans "
-            f"{end_utc - start_utc}; at most {MAX_SPAN.days} days per request",
-        )
-    return await queries.hourly(pool, start_utc, end_utc)
+    newest = await queries.newest_hour_start(pool) if span.open else None
+    bounds = span.resolve(newest)
+    if bounds is None:
+        return []
+    return await queries.hourly(pool, *bounds)
+
+
+@router.get(
+    "/{period}",
+    summary="Daily, monthly or yearly energy and carbon",
+    response_model=list[CarbonRollup],
+    responses={
+        UNPROCESSABLE: {
+            "description": "A period other than daily, monthly, yearly; a start or end that "
+            f"is not YYYY-MM-DD; start >= end; or more periods than {ROLLUP_LIMITS}"
+        }
+    },
+)
+async def carbon_rollup(
+    period: Period, pool: PoolDep, tz: SiteTimezoneDep, span: PeriodRangeDep
+) -> list[CarbonRollup]:
+    """The hourly rows summed per day, month or year of the site's time zone, oldest
+    first; periods without rows are left out.
+
+    ``start``/``end`` are local dates on the period start (``start <= period_start <
+    end``). Sums of the hourly rows; ratios (intensities, ``cfe_share``) recomputed from
+    the sums, factors and ``estimated_share`` weighted averages (each field says how);
+    ``hours`` and ``complete_hours`` count the hourly rows. Defaults: without both, the
+    31 days, 12 months or 10 years up to and including the period of the newest row;
+    with one, as many from or before it. At most 366 days, 120 months or 30 years.
+    """
+    newest = await queries.newest_hour_start(pool) if span.open else None
+    bounds = span.resolve(period, None if newest is None else newest.astimezone(tz).date())
+    if bounds is None:
+        return []
+    return await queries.carbon_rollup(pool, period, *bounds, tz)

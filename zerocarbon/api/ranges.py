@@ -1,0 +1,126 @@
+"""The time ranges of requests: their defaults and their limits.
+
+Hourly routes take ``start``/``end`` as instants (ISO 8601, naive means UTC) on
+``hour_start``; roll-up routes take them as local dates of the site on the period's
+start. Anything they cannot serve is a 422 whose message says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from fastapi import HTTPException
+
+from zerocarbon.api.rollup import DEFAULT_PERIODS, MAX_PERIODS, Period
+
+UNPROCESSABLE = 422  # named _ENTITY or _CONTENT depending on the Starlette version
+HOUR = timedelta(hours=1)
+DEFAULT_SPAN = timedelta(hours=24)  # hourly rows returned without start and end
+MAX_SPAN = timedelta(days=31)  # most hourly rows per request
+PERIOD_NAMES = {Period.daily: "days", Period.monthly: "months", Period.yearly: "years"}
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """``value`` as an aware UTC datetime; naive means UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def unprocessable(detail: str) -> HTTPException:
+    return HTTPException(status_code=UNPROCESSABLE, detail=detail)
+
+
+@dataclass(frozen=True, slots=True)
+class HourRange:
+    """``start``/``end`` of an hourly route (UTC, either may be missing)."""
+
+    start: datetime | None
+    end: datetime | None
+
+    @property
+    def open(self) -> bool:
+        """Neither bound given: the range ends with the newest row."""
+        return self.start is None and self.end is None
+
+    def resolve(self, newest: datetime | None = None) -> tuple[datetime, datetime] | None:
+        """``[start, end)`` to query, or None when there is nothing (no rows at all).
+
+        Without both bounds, the 24 hours up to and including ``newest`` (the newest
+        hour_start); with one, 24 hours from or before it. 422 when start >= end or the
+        range is longer than :data:`MAX_SPAN`.
+        """
+        start, end = self.start, self.end
+        if start is None and end is None:
+            if newest is None:
+                return None
+            end = newest + HOUR
+        if start is None:
+            assert end is not None
+            start = end - DEFAULT_SPAN
+        if end is None:
+            end = start + DEFAULT_SPAN
+        if start >= end:
+            raise unprocessable(
+                f"start ({start.isoformat()}) must be before end ({end.isoformat()})"
+            )
+        if end - start > MAX_SPAN:
+            raise unprocessable(
+                f"the range {start.isoformat()} .. {end.isoformat()} spans {end - start}; "
+                f"at most {MAX_SPAN.days} days per request"
+            )
+        return start, end
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodRange:
+    """``start``/``end`` of a roll-up route: local dates on the period's start."""
+
+    start: date | None
+    end: date | None
+
+    @property
+    def open(self) -> bool:
+        return self.start is None and self.end is None
+
+    def resolve(self, period: Period, newest: date | None = None) -> tuple[date, date] | None:
+        """The first period start on or after ``start`` and the first on or after
+        ``end``: the periods in between are those with ``start <= period_start < end``.
+
+        Without both bounds, the :data:`DEFAULT_PERIODS` up to and including the period
+        of ``newest`` (the local date of the newest hour); with one, as many from or
+        before it. 422 when start >= end or for more than :data:`MAX_PERIODS`.
+        """
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise unprocessable(
+                f"start ({self.start.isoformat()}) must be before end ({self.end.isoformat()})"
+            )
+        default, most = DEFAULT_PERIODS[period], MAX_PERIODS[period]
+        try:
+            lo = None if self.start is None else period.ceil(self.start)
+            hi = None if self.end is None else period.ceil(self.end)
+            if lo is None and hi is None:
+                if newest is None:
+                    return None
+                hi = period.shift(period.floor(newest), 1)
+            if lo is None:
+                assert hi is not None
+                lo = period.shift(hi, -default)
+            if hi is None:
+                hi = period.shift(lo, default)
+        except (ValueError, OverflowError):
+            raise unprocessable(
+                f"start/end out of the supported date range (year 1 .. 9999, "
+                f"{default} {PERIOD_NAMES[period]} by default)"
+            ) from None
+        count = period.periods_in(lo, hi)
+        if count > most:
+            raise unprocessable(
+                f"{lo.isoformat()} .. {hi.isoformat()} holds {count} {PERIOD_NAMES[period]}; "
+                f"a {period.value} roll-up covers at most {most} {PERIOD_NAMES[period]} "
+                "per request"
+            )
+        return lo, hi

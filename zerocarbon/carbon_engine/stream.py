@@ -1,0 +1,423 @@
+"""The streaming kernel: one pass over a batch of readings -> hourly energy.
+
+:func:`stream_readings` walks a batch in arrival order (any interleaving of series,
+no sort) and, per reading, pairs it with its series' last accepted point, turns the
+pair into energy (counter increase, or the trapezoid of power) and spreads it over the
+UTC hours the interval covers, into a ring of hourly sums per energy *channel*.
+Everything that must survive from one batch to the next is in :class:`StreamState`'s
+arrays; the kernel itself is a pure function of its arguments (it writes only into the
+arrays it is given).
+
+Rules, per series (``wrap``, ``max_rate``, ``gap_us`` come from the site file and the
+device's profile; see :mod:`zerocarbon.carbon_engine.series_model`):
+
+Counters (``kind == COUNTER``), with ``d = new - prev`` and ``allow`` the largest
+increase the device's rated power makes plausible over the interval
+(``max_rate * (dt + 2 s)``; unbounded without a rating):
+
+* ``0 <= d <= allow``: normal increase.
+* ``d < 0`` and ``wrap > 0`` and the wrapped increase ``wrap - prev + new`` is in
+  ``[0, min(allow, 0.1 wrap)]``: register **rollover** [2]_.
+* ``d < 0`` and ``new <= allow`` and ``new < prev / 2``: the device **reset** its counter
+  (counted from 0) [1]_.
+* ``d < 0`` and ``-d <= 1e-3 prev + allow``: a small **backward step** (a meter that
+  restarted near its old value, jitter of a float register): no energy, and the
+  baseline stays at ``prev``, so nothing is ever counted twice.
+* otherwise (a jump up beyond ``allow``, or a large drop that is neither): the reading
+  is held as a *candidate*. If the next reading is plausible from the old baseline, the
+  candidate was a spike: **rejected**. If it is plausible from the candidate, the meter
+  was **replaced**: the new meter's rate over (candidate, next) estimates the energy
+  over (old baseline, candidate) (flagged estimated) and counting continues from the
+  candidate. Otherwise the candidate is rejected and the new reading held instead.
+
+Power (``kind == POWER``, kW): trapezoid energy of each interval [3]_, its positive
+part to channel ``pos_channel`` and its negative part to ``neg_channel`` (the zero
+crossing of the linear interpolant splits a sign change exactly); a sample with
+``|p| > max_rate * 3600`` (1.5x rated power) is rejected.
+
+Both: an interval longer than ``gap_us`` is a **gap**: its energy (spread uniformly in
+time for counters) is added to the hours and also to their *estimated* sums. A reading
+not newer than its series' last point is **late** (its index is returned; the caller
+recomputes the hours it touches from stored readings) or a **duplicate** (same time:
+dropped and counted). The first reading of a series only sets its baseline.
+
+Hours live in a ring of ``n_slots`` slots (``slot = hour % n_slots``); a part of an
+interval falling in an hour older than the slot holds is **expired** (counted, dropped):
+memory and work per reading are bounded by the ring, whatever the input.
+
+References
+----------
+.. [1] Prometheus documentation, "Query functions: increase()": counter resets.
+.. [2] IETF RFC 2578 (SMIv2), sec. 7.1.6: Counter32 wraps to zero at its maximum.
+.. [3] W. H. Press et al., "Numerical Recipes", 3rd ed., 2007, sec. 4.1 (trapezoid).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numpy as np
+from numba import njit
+from numpy.typing import NDArray
+
+__all__ = [
+    "COUNTER",
+    "EV_BACKSTEP",
+    "EV_DUPLICATE",
+    "EV_EXPIRED",
+    "EV_GAP",
+    "EV_LATE",
+    "EV_REJECTED",
+    "EV_REPLACED",
+    "EV_RESET",
+    "EV_ROLLOVER",
+    "EV_SAMPLES",
+    "HOUR_US",
+    "IGNORED",
+    "N_EVENTS",
+    "NO_TS",
+    "POWER",
+    "stream_readings",
+]
+
+HOUR_US = 3_600_000_000  # one hour [us]
+NO_TS = np.iinfo(np.int64).min  # "no point yet"
+
+IGNORED = 0
+COUNTER = 1
+POWER = 2
+
+# event codes: columns of the per-(channel, slot) event counts
+EV_RESET = 0
+EV_ROLLOVER = 1
+EV_BACKSTEP = 2
+EV_REPLACED = 3
+EV_REJECTED = 4
+EV_GAP = 5
+EV_LATE = 6
+EV_DUPLICATE = 7
+EV_EXPIRED = 8
+EV_SAMPLES = 9  # intervals (pairs of readings) contributing to the hour
+N_EVENTS = 10
+
+JITTER_S = 2.0  # time-stamp jitter allowed in the plausibility bound [s]
+BACKSTEP_FRACTION = 1e-3  # largest backward step taken as jitter, of the counter value
+ROLLOVER_WINDOW = 0.1  # a wrap may add at most this fraction of the register range
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _kernel(func: _F) -> _F:
+    """``numba.njit(cache=True)`` with the function's own type for mypy."""
+    return cast(_F, njit(cache=True)(func))
+
+
+@_kernel
+def _slot_for(
+    hour: int,
+    ring_hour: NDArray[np.int64],
+    energy: NDArray[np.float64],
+    estimated: NDArray[np.float64],
+    events: NDArray[np.int32],
+    dirty: NDArray[np.bool_],
+) -> int:
+    """Slot of ``hour`` in the ring, clearing a slot that held an older hour; -1 when
+    ``hour`` is older than what its slot holds (expired)."""
+    n_slots = ring_hour.shape[0]
+    slot = hour % n_slots
+    held = ring_hour[slot]
+    if held == hour:
+        return slot
+    if held > hour:
+        return -1
+    ring_hour[slot] = hour
+    energy[:, slot] = 0.0
+    estimated[:, slot] = 0.0
+    events[:, slot, :] = 0
+    dirty[slot] = False
+    return slot
+
+
+@_kernel
+def _event(
+    channel: int,
+    ts_us: int,
+    code: int,
+    ring_hour: NDArray[np.int64],
+    energy: NDArray[np.float64],
+    estimated: NDArray[np.float64],
+    events: NDArray[np.int32],
+    dirty: NDArray[np.bool_],
+    hour_lo: int,
+    hour_hi: int,
+) -> None:
+    hour = ts_us // HOUR_US
+    if channel < 0 or hour < hour_lo or hour > hour_hi:
+        return
+    slot = _slot_for(hour, ring_hour, energy, estimated, events, dirty)
+    if slot < 0:
+        return
+    events[channel, slot, code] += 1
+    dirty[slot] = True
+
+
+@_kernel
+def _spread(
+    channel: int,
+    t0_us: int,
+    t1_us: int,
+    amount: float,
+    is_estimate: bool,
+    ring_hour: NDArray[np.int64],
+    energy: NDArray[np.float64],
+    estimated: NDArray[np.float64],
+    events: NDArray[np.int32],
+    dirty: NDArray[np.bool_],
+    hour_lo: int,
+    hour_hi: int,
+) -> int:
+    """Add ``amount`` over [t0, t1) uniformly in time to the hours it covers that lie in
+    [hour_lo, hour_hi]; returns how many hourly parts expired."""
+    if channel < 0:
+        return 0
+    h0 = t0_us // HOUR_US
+    h1 = (t1_us - 1) // HOUR_US if t1_us > t0_us else h0
+    expired = 0
+    if h0 == h1:
+        if h0 < hour_lo or h0 > hour_hi:
+            return 0
+        slot = _slot_for(h0, ring_hour, energy, estimated, events, dirty)
+        if slot < 0:
+            return 1
+        energy[channel, slot] += amount
+        if is_estimate:
+            estimated[channel, slot] += amount
+        events[channel, slot, EV_SAMPLES] += 1
+        dirty[slot] = True
+        return 0
+    rate = amount / float(t1_us - t0_us)
+    done = 0.0
+    start = t0_us
+    # hours older than the ring can hold are one expired lump: work stays bounded
+    h_first = max(h0, h1 - ring_hour.shape[0] + 1)
+    if h_first > h0:
+        start = h_first * HOUR_US
+        done = rate * float(start - t0_us)
+        expired += 1
+    for h in range(h_first, h1 + 1):
+        end = (h + 1) * HOUR_US if h < h1 else t1_us
+        part = amount - done if h == h1 else rate * float(end - start)
+        done += part
+        start = end
+        if h < hour_lo or h > hour_hi:
+            continue
+        slot = _slot_for(h, ring_hour, energy, estimated, events, dirty)
+        if slot < 0:
+            expired += 1
+            continue
+        energy[channel, slot] += part
+        if is_estimate:
+            estimated[channel, slot] += part
+        events[channel, slot, EV_SAMPLES] += 1
+        dirty[slot] = True
+    return expired
+
+
+@_kernel
+def stream_readings(
+    series: NDArray[np.int32],
+    ts_us: NDArray[np.int64],
+    value: NDArray[np.float64],
+    kind: NDArray[np.int8],
+    pos_channel: NDArray[np.int32],
+    neg_channel: NDArray[np.int32],
+    wrap: NDArray[np.float64],
+    max_rate: NDArray[np.float64],
+    gap_us: NDArray[np.int64],
+    last_ts: NDArray[np.int64],
+    last_value: NDArray[np.float64],
+    cand_ts: NDArray[np.int64],
+    cand_value: NDArray[np.float64],
+    ring_hour: NDArray[np.int64],
+    energy: NDArray[np.float64],
+    estimated: NDArray[np.float64],
+    events: NDArray[np.int32],
+    dirty: NDArray[np.bool_],
+    late_out: NDArray[np.int64],
+    hour_lo: int,
+    hour_hi: int,
+) -> tuple[int, int, int]:
+    """Feed a batch of readings, in arrival order, into the hourly ring.
+
+    Parameters
+    ----------
+    series, ts_us, value : ndarray, shape (n,)
+        The batch: series id, POSIX time [us], value [metric unit; kW for power].
+    kind, pos_channel, neg_channel, wrap, max_rate, gap_us : ndarray, shape (n_series,)
+        Per series: ``IGNORED``/``COUNTER``/``POWER``; channel (row of the ring) that
+        receives positive / negative energy (-1: none); register wrap value [unit]
+        (0: never wraps); largest plausible rate [unit/s] (inf: unknown); gap
+        threshold [us].
+    last_ts, last_value, cand_ts, cand_value : ndarray, shape (n_series,)
+        Streaming state, updated in place (``NO_TS``: none).
+    ring_hour : ndarray of int64, shape (n_slots,)
+        Hour index (POSIX hours) each slot holds; updated in place.
+    energy, estimated : ndarray of float64, shape (n_channels, n_slots)
+        Hourly sums [unit] and their estimated part; updated in place.
+    events : ndarray of int32, shape (n_channels, n_slots, N_EVENTS)
+        Event counts per channel and hour; updated in place.
+    dirty : ndarray of bool, shape (n_slots,)
+        Set where a slot changed.
+    late_out : ndarray of int64, shape (>= n,)
+        Receives the batch indices of late readings.
+    hour_lo, hour_hi : int
+        Only parts in these hours (POSIX hours, inclusive) are added (recomputing a
+        span passes its bounds; streaming passes the whole range).
+
+    Returns
+    -------
+    n_late : int
+        Late readings, their indices in ``late_out[:n_late]``.
+    n_used : int
+        Readings that changed the state (baselines included).
+    n_expired : int
+        Hourly parts dropped because their hour had left the ring.
+    """
+    n_late = 0
+    n_used = 0
+    n_expired = 0
+    for i in range(series.shape[0]):
+        s = series[i]
+        k = kind[s]
+        if k == IGNORED:
+            continue
+        t = ts_us[i]
+        v = value[i]
+        ch = pos_channel[s]
+        prev_t = last_ts[s]
+        if prev_t == NO_TS:
+            if k == POWER and abs(v) > max_rate[s] * 3600.0:
+                _event(ch, t, EV_REJECTED, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                continue
+            last_ts[s] = t
+            last_value[s] = v
+            n_used += 1
+            continue
+        if t < prev_t or (cand_ts[s] != NO_TS and t < cand_ts[s]):
+            late_out[n_late] = i
+            n_late += 1
+            _event(ch, t, EV_LATE, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+            continue
+        if t == prev_t or t == cand_ts[s]:
+            _event(ch, t, EV_DUPLICATE, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+            continue
+        prev_v = last_value[s]
+        gap = t - prev_t > gap_us[s]
+        if k == POWER:
+            if abs(v) > max_rate[s] * 3600.0:
+                _event(ch, t, EV_REJECTED, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                continue
+            dt_h = float(t - prev_t) / HOUR_US
+            if gap:
+                _event(ch, t, EV_GAP, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+            if (prev_v >= 0.0) == (v >= 0.0):
+                e = 0.5 * (prev_v + v) * dt_h
+                c = ch if e >= 0.0 else neg_channel[s]
+                n_expired += _spread(
+                    c, prev_t, t, abs(e), gap, ring_hour, energy, estimated, events, dirty,
+                    hour_lo, hour_hi,
+                )
+            else:
+                # sign change: split at the zero crossing of the linear interpolant
+                frac = prev_v / (prev_v - v)
+                tz = prev_t + int(frac * float(t - prev_t))
+                e0 = 0.5 * prev_v * frac * dt_h
+                e1 = 0.5 * v * (1.0 - frac) * dt_h
+                c0 = ch if e0 >= 0.0 else neg_channel[s]
+                c1 = ch if e1 >= 0.0 else neg_channel[s]
+                n_expired += _spread(
+                    c0, prev_t, tz, abs(e0), gap, ring_hour, energy, estimated, events, dirty,
+                    hour_lo, hour_hi,
+                )
+                n_expired += _spread(
+                    c1, tz, t, abs(e1), gap, ring_hour, energy, estimated, events, dirty,
+                    hour_lo, hour_hi,
+                )
+            last_ts[s] = t
+            last_value[s] = v
+            n_used += 1
+            continue
+        # counters
+        rate = max_rate[s]
+        allow = rate * (float(t - prev_t) / 1e6 + JITTER_S)
+        d = v - prev_v
+        if cand_ts[s] != NO_TS:
+            if 0.0 <= d <= allow:
+                # the candidate was a spike
+                _event(ch, cand_ts[s], EV_REJECTED, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                cand_ts[s] = NO_TS
+            else:
+                ct = cand_ts[s]
+                cv = cand_value[s]
+                dc = v - cv
+                allow_c = rate * (float(t - ct) / 1e6 + JITTER_S)
+                if 0.0 <= dc <= allow_c:
+                    # meter replaced at the candidate: estimate (prev, cand) at the new
+                    # meter's rate, then count (cand, t)
+                    est = dc / float(t - ct) * float(ct - prev_t)
+                    _event(ch, ct, EV_REPLACED, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                    n_expired += _spread(
+                        ch, prev_t, ct, est, True, ring_hour, energy, estimated, events,
+                        dirty, hour_lo, hour_hi,
+                    )
+                    n_expired += _spread(
+                        ch, ct, t, dc, t - ct > gap_us[s], ring_hour, energy, estimated,
+                        events, dirty, hour_lo, hour_hi,
+                    )
+                    cand_ts[s] = NO_TS
+                    last_ts[s] = t
+                    last_value[s] = v
+                    n_used += 1
+                    continue
+                # neither: the old candidate was a spike, this one is held instead
+                _event(ch, ct, EV_REJECTED, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                cand_ts[s] = t
+                cand_value[s] = v
+                continue
+        amount = 0.0
+        if d >= 0.0:
+            if d > allow:
+                cand_ts[s] = t
+                cand_value[s] = v
+                continue
+            amount = d
+        else:
+            w = wrap[s]
+            wrapped = w - prev_v + v
+            if w > 0.0 and 0.0 <= wrapped <= min(allow, ROLLOVER_WINDOW * w):
+                amount = wrapped
+                _event(ch, t, EV_ROLLOVER, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+            elif v >= 0.0 and v <= allow and v < 0.5 * prev_v:
+                amount = v
+                _event(ch, t, EV_RESET, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+            elif -d <= BACKSTEP_FRACTION * prev_v + (allow if allow < 1e300 else 0.0):
+                # keep the baseline at prev: nothing counted twice
+                _event(ch, t, EV_BACKSTEP, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                last_ts[s] = t
+                n_used += 1
+                continue
+            else:
+                cand_ts[s] = t
+                cand_value[s] = v
+                continue
+        if gap:
+            _event(ch, t, EV_GAP, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+        n_expired += _spread(
+            ch, prev_t, t, amount, gap, ring_hour, energy, estimated, events, dirty,
+            hour_lo, hour_hi,
+        )
+        last_ts[s] = t
+        last_value[s] = v
+        n_used += 1
+    return n_late, n_used, n_expired

@@ -1,0 +1,174 @@
+"""The carbon engine as a pipeline sink: the runtime's glue between engine and storage.
+
+The engine is pure (arrays in, rows out); this service owns the storage side: it
+feeds each batch to the engine in a worker thread (the event loop the collectors
+stamp readings on never stalls), recomputes the hours late readings touch from the
+readings already stored (the storage sink runs before it in the pipeline), upserts
+the touched hours at most every ``flush_interval_s`` and at shutdown, and at start
+continues from what an earlier run stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import numpy as np
+
+from zerocarbon.batch import ReadingBatch, SeriesRegistry, datetime_to_us, us_to_datetime
+from zerocarbon.carbon_engine.engine import CarbonEngine, HourlyResults
+from zerocarbon.carbon_engine.stream import HOUR_US
+from zerocarbon.config import SiteConfig
+from zerocarbon.storage.database import Registry
+from zerocarbon.storage.hourly import (
+    load_hourly_energy,
+    load_latest_points,
+    readings_around,
+    upsert_hourly,
+)
+
+log = logging.getLogger(__name__)
+
+HOUR_S = 3600
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class CarbonService:
+    name = "carbon_engine"
+
+    def __init__(
+        self,
+        engine: CarbonEngine,
+        pool: asyncpg.Pool,
+        registry: Registry,
+        *,
+        flush_interval_s: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self._pool = pool
+        self._registry = registry
+        self._flush_interval_s = flush_interval_s
+        self._dirty: set[int] = set()
+        self._late: list[ReadingBatch] = []
+        self._last_flush = 0.0
+        self.upserts = 0  # hourly carbon rows written (an hour is rewritten as it fills)
+        self.last_hour_start_s: int | None = None  # newest hour written
+        self.last_flush_at: datetime | None = None
+        self.flush_failures = 0
+        self.recomputes = 0
+
+    async def warm_up(self) -> None:
+        """Compile (or load from numba's cache) every kernel before collection starts."""
+        await asyncio.to_thread(warm_up_kernels, self.engine.site)
+
+    async def restore(self) -> int:
+        """Continue from what an earlier run stored: the newest point of every series
+        and the hourly rows of the hours the engine holds. Returns series restored."""
+        engine = self.engine
+        async with self._pool.acquire() as conn:
+            points = await load_latest_points(conn)
+            if not points:
+                return 0
+            newest = max(p[2] for p in points)
+            since = newest - timedelta(hours=engine.n_slots - 2)
+            rows = await load_hourly_energy(conn, since)
+        restored = 0
+        for device, metric, ts, value in points:
+            try:
+                sid = engine.registry.id(device, metric)
+            except KeyError:
+                continue  # a device since removed from the site file
+            engine.restore_series(sid, datetime_to_us(ts), value)
+            restored += 1
+        for row in rows:
+            engine.restore_hour(row)
+        engine.take_dirty()
+        if restored:
+            log.info("carbon engine: continued %d series from the database", restored)
+        return restored
+
+    async def write_batch(self, batch: ReadingBatch) -> None:
+        result = await asyncio.to_thread(self.engine.ingest, batch)
+        self._dirty.update(result.changed_hours_s)
+        if len(result.late):
+            self._late.append(result.late)
+        if time.monotonic() - self._last_flush >= self._flush_interval_s:
+            await self.flush()
+
+    async def _recompute_late(self, conn: asyncpg.Connection) -> None:
+        """Rebuild the hours late readings touch, per series, from stored readings."""
+        late = ReadingBatch.concat(self._late)
+        engine = self.engine
+        reg = engine.registry
+        for sid in np.unique(late.series).tolist():
+            ts = late.ts_us[late.series == sid]
+            device, metric = reg.key(sid)
+            device_id = self._registry.device_ids.get(device)
+            metric_id = self._registry.metric_ids.get(metric)
+            if device_id is None or metric_id is None:
+                continue
+            # the hours the late points' enclosing intervals cover: from the stored
+            # reading before the earliest to the one after the latest
+            lo_us, hi_us = int(ts.min()), int(ts.max())
+            t, v = await readings_around(
+                conn, device_id, metric_id, us_to_datetime(lo_us), us_to_datetime(hi_us + 1)
+            )
+            if t.size == 0:
+                continue
+            first_hour_s = int(t.min() // HOUR_US) * HOUR_S
+            last_hour_s = int((t.max() - 1) // HOUR_US) * HOUR_S
+            start = datetime.fromtimestamp(first_hour_s, UTC)
+            end = datetime.fromtimestamp(last_hour_s + HOUR_S, UTC)
+            t, v = await readings_around(conn, device_id, metric_id, start, end)
+            changed = await asyncio.to_thread(
+                engine.recompute, sid, t, v, first_hour_s, last_hour_s
+            )
+            self._dirty.update(changed)
+            self.recomputes += 1
+        self._late.clear()
+
+    async def flush(self) -> None:
+        """Recompute late data, then upsert every hour touched since the last flush."""
+        self._last_flush = time.monotonic()
+        if not self._dirty and not self._late:
+            return
+        try:
+            async with self._pool.acquire() as conn:
+                if self._late:
+                    await self._recompute_late(conn)
+                hours = sorted(self._dirty)
+                results: HourlyResults = await asyncio.to_thread(self.engine.results, hours)
+                await upsert_hourly(
+                    conn, self._registry, results.carbon, results.energy, results.lines
+                )
+        except _DB_ERRORS as exc:
+            self.flush_failures += 1
+            log.warning("writing hourly rows failed (%s); will retry", exc)
+            return
+        self.upserts += len(results.carbon)
+        if hours:
+            self.last_hour_start_s = hours[-1]
+        self.last_flush_at = datetime.now(UTC)
+        self._dirty.clear()
+
+
+def warm_up_kernels(site: SiteConfig) -> None:
+    """Compile (or load from numba's cache) every kernel the engine runs for ``site``."""
+    registry = SeriesRegistry.for_site(site)
+    scratch = CarbonEngine(site, registry, n_slots=4)
+    t0 = datetime_to_us(datetime(2000, 1, 1, 0, 59, tzinfo=UTC))
+    series, ts, values = [], [], []
+    for d in site.devices:
+        for metric in ("energy_import_kwh", "active_power_kw"):
+            sid = registry.id(d.id, metric)
+            for i in range(3):
+                series.append(sid)
+                ts.append(t0 + 60_000_000 * i)
+                values.append(10.0 * i)
+    batch = ReadingBatch.of(series, ts, values)
+    result = scratch.ingest(batch)
+    scratch.recompute(series[0], batch.ts_us[:3], batch.value[:3], 946_684_800, 946_688_400)
+    scratch.results(result.changed_hours_s)
