@@ -178,7 +178,10 @@ class ReadingBatch:
     @staticmethod
     def empty() -> ReadingBatch:
         return ReadingBatch(
-            np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int8)
+            np.empty(0, np.int32),
+            np.empty(0, np.int64),
+            np.empty(0, np.float64),
+            np.empty(0, np.int8),
         )
 
     @staticmethod
@@ -229,7 +232,10 @@ class ReadingBatch:
     def readings(self, registry: SeriesRegistry) -> Iterator[Reading]:
         """The per-reading view, in batch order."""
         for s, t, v, q in zip(
-            self.series.tolist(), self.ts_us.tolist(), self.value.tolist(), self.quality.tolist(),
+            self.series.tolist(),
+            self.ts_us.tolist(),
+            self.value.tolist(),
+            self.quality.tolist(),
             strict=True,
         ):
             device, metric = registry.key(s)

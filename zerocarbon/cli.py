@@ -77,11 +77,21 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _load(site_path: Path) -> SiteConfig:
+    """The site file, validated; with its factors, fuels and instrument files resolved
+    (a problem there is reported like any other error of the file)."""
+    from zerocarbon.carbon_engine.factors import site_factor_errors
+
     try:
-        return load_site(site_path)
+        site = load_site(site_path)
     except SiteConfigError as exc:
         typer.echo(f"error: invalid site configuration\n{exc}", err=True)
         raise typer.Exit(2) from None
+    errors = site_factor_errors(site)
+    if errors:
+        lines = "\n".join(f"{site_path}: {e}" for e in errors)
+        typer.echo(f"error: invalid site configuration\n{lines}", err=True)
+        raise typer.Exit(2)
+    return site
 
 
 def _check_port(host: str, port: int) -> None:

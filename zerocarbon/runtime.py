@@ -27,9 +27,9 @@ from zerocarbon.carbon_engine.factors import site_factor_errors
 from zerocarbon.carbon_service import CarbonService
 from zerocarbon.clock import Clock
 from zerocarbon.config import SiteConfig
+from zerocarbon.ingest.admission import Admission
 from zerocarbon.ingest.modbus.collector import ModbusLinkCollector, link_collectors
 from zerocarbon.ingest.mqtt.collector import MqttCollector, mqtt_collector
-from zerocarbon.ingest.admission import Admission
 from zerocarbon.ingest.pipeline import Pipeline
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import create_schema, ensure_database, open_pool, register_site

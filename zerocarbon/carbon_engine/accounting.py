@@ -42,7 +42,11 @@ def _opt(x: float) -> float | None:
 class SiteHours:
     """Every figure of a run of hours (column j = hour j), and row builders."""
 
-    def __init__(self, columns: dict[str, NDArray[np.float64]], line_columns: dict[str, dict[str, NDArray[np.float64]]]) -> None:
+    def __init__(
+        self,
+        columns: dict[str, NDArray[np.float64]],
+        line_columns: dict[str, dict[str, NDArray[np.float64]]],
+    ) -> None:
         self.c = columns
         self.lines = line_columns
 
@@ -130,6 +134,7 @@ class SiteAccounting:
                 fuel = devices[ch.device].fuel
                 assert fuel is not None
                 self.fuel_kg_per_unit[i] = fuel_factor(site, fuel, ch.metric)
+
         # top-level sub-meters (no parent) make up "submetered"
         def top_level(device: str) -> bool:
             parent = devices[device].parent
@@ -144,7 +149,8 @@ class SiteAccounting:
             if devices[ch.device].role is DeviceRole.GRID:
                 continue  # sub-meters of the grid connection are checked against load
             kids = [
-                k for k, other in enumerate(chans)
+                k
+                for k, other in enumerate(chans)
                 if devices[other.device].parent == ch.device and other.metric == ch.metric
             ]
             if kids:
@@ -200,7 +206,7 @@ class SiteAccounting:
         fm = self.flow_masks
 
         def flow(f: Flow) -> NDArray[np.float64]:
-            return energy[fm[f]].sum(axis=0)
+            return np.asarray(energy[fm[f]].sum(axis=0), dtype=np.float64)
 
         hour_s = hours * HOUR_S
         imp = flow(Flow.GRID_IMPORT)
@@ -211,12 +217,21 @@ class SiteAccounting:
         discharge = flow(Flow.BATTERY_DISCHARGE)
         scope1 = (energy * self.fuel_kg_per_unit[:, None]).sum(axis=0)
         loc_f, mkt_f, _from_series = self.factor_source.factors_for(hour_s)
-        alloc = allocate_instruments(
-            hour_s, imp, self.contracts, self.certificates, self.zone
-        )
+        alloc = allocate_instruments(hour_s, imp, self.contracts, self.certificates, self.zone)
         res = balance.balance_site_hours(
-            imp, exp, pv, wind, charge, discharge, scope1,
-            alloc.contract_kwh, alloc.gec_kwh, loc_f, mkt_f, 0.0, 0.0,
+            imp,
+            exp,
+            pv,
+            wind,
+            charge,
+            discharge,
+            scope1,
+            alloc.contract_kwh,
+            alloc.gec_kwh,
+            loc_f,
+            mkt_f,
+            0.0,
+            0.0,
         )
         (load, scope1_kg, loc_kg, mkt_kg, cfe_kwh, cfe_share, int_loc, int_mkt) = res[:8]
         metered = np.abs(energy[self.energy_flows]).sum(axis=0)

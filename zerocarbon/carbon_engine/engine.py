@@ -193,8 +193,12 @@ class CarbonEngine:
         return sorted(int(h) * HOUR_S for h in self.ring_hour[slots].tolist() if h >= 0)
 
     def recompute(
-        self, series_id: int, ts_us: NDArray[np.int64], values: NDArray[np.float64],
-        first_hour_s: int, last_hour_s: int,
+        self,
+        series_id: int,
+        ts_us: NDArray[np.int64],
+        values: NDArray[np.float64],
+        first_hour_s: int,
+        last_hour_s: int,
     ) -> list[int]:
         """Rebuild one series' hours ``[first_hour_s, last_hour_s]`` from its readings.
 

@@ -17,8 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from zerocarbon.batch import SeriesRegistry
-from zerocarbon.config import DeviceRole, ModbusTcpDevice, MqttDevice, SiteConfig
 from zerocarbon.carbon_engine.stream import COUNTER, IGNORED, POWER
+from zerocarbon.config import DeviceRole, ModbusTcpDevice, MqttDevice, SiteConfig
 from zerocarbon.metering.metrics import METRICS_BY_NAME, MetricKind
 from zerocarbon.metering.registers import counter_wrap
 
@@ -47,7 +47,10 @@ class Flow(StrEnum):
 
 # role -> (counter metric, flow) for positive power, and for negative power
 _POWER_CHANNELS: dict[DeviceRole, tuple[tuple[str, Flow] | None, tuple[str, Flow] | None]] = {
-    DeviceRole.GRID: (("energy_import_kwh", Flow.GRID_IMPORT), ("energy_export_kwh", Flow.GRID_EXPORT)),
+    DeviceRole.GRID: (
+        ("energy_import_kwh", Flow.GRID_IMPORT),
+        ("energy_export_kwh", Flow.GRID_EXPORT),
+    ),
     DeviceRole.PV: (("energy_generated_kwh", Flow.PV), None),
     DeviceRole.WIND: (("energy_generated_kwh", Flow.WIND), None),
     DeviceRole.BATTERY: (
@@ -127,9 +130,7 @@ class SeriesModel:
             gap_s = device.gap_s or max(GAP_INTERVALS * _interval_s(device), MIN_GAP_S)
             rated = device.rated_power_kw
             kwh_rate = np.inf if rated is None else RATED_MARGIN * rated / 3600.0
-            counters = [
-                m for m in metrics if METRICS_BY_NAME[m].kind is MetricKind.COUNTER
-            ]
+            counters = [m for m in metrics if METRICS_BY_NAME[m].kind is MetricKind.COUNTER]
             for m in counters:
                 s = registry.id(device.id, m)
                 self.kind[s] = COUNTER

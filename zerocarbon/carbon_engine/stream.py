@@ -125,7 +125,7 @@ def _slot_for(
     """Slot of ``hour`` in the ring, clearing a slot that held an older hour; -1 when
     ``hour`` is older than what its slot holds (expired)."""
     n_slots = ring_hour.shape[0]
-    slot = hour % n_slots
+    slot: int = hour % n_slots
     held = ring_hour[slot]
     if held == hour:
         return slot
@@ -298,7 +298,18 @@ def stream_readings(
         prev_t = last_ts[s]
         if prev_t == NO_TS:
             if k == POWER and abs(v) > max_rate[s] * 3600.0:
-                _event(ch, t, EV_REJECTED, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                _event(
+                    ch,
+                    t,
+                    EV_REJECTED,
+                    ring_hour,
+                    energy,
+                    estimated,
+                    events,
+                    dirty,
+                    hour_lo,
+                    hour_hi,
+                )
                 continue
             last_ts[s] = t
             last_value[s] = v
@@ -310,13 +321,26 @@ def stream_readings(
             _event(ch, t, EV_LATE, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
             continue
         if t == prev_t or t == cand_ts[s]:
-            _event(ch, t, EV_DUPLICATE, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+            _event(
+                ch, t, EV_DUPLICATE, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
+            )
             continue
         prev_v = last_value[s]
         gap = t - prev_t > gap_us[s]
         if k == POWER:
             if abs(v) > max_rate[s] * 3600.0:
-                _event(ch, t, EV_REJECTED, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                _event(
+                    ch,
+                    t,
+                    EV_REJECTED,
+                    ring_hour,
+                    energy,
+                    estimated,
+                    events,
+                    dirty,
+                    hour_lo,
+                    hour_hi,
+                )
                 continue
             dt_h = float(t - prev_t) / HOUR_US
             if gap:
@@ -325,8 +349,18 @@ def stream_readings(
                 e = 0.5 * (prev_v + v) * dt_h
                 c = ch if e >= 0.0 else neg_channel[s]
                 n_expired += _spread(
-                    c, prev_t, t, abs(e), gap, ring_hour, energy, estimated, events, dirty,
-                    hour_lo, hour_hi,
+                    c,
+                    prev_t,
+                    t,
+                    abs(e),
+                    gap,
+                    ring_hour,
+                    energy,
+                    estimated,
+                    events,
+                    dirty,
+                    hour_lo,
+                    hour_hi,
                 )
             else:
                 # sign change: split at the zero crossing of the linear interpolant
@@ -337,12 +371,32 @@ def stream_readings(
                 c0 = ch if e0 >= 0.0 else neg_channel[s]
                 c1 = ch if e1 >= 0.0 else neg_channel[s]
                 n_expired += _spread(
-                    c0, prev_t, tz, abs(e0), gap, ring_hour, energy, estimated, events, dirty,
-                    hour_lo, hour_hi,
+                    c0,
+                    prev_t,
+                    tz,
+                    abs(e0),
+                    gap,
+                    ring_hour,
+                    energy,
+                    estimated,
+                    events,
+                    dirty,
+                    hour_lo,
+                    hour_hi,
                 )
                 n_expired += _spread(
-                    c1, tz, t, abs(e1), gap, ring_hour, energy, estimated, events, dirty,
-                    hour_lo, hour_hi,
+                    c1,
+                    tz,
+                    t,
+                    abs(e1),
+                    gap,
+                    ring_hour,
+                    energy,
+                    estimated,
+                    events,
+                    dirty,
+                    hour_lo,
+                    hour_hi,
                 )
             last_ts[s] = t
             last_value[s] = v
@@ -355,7 +409,18 @@ def stream_readings(
         if cand_ts[s] != NO_TS:
             if 0.0 <= d <= allow:
                 # the candidate was a spike
-                _event(ch, cand_ts[s], EV_REJECTED, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                _event(
+                    ch,
+                    cand_ts[s],
+                    EV_REJECTED,
+                    ring_hour,
+                    energy,
+                    estimated,
+                    events,
+                    dirty,
+                    hour_lo,
+                    hour_hi,
+                )
                 cand_ts[s] = NO_TS
             else:
                 ct = cand_ts[s]
@@ -366,14 +431,45 @@ def stream_readings(
                     # meter replaced at the candidate: estimate (prev, cand) at the new
                     # meter's rate, then count (cand, t)
                     est = dc / float(t - ct) * float(ct - prev_t)
-                    _event(ch, ct, EV_REPLACED, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
-                    n_expired += _spread(
-                        ch, prev_t, ct, est, True, ring_hour, energy, estimated, events,
-                        dirty, hour_lo, hour_hi,
+                    _event(
+                        ch,
+                        ct,
+                        EV_REPLACED,
+                        ring_hour,
+                        energy,
+                        estimated,
+                        events,
+                        dirty,
+                        hour_lo,
+                        hour_hi,
                     )
                     n_expired += _spread(
-                        ch, ct, t, dc, t - ct > gap_us[s], ring_hour, energy, estimated,
-                        events, dirty, hour_lo, hour_hi,
+                        ch,
+                        prev_t,
+                        ct,
+                        est,
+                        True,
+                        ring_hour,
+                        energy,
+                        estimated,
+                        events,
+                        dirty,
+                        hour_lo,
+                        hour_hi,
+                    )
+                    n_expired += _spread(
+                        ch,
+                        ct,
+                        t,
+                        dc,
+                        t - ct > gap_us[s],
+                        ring_hour,
+                        energy,
+                        estimated,
+                        events,
+                        dirty,
+                        hour_lo,
+                        hour_hi,
                     )
                     cand_ts[s] = NO_TS
                     last_ts[s] = t
@@ -381,7 +477,18 @@ def stream_readings(
                     n_used += 1
                     continue
                 # neither: the old candidate was a spike, this one is held instead
-                _event(ch, ct, EV_REJECTED, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                _event(
+                    ch,
+                    ct,
+                    EV_REJECTED,
+                    ring_hour,
+                    energy,
+                    estimated,
+                    events,
+                    dirty,
+                    hour_lo,
+                    hour_hi,
+                )
                 cand_ts[s] = t
                 cand_value[s] = v
                 continue
@@ -397,13 +504,37 @@ def stream_readings(
             wrapped = w - prev_v + v
             if w > 0.0 and 0.0 <= wrapped <= min(allow, ROLLOVER_WINDOW * w):
                 amount = wrapped
-                _event(ch, t, EV_ROLLOVER, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                _event(
+                    ch,
+                    t,
+                    EV_ROLLOVER,
+                    ring_hour,
+                    energy,
+                    estimated,
+                    events,
+                    dirty,
+                    hour_lo,
+                    hour_hi,
+                )
             elif v >= 0.0 and v <= allow and v < 0.5 * prev_v:
                 amount = v
-                _event(ch, t, EV_RESET, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                _event(
+                    ch, t, EV_RESET, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
+                )
             elif -d <= BACKSTEP_FRACTION * prev_v + (allow if allow < 1e300 else 0.0):
                 # keep the baseline at prev: nothing counted twice
-                _event(ch, t, EV_BACKSTEP, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                _event(
+                    ch,
+                    t,
+                    EV_BACKSTEP,
+                    ring_hour,
+                    energy,
+                    estimated,
+                    events,
+                    dirty,
+                    hour_lo,
+                    hour_hi,
+                )
                 last_ts[s] = t
                 n_used += 1
                 continue
@@ -414,8 +545,18 @@ def stream_readings(
         if gap:
             _event(ch, t, EV_GAP, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
         n_expired += _spread(
-            ch, prev_t, t, amount, gap, ring_hour, energy, estimated, events, dirty,
-            hour_lo, hour_hi,
+            ch,
+            prev_t,
+            t,
+            amount,
+            gap,
+            ring_hour,
+            energy,
+            estimated,
+            events,
+            dirty,
+            hour_lo,
+            hour_hi,
         )
         last_ts[s] = t
         last_value[s] = v

@@ -392,6 +392,8 @@ def _apply(
     )
     ei, esub, ech, ets, ecode = ops.events()
     ehour = ets // HOUR_US
+    inside = (ehour >= hour_lo) & (ehour <= hour_hi)
+    ei, esub, ech, ehour, ecode = (a[inside] for a in (ei, esub, ech, ehour, ecode))
     n_p = pi.shape[0]
     # every operation on the ring: hourly parts, then events
     op_i = np.concatenate([pi, ei])

@@ -60,9 +60,9 @@ async def upsert_hourly(
 
 async def load_hourly_energy(conn: asyncpg.Connection, since: datetime) -> list[HourlyEnergy]:
     """Stored per-channel rows of hours starting at or after ``since``."""
-    cols = [c for c, _t, _n in stored_columns("hourly_energy")][3:]
+    cols = ", ".join("h." + c for c, _t, _n in stored_columns("hourly_energy")[3:])
     rows = await conn.fetch(
-        f"""SELECT h.hour_start, d.key AS device, m.name AS metric, {", ".join("h." + c for c in cols)}
+        f"""SELECT h.hour_start, d.key AS device, m.name AS metric, {cols}
             FROM hourly_energy h
             JOIN devices d ON d.id = h.device_id
             JOIN metrics m ON m.id = h.metric_id

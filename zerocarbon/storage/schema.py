@@ -108,7 +108,12 @@ CREATE TABLE IF NOT EXISTS latest_values (
 
 """
 
-SCHEMA_SQL = UPGRADE_SQL + SCHEMA_SQL + _hourly_ddl() + """
+SCHEMA_SQL = (
+    UPGRADE_SQL
+    + SCHEMA_SQL
+    + _hourly_ddl()
+    + """
 CREATE INDEX IF NOT EXISTS hourly_carbon_computed_at ON hourly_carbon (computed_at);
 CREATE INDEX IF NOT EXISTS hourly_line_computed_at ON hourly_line (computed_at);
 """
+)
