@@ -22,6 +22,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -46,11 +47,17 @@ def make_site(n_devices: int) -> SiteConfig:
             if power_only
             else {"e": {"metric": "energy_import_kwh", "type": "uint32", "scale": 0.01}}
         )
-        devices.append({
-            "id": f"dev{d:05d}", "role": "grid" if d == 0 else "load", "protocol": "mqtt",
-            "topic": f"plant/dev{d:05d}", "interval_s": 1.0, "rated_power_kw": RATED_KW,
-            "fields": fields,
-        })
+        devices.append(
+            {
+                "id": f"dev{d:05d}",
+                "role": "grid" if d == 0 else "load",
+                "protocol": "mqtt",
+                "topic": f"plant/dev{d:05d}",
+                "interval_s": 1.0,
+                "rated_power_kw": RATED_KW,
+                "fields": fields,
+            }
+        )
     return parse_site({"devices": devices, "mqtt": {"url": "mqtt://127.0.0.1:1883"}}, "bench")
 
 
@@ -80,8 +87,12 @@ def make_readings(
 class KernelDriver:
     """The engine's state arrays and its call of the kernel (no accounting)."""
 
-    def __init__(self, site: SiteConfig, registry: SeriesRegistry,
-                 impl: Callable[..., tuple[int, int, int]] = st.stream_readings) -> None:
+    def __init__(
+        self,
+        site: SiteConfig,
+        registry: SeriesRegistry,
+        impl: Callable[..., tuple[int, int, int]] = st.stream_readings,
+    ) -> None:
         self.model = SeriesModel(site, registry)
         self.impl = impl
         n, nc = registry.size, max(self.model.n_channels, 1)
@@ -100,10 +111,27 @@ class KernelDriver:
         m = self.model
         late = np.empty(len(batch), np.int64)
         return self.impl(
-            batch.series, batch.ts_us, batch.value, m.kind, m.pos_channel, m.neg_channel,
-            m.wrap, m.max_rate, m.gap_us, self.last_ts, self.last_value, self.cand_ts,
-            self.cand_value, self.ring_hour, self.energy, self.estimated, self.events,
-            self.dirty, late, -(2**62), 2**62,
+            batch.series,
+            batch.ts_us,
+            batch.value,
+            m.kind,
+            m.pos_channel,
+            m.neg_channel,
+            m.wrap,
+            m.max_rate,
+            m.gap_us,
+            self.last_ts,
+            self.last_value,
+            self.cand_ts,
+            self.cand_value,
+            self.ring_hour,
+            self.energy,
+            self.estimated,
+            self.events,
+            self.dirty,
+            late,
+            -(2**62),
+            2**62,
         )
 
 
@@ -112,7 +140,8 @@ def engine_factory(site: SiteConfig, registry: SeriesRegistry) -> tuple[str, Cal
         from zerocarbon.carbon_engine.engine import CarbonEngine
     except ImportError as exc:
         return f"kernel driven directly (engine does not import: {exc})", lambda: KernelDriver(
-            site, registry)
+            site, registry
+        )
     return "CarbonEngine.ingest", lambda: CarbonEngine(site, registry)
 
 
@@ -151,7 +180,7 @@ def main() -> None:
     engine_s, ceiling_s = [], []
     for _ in range(args.repeat):
         engine = new_engine()
-        engine_s.append(timed(lambda e=engine: feed_all(e, batches)))
+        engine_s.append(timed(partial(feed_all, engine, batches)))
         ceiling_s.append(timed(lambda: ceiling_pass(data)))
     value = n / statistics.median(engine_s)
     ceiling = n / statistics.median(ceiling_s)
@@ -162,26 +191,44 @@ def main() -> None:
     kernel_s, ref_s = [], []
     for _ in range(args.repeat):
         kernel_s.append(timed(lambda: feed_all(KernelDriver(site, registry), part)))
-        ref_s.append(timed(lambda: feed_all(
-            KernelDriver(site, registry, stream_reference.stream_readings), part)))
-    check_k, check_r = KernelDriver(site, registry), KernelDriver(
-        site, registry, stream_reference.stream_readings)
+        ref_s.append(
+            timed(
+                lambda: feed_all(
+                    KernelDriver(site, registry, stream_reference.stream_readings), part
+                )
+            )
+        )
+    check_k, check_r = (
+        KernelDriver(site, registry),
+        KernelDriver(site, registry, stream_reference.stream_readings),
+    )
     feed_all(check_k, part)
     feed_all(check_r, part)
     np.testing.assert_allclose(check_k.energy, check_r.energy, rtol=1e-9, atol=1e-9)
 
-    kinds = np.bincount(SeriesModel(site, registry).kind[data.series[: args.devices]],
-                        minlength=3)
-    print(f"{args.devices} devices ({kinds[st.POWER]} power-only), {n:,} readings in "
-          f"{len(batches)} batches of {args.batch:,}, median of {args.repeat}; path: {path}")
+    kinds = np.bincount(SeriesModel(site, registry).kind[data.series[: args.devices]], minlength=3)
+    print(
+        f"{args.devices} devices ({kinds[st.POWER]} power-only), {n:,} readings in "
+        f"{len(batches)} batches of {args.batch:,}, median of {args.repeat}; path: {path}"
+    )
     print(f"engine:  {value / 1e6:8.2f} M readings/s  ({statistics.median(engine_s):.2f} s)")
     print(f"ceiling: {ceiling / 1e6:8.2f} M readings/s  (sum of series, ts_us, value)")
-    print(f"kernel vs numpy reference on {m:,} readings: "
-          f"{statistics.median(ref_s) / statistics.median(kernel_s):.1f}x "
-          f"({m / statistics.median(kernel_s) / 1e6:.2f} vs "
-          f"{m / statistics.median(ref_s) / 1e6:.2f} M readings/s)")
-    print(json.dumps({"metric": "readings_per_s", "value": round(value, 1),
-                      "ceiling": round(ceiling, 1), "ratio": round(value / ceiling, 4)}))
+    print(
+        f"kernel vs numpy reference on {m:,} readings: "
+        f"{statistics.median(ref_s) / statistics.median(kernel_s):.1f}x "
+        f"({m / statistics.median(kernel_s) / 1e6:.2f} vs "
+        f"{m / statistics.median(ref_s) / 1e6:.2f} M readings/s)"
+    )
+    print(
+        json.dumps(
+            {
+                "metric": "readings_per_s",
+                "value": round(value, 1),
+                "ceiling": round(ceiling, 1),
+                "ratio": round(value / ceiling, 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

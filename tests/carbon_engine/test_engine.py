@@ -17,8 +17,15 @@ US = 1_000_000
 
 def _site() -> SiteConfig:
     def mqtt(id_: str, role: str, fields: dict[str, object], **kw: object) -> dict[str, object]:
-        return {"id": id_, "role": role, "protocol": "mqtt", "topic": f"t/{id_}",
-                "fields": fields, "interval_s": 60, **kw}
+        return {
+            "id": id_,
+            "role": role,
+            "protocol": "mqtt",
+            "topic": f"t/{id_}",
+            "fields": fields,
+            "interval_s": 60,
+            **kw,
+        }
 
     return parse_site(
         {
@@ -26,8 +33,12 @@ def _site() -> SiteConfig:
             "grid": {"region": "east", "data_year": 2023},
             "mqtt": {"url": "mqtt://127.0.0.1:1883"},
             "devices": [
-                mqtt("grid", "grid", {"i": "energy_import_kwh", "x": "energy_export_kwh"},
-                     rated_power_kw=500),
+                mqtt(
+                    "grid",
+                    "grid",
+                    {"i": "energy_import_kwh", "x": "energy_export_kwh"},
+                    rated_power_kw=500,
+                ),
                 mqtt("pv", "pv", {"p": "active_power_kw"}, rated_power_kw=200),
                 mqtt("line_a", "load", {"e": "energy_import_kwh"}, line="a", parent="grid"),
                 mqtt("out_a", "production", {"n": "production_count_units"}, line="a"),
@@ -36,7 +47,9 @@ def _site() -> SiteConfig:
     )
 
 
-def _feed(engine: CarbonEngine, reg: SeriesRegistry, rows: list[tuple[str, str, float, float]]) -> list[int]:
+def _feed(
+    engine: CarbonEngine, reg: SeriesRegistry, rows: list[tuple[str, str, float, float]]
+) -> list[int]:
     batch = ReadingBatch.of(
         [reg.id(d, m) for d, m, _t, _v in rows],
         [int(round((H_S + t) * US)) for _d, _m, t, _v in rows],
@@ -45,7 +58,9 @@ def _feed(engine: CarbonEngine, reg: SeriesRegistry, rows: list[tuple[str, str, 
     return engine.ingest(batch).changed_hours_s
 
 
-def _minutes(device: str, metric: str, start: float, rate_per_min: float, n: int) -> list[tuple[str, str, float, float]]:
+def _minutes(
+    device: str, metric: str, start: float, rate_per_min: float, n: int
+) -> list[tuple[str, str, float, float]]:
     return [(device, metric, 60.0 * k, start + rate_per_min * k) for k in range(n)]
 
 
@@ -64,7 +79,9 @@ def test_two_hours_balance_and_lines() -> None:
     changed = _feed(engine, reg, rows)
     assert changed == [H_S, H_S + 3600]
     res = engine.results(changed)
-    assert [r.hour_start for r in res.carbon] == [datetime.fromtimestamp(H_S + k * 3600, UTC) for k in (0, 1)]
+    assert [r.hour_start for r in res.carbon] == [
+        datetime.fromtimestamp(H_S + k * 3600, UTC) for k in (0, 1)
+    ]
     h0 = res.carbon[0]
     assert h0.grid_import_kwh == pytest.approx(300.0)
     assert h0.pv_kwh == pytest.approx(120.0)
@@ -99,7 +116,9 @@ def test_late_reading_recompute_is_idempotent() -> None:
     all_rows = _minutes("grid", "energy_import_kwh", 0.0, 5.0, 121)
     held_back = all_rows[30]
     _feed(engine, reg, [r for r in all_rows if r is not held_back])
-    batch = ReadingBatch.of([reg.id("grid", "energy_import_kwh")], [int((H_S + held_back[2]) * US)], [held_back[3]])
+    batch = ReadingBatch.of(
+        [reg.id("grid", "energy_import_kwh")], [int((H_S + held_back[2]) * US)], [held_back[3]]
+    )
     result = engine.ingest(batch)
     assert len(result.late) == 1
     sid = reg.id("grid", "energy_import_kwh")
@@ -108,7 +127,9 @@ def test_late_reading_recompute_is_idempotent() -> None:
     for _ in range(2):
         engine.recompute(sid, ts, vals, H_S, H_S + 3600)
         assert engine.channel_energy("grid", "energy_import_kwh", H_S)[0] == pytest.approx(300.0)
-        assert engine.channel_energy("grid", "energy_import_kwh", H_S + 3600)[0] == pytest.approx(300.0)
+        assert engine.channel_energy("grid", "energy_import_kwh", H_S + 3600)[0] == pytest.approx(
+            300.0
+        )
 
 
 def test_far_future_reading_never_grows_state() -> None:
@@ -117,7 +138,9 @@ def test_far_future_reading_never_grows_state() -> None:
     engine = CarbonEngine(site, reg)
     before = engine.energy.nbytes
     _feed(engine, reg, _minutes("grid", "energy_import_kwh", 0.0, 5.0, 61))
-    far = ReadingBatch.of([reg.id("pv", "active_power_kw")] * 2, [0, 4_070_908_800 * US], [1.0, 1.0])
+    far = ReadingBatch.of(
+        [reg.id("pv", "active_power_kw")] * 2, [0, 4_070_908_800 * US], [1.0, 1.0]
+    )
     result = engine.ingest(far, now_s=H_S + 7200.0)
     assert result.changed_hours_s == [] and engine.stats.out_of_window == 2
     # fed without a window, the work is still bounded by the ring and the arrays

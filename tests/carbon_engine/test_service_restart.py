@@ -29,8 +29,12 @@ def _readings(minutes: list[int]) -> list[Reading]:
 
 
 async def _run(
-    pool: asyncpg.Pool, site: SiteConfig, registry: Registry, readings: list[Reading],
-    *, restore: bool,
+    pool: asyncpg.Pool,
+    site: SiteConfig,
+    registry: Registry,
+    readings: list[Reading],
+    *,
+    restore: bool,
 ) -> CarbonService:
     series = SeriesRegistry.for_site(site)
     service = CarbonService(CarbonEngine(site, series), pool, registry)
@@ -82,11 +86,13 @@ async def test_late_readings_recomputed_from_storage(
     # grid import steps from 60 kW to 240 kW at 00:50; one reading a minute, but the
     # readings of 00:41 .. 01:09 arrive after 01:10 .. 02:00
     values = {k: 1000.0 + (1.0 * k if k <= 50 else 50.0 + 4.0 * (k - 50)) for k in range(121)}
+
     def grid(minutes: list[int]) -> list[Reading]:
         return [
             Reading(T0 + timedelta(minutes=k), "grid_meter", "energy_import_kwh", values[k])
             for k in minutes
         ]
+
     pool = await open_pool(pg_url)
     try:
         service = await _run(

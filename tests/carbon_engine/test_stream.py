@@ -112,15 +112,42 @@ class Ring:
         v = np.asarray(values, np.float64)
         late = np.full(s.shape[0], -1, np.int64)
         n_late, n_used, n_expired = impl(
-            s, t, v, self.kind, self.pos, self.neg, self.wrap, self.max_rate, self.gap_us,
-            self.last_ts, self.last_value, self.cand_ts, self.cand_value, self.ring_hour,
-            self.energy, self.estimated, self.events, self.dirty, late, hours[0], hours[1],
+            s,
+            t,
+            v,
+            self.kind,
+            self.pos,
+            self.neg,
+            self.wrap,
+            self.max_rate,
+            self.gap_us,
+            self.last_ts,
+            self.last_value,
+            self.cand_ts,
+            self.cand_value,
+            self.ring_hour,
+            self.energy,
+            self.estimated,
+            self.events,
+            self.dirty,
+            late,
+            hours[0],
+            hours[1],
         )
         return Fed(int(n_late), int(n_used), int(n_expired), late[:n_late].tolist())
 
     def arrays(self) -> dict[str, NDArray[Any]]:
-        names = ("last_ts", "last_value", "cand_ts", "cand_value", "ring_hour", "energy",
-                 "estimated", "events", "dirty")
+        names = (
+            "last_ts",
+            "last_value",
+            "cand_ts",
+            "cand_value",
+            "ring_hour",
+            "energy",
+            "estimated",
+            "events",
+            "dirty",
+        )
         return {n: getattr(self, n) for n in names}
 
     def _slot(self, hour: int) -> int | None:
@@ -142,8 +169,9 @@ class Ring:
         return 0 if slot is None else int(self.events[channel, slot, code])
 
 
-def one(impl: Kernel, spec: Series, t_s: Sequence[float], values: Sequence[float],
-        n_slots: int = 6) -> tuple[Ring, Fed]:
+def one(
+    impl: Kernel, spec: Series, t_s: Sequence[float], values: Sequence[float], n_slots: int = 6
+) -> tuple[Ring, Fed]:
     """One series fed one batch; times in seconds after T0."""
     ring = Ring([spec], n_slots)
     ts = [T0 + round(x * S) for x in t_s]
@@ -163,8 +191,9 @@ def assert_same(a: Ring, b: Ring) -> None:
 class TestRules:
     # --- counters --------------------------------------------------------------------
     def test_normal_increase(self, impl: Kernel) -> None:
-        ring, fed = one(impl, Series(rated_kw=100.0), [0, 1, 2, 3], [1000.0, 1000.01, 1000.03,
-                                                                     1000.03])
+        ring, fed = one(
+            impl, Series(rated_kw=100.0), [0, 1, 2, 3], [1000.0, 1000.01, 1000.03, 1000.03]
+        )
         assert ring.energy_at(0, H0) == pytest.approx(0.03)
         assert ring.count(0, EV_SAMPLES, H0) == 3
         assert ring.estimated_at(0, H0) == 0.0
@@ -186,8 +215,15 @@ class TestRules:
     def test_small_backward_step_counts_nothing_and_never_twice(self, impl: Kernel) -> None:
         # a ~1e6 kWh meter steps back 12 kWh, then climbs back past its old value
         spec = Series(rated_kw=1000.0)  # 0.4167 kWh/s: +5 kWh in 10 s is plausible
-        values = [1_000_000.0, 1_000_002.0, 999_990.0, 999_995.0, 1_000_000.0, 1_000_002.0,
-                  1_000_004.0]
+        values = [
+            1_000_000.0,
+            1_000_002.0,
+            999_990.0,
+            999_995.0,
+            1_000_000.0,
+            1_000_002.0,
+            1_000_004.0,
+        ]
         ring, fed = one(impl, spec, [0, 10, 20, 30, 40, 50, 60], values)
         assert ring.energy_at(0, H0) == pytest.approx(2.0 + 2.0)
         assert ring.count(0, EV_BACKSTEP) == 3
@@ -240,6 +276,32 @@ class TestRules:
         assert ring.energy_at(0, H0) == pytest.approx(3.6 * 70 / 3600)
         assert ring.estimated_at(0, H0) == pytest.approx(3.6 * 60 / 3600)
 
+    def test_power_feeding_only_its_negative_channel_still_counts_events(
+        self, impl: Kernel
+    ) -> None:
+        """A battery with a discharge counter integrates only charging from power: its
+        gap, late, duplicate and rejected readings are counted on the charge channel."""
+        spec = Series(kind=POWER, pos=-1, neg=0, rated_kw=10.0, gap_s=60.0)
+        ring, fed = one(impl, spec, [0, 100, 100, 50, 110], [-1.0, -1.0, -1.0, -1.0, -99.0])
+        assert ring.count(0, EV_GAP) == 1
+        assert ring.count(0, EV_DUPLICATE) == 1
+        assert ring.count(0, EV_LATE) == 1 and fed.late == [3]
+        assert ring.count(0, EV_REJECTED) == 1
+        assert ring.energy_at(0, H0) == pytest.approx(100 / 3600)
+
+    def test_nan_power_is_rejected_not_silently_lost(self, impl: Kernel) -> None:
+        spec = Series(kind=POWER, pos=0, rated_kw=10.0, gap_s=3600.0)
+        ring, fed = one(impl, spec, [0, 60, 120], [3.6, float("nan"), 3.6])
+        assert ring.count(0, EV_REJECTED) == 1
+        assert ring.energy_at(0, H0) == pytest.approx(3.6 * 120 / 3600)
+        assert fed.n_used == 2
+
+    def test_expired_lump_outside_the_span_is_not_counted(self, impl: Kernel) -> None:
+        ring = Ring([Series(gap_s=1e9)], n_slots=3)
+        fed = ring.feed(impl, [0, 0], [T0, T0 + 10 * 3600 * S], [0.0, 10.0], hours=(H0 + 9, H0 + 9))
+        assert fed.n_expired == 0
+        assert ring.energy_at(0, H0 + 9) == pytest.approx(1.0)
+
     # --- hours ----------------------------------------------------------------------------
     def test_split_across_hours_conserves_energy(self, impl: Kernel) -> None:
         spec = Series(gap_s=1e6)
@@ -254,15 +316,16 @@ class TestRules:
         ring = Ring([Series(gap_s=1e6)])
         ts = [T0 + 1800 * S, T0 + 3 * 3600 * S + 1800 * S]  # 3.5 h .. 3.5 h
         ring.feed(impl, [0, 0], ts, [0.0, 6.0], hours=(H0 + 1, H0 + 2))
-        assert [ring.energy_at(0, H0 + k) for k in range(4)] == pytest.approx(
-            [0.0, 2.0, 2.0, 0.0])
+        assert [ring.energy_at(0, H0 + k) for k in range(4)] == pytest.approx([0.0, 2.0, 2.0, 0.0])
 
     # --- late, duplicate, ring ------------------------------------------------------------
     def test_late_readings_are_returned_by_index(self, impl: Kernel) -> None:
         ring = Ring([Series(), Series(pos=1)])
         first = ring.feed(impl, [0, 0, 1], [T0, T0 + 10 * S, T0 + 10 * S], [1.0, 2.0, 5.0])
         fed = ring.feed(
-            impl, [0, 1, 0, 0, 1], [T0 + 5 * S, T0 + 20 * S, T0 + 20 * S, T0 + 15 * S, T0 + S],
+            impl,
+            [0, 1, 0, 0, 1],
+            [T0 + 5 * S, T0 + 20 * S, T0 + 20 * S, T0 + 15 * S, T0 + S],
             [1.5, 6.0, 3.0, 2.5, 5.5],
         )
         assert first.n_late == 0
@@ -320,8 +383,9 @@ SITE = [
 ]
 
 
-def mixed_feed(seed: int, n: int, step_s: float) -> tuple[NDArray[np.int32], NDArray[np.int64],
-                                                           NDArray[np.float64]]:
+def mixed_feed(
+    seed: int, n: int, step_s: float
+) -> tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.float64]]:
     """Readings of SITE in arrival order with every rule in them: rollovers, resets,
     steps back, spikes, replacements, gaps, late and duplicate readings, sign changes."""
     rng = np.random.default_rng(seed)
@@ -358,17 +422,20 @@ def mixed_feed(seed: int, n: int, step_s: float) -> tuple[NDArray[np.int32], NDA
     return s, t, v
 
 
-def split_run(impl: Kernel, feed: tuple[NDArray[Any], ...], cuts: Sequence[int],
-              n_slots: int) -> tuple[Ring, list[Fed]]:
+def split_run(
+    impl: Kernel, feed: tuple[NDArray[Any], ...], cuts: Sequence[int], n_slots: int
+) -> tuple[Ring, list[Fed]]:
     ring = Ring(SITE, n_slots)
     s, t, v = feed
     edges = [0, *cuts, s.shape[0]]
-    return ring, [ring.feed(impl, s[a:b], t[a:b], v[a:b]) for a, b in zip(edges, edges[1:],
-                                                                            strict=False)]
+    return ring, [
+        ring.feed(impl, s[a:b], t[a:b], v[a:b]) for a, b in zip(edges, edges[1:], strict=False)
+    ]
 
 
-@pytest.mark.parametrize(("seed", "step_s", "n_slots"), [(1, 1.0, 2), (2, 20.0, 4),
-                                                          (3, 300.0, 3), (4, 5.0, 48)])
+@pytest.mark.parametrize(
+    ("seed", "step_s", "n_slots"), [(1, 1.0, 2), (2, 20.0, 4), (3, 300.0, 3), (4, 5.0, 48)]
+)
 def test_numba_python_and_numpy_agree(seed: int, step_s: float, n_slots: int) -> None:
     feed = mixed_feed(seed, 3000, step_s)
     cuts = [700, 701, 2500]
@@ -384,31 +451,51 @@ def test_numba_python_and_numpy_agree(seed: int, step_s: float, n_slots: int) ->
 def test_mixed_feed_has_every_rule_in_it(seed: int) -> None:
     ring, fed = split_run(stream.stream_readings, mixed_feed(seed, 3000, 5.0), [], 2000)
     seen = ring.events.sum(axis=(0, 1))
-    codes = (EV_RESET, EV_ROLLOVER, EV_BACKSTEP, EV_REPLACED, EV_REJECTED, EV_GAP, EV_LATE,
-             EV_DUPLICATE)
+    codes = (
+        EV_RESET,
+        EV_ROLLOVER,
+        EV_BACKSTEP,
+        EV_REPLACED,
+        EV_REJECTED,
+        EV_GAP,
+        EV_LATE,
+        EV_DUPLICATE,
+    )
     assert all(seen[c] > 0 for c in codes), seen
     assert fed[0].n_late > 0 and ring.energy[4].sum() > 0.0  # power, both signs
 
 
-@pytest.mark.xfail(strict=True, reason="kernel: _event ignores hour_lo/hour_hi, so a "
-                   "recompute adds the events of the readings around its span once more")
-def test_recomputing_a_span_leaves_the_events_of_other_hours_alone() -> None:
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_recomputing_a_span_leaves_the_events_of_other_hours_alone(impl: Kernel) -> None:
     ring = Ring([Series()])
     # recompute hour H0 from its readings plus the first one after it (a gap into H0 + 1)
     for _ in range(2):
         ring.last_ts[:] = NO_TS
-        ring.feed(stream.stream_readings, [0, 0], [T0 + 3590 * S, T0 + 3650 * S], [1.0, 2.0],
-                  hours=(H0, H0))
+        ring.feed(impl, [0, 0], [T0 + 3590 * S, T0 + 3650 * S], [1.0, 2.0], hours=(H0, H0))
     assert ring.count(0, EV_GAP, H0 + 1) == 0
+    assert ring.energy_at(0, H0) == pytest.approx(2 * 10 / 60)
 
 
 def test_every_rule_without_jit() -> None:
     """The rules once more with numba's JIT off: the kernel and its helpers as CPython."""
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         f"{__file__}::TestRules", "-k", "numba"],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{__file__}::TestRules",
+            "-k",
+            "numba",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout

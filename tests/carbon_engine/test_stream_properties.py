@@ -40,13 +40,15 @@ Feed = tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.float64]]
 
 
 @st.composite
-def series_readings(draw: st.DrawFn, s: int, in_order: bool = True) -> list[tuple[int, int,
-                                                                                    float]]:
+def series_readings(draw: st.DrawFn, s: int, in_order: bool = True) -> list[tuple[int, int, float]]:
     """(series, ts [us], value) of one series of SITE, time-ordered unless ``in_order``
     is False (then some readings are late or repeat a time)."""
     n = draw(st.integers(1, 25))
-    dts = draw(st.lists(st.sampled_from([1, 2, 7, 45, 600, 3599, 3600, 5400, 20_000]),
-                        min_size=n, max_size=n))
+    dts = draw(
+        st.lists(
+            st.sampled_from([1, 2, 7, 45, 600, 3599, 3600, 5400, 20_000]), min_size=n, max_size=n
+        )
+    )
     t = T0 + draw(st.integers(0, 3600)) * S + np.cumsum(dts).astype(np.int64) * S
     if not in_order:
         back = draw(st.lists(st.sampled_from([0, 0, 0, 1, 5, 100]), min_size=n, max_size=n))
@@ -87,17 +89,22 @@ def feeds(draw: st.DrawFn, in_order: bool = True) -> Feed:
         pos[k] += 1
     if in_order:
         rows.sort(key=lambda r: r[1])  # stable: a series' own order is kept
-    return (np.array([r[0] for r in rows], np.int32), np.array([r[1] for r in rows], np.int64),
-            np.array([r[2] for r in rows], np.float64))
+    return (
+        np.array([r[0] for r in rows], np.int32),
+        np.array([r[1] for r in rows], np.int64),
+        np.array([r[2] for r in rows], np.float64),
+    )
 
 
-def run(impl: Any, feed: Feed, cuts: list[int] | None = None,
-        n_slots: int = BIG_RING) -> tuple[Ring, list[Fed]]:
+def run(
+    impl: Any, feed: Feed, cuts: list[int] | None = None, n_slots: int = BIG_RING
+) -> tuple[Ring, list[Fed]]:
     ring = Ring(SITE, n_slots)
     s, t, v = feed
     edges = [0, *sorted(cuts or []), s.shape[0]]
-    return ring, [ring.feed(impl, s[a:b], t[a:b], v[a:b]) for a, b in zip(edges, edges[1:],
-                                                                            strict=False)]
+    return ring, [
+        ring.feed(impl, s[a:b], t[a:b], v[a:b]) for a, b in zip(edges, edges[1:], strict=False)
+    ]
 
 
 @settings(derandomize=True, max_examples=60, deadline=None)
@@ -122,8 +129,9 @@ def test_energy_is_conserved_through_hour_splitting(
 
 @settings(derandomize=True, max_examples=60, deadline=None)
 @given(feed=feeds(in_order=False), data=st.data())
-def test_any_split_into_consecutive_batches_gives_the_same_result(feed: Feed,
-                                                                   data: st.DataObject) -> None:
+def test_any_split_into_consecutive_batches_gives_the_same_result(
+    feed: Feed, data: st.DataObject
+) -> None:
     n = feed[0].shape[0]
     cuts = data.draw(st.lists(st.integers(0, n), max_size=5))
     n_slots = data.draw(st.sampled_from([3, BIG_RING]))
@@ -159,8 +167,9 @@ def test_interleaving_of_series_changes_no_series_result(feed: Feed) -> None:
 
 @settings(derandomize=True, max_examples=60, deadline=None)
 @given(feed=feeds(in_order=True), data=st.data())
-def test_duplicated_readings_change_only_the_duplicate_count(feed: Feed,
-                                                             data: st.DataObject) -> None:
+def test_duplicated_readings_change_only_the_duplicate_count(
+    feed: Feed, data: st.DataObject
+) -> None:
     s, t, v = feed
     # a counter with no rating never rejects; power samples within the rating
     keep = (s == 2) | ((np.isin(s, [3, 4])) & (np.abs(v) <= 150.0))
@@ -195,4 +204,3 @@ def test_numba_equals_the_reference_on_in_order_feeds(feed: Feed, data: st.DataO
     ref, fed_r = run(reference, feed, cuts, n_slots)
     assert fed_c == fed_r
     assert_same(compiled, ref)
-

@@ -204,7 +204,8 @@ def _spread(
     if h_first > h0:
         start = h_first * HOUR_US
         done = rate * float(start - t0_us)
-        expired += 1
+        if h0 <= hour_hi and h_first - 1 >= hour_lo:
+            expired += 1
     for h in range(h_first, h1 + 1):
         end = (h + 1) * HOUR_US if h < h1 else t1_us
         part = amount - done if h == h1 else rate * float(end - start)
@@ -287,6 +288,12 @@ def stream_readings(
     n_late = 0
     n_used = 0
     n_expired = 0
+    # the hour most readings fall in, cached: its bounds [us] and slot (fast path)
+    cur_lo = 0
+    cur_hi = -1
+    cur_hour = -1
+    cur_slot = 0
+    n_slots = ring_hour.shape[0]
     for i in range(series.shape[0]):
         s = series[i]
         k = kind[s]
@@ -295,11 +302,17 @@ def stream_readings(
         t = ts_us[i]
         v = value[i]
         ch = pos_channel[s]
+        ech = ch if ch >= 0 else neg_channel[s]  # the channel events are counted on
+        if v != v:  # NaN: never a value (admission drops them first)
+            _event(
+                ech, t, EV_REJECTED, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
+            )
+            continue
         prev_t = last_ts[s]
         if prev_t == NO_TS:
             if k == POWER and abs(v) > max_rate[s] * 3600.0:
                 _event(
-                    ch,
+                    ech,
                     t,
                     EV_REJECTED,
                     ring_hour,
@@ -318,11 +331,11 @@ def stream_readings(
         if t < prev_t or (cand_ts[s] != NO_TS and t < cand_ts[s]):
             late_out[n_late] = i
             n_late += 1
-            _event(ch, t, EV_LATE, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+            _event(ech, t, EV_LATE, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
             continue
         if t == prev_t or t == cand_ts[s]:
             _event(
-                ch, t, EV_DUPLICATE, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
+                ech, t, EV_DUPLICATE, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
             )
             continue
         prev_v = last_value[s]
@@ -330,7 +343,7 @@ def stream_readings(
         if k == POWER:
             if abs(v) > max_rate[s] * 3600.0:
                 _event(
-                    ch,
+                    ech,
                     t,
                     EV_REJECTED,
                     ring_hour,
@@ -344,24 +357,43 @@ def stream_readings(
                 continue
             dt_h = float(t - prev_t) / HOUR_US
             if gap:
-                _event(ch, t, EV_GAP, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+                _event(
+                    ech, t, EV_GAP, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
+                )
             if (prev_v >= 0.0) == (v >= 0.0):
                 e = 0.5 * (prev_v + v) * dt_h
                 c = ch if e >= 0.0 else neg_channel[s]
-                n_expired += _spread(
-                    c,
-                    prev_t,
-                    t,
-                    abs(e),
-                    gap,
-                    ring_hour,
-                    energy,
-                    estimated,
-                    events,
-                    dirty,
-                    hour_lo,
-                    hour_hi,
-                )
+                if (
+                    c >= 0
+                    and not gap
+                    and prev_t >= cur_lo
+                    and t <= cur_hi
+                    and ring_hour[cur_slot] == cur_hour
+                ):
+                    energy[c, cur_slot] += abs(e)
+                    events[c, cur_slot, EV_SAMPLES] += 1
+                    dirty[cur_slot] = True
+                else:
+                    n_expired += _spread(
+                        c,
+                        prev_t,
+                        t,
+                        abs(e),
+                        gap,
+                        ring_hour,
+                        energy,
+                        estimated,
+                        events,
+                        dirty,
+                        hour_lo,
+                        hour_hi,
+                    )
+                    hour = (t - 1) // HOUR_US
+                    if hour_lo <= hour <= hour_hi:
+                        cur_hour = hour
+                        cur_lo = hour * HOUR_US
+                        cur_hi = cur_lo + HOUR_US
+                        cur_slot = hour % n_slots
             else:
                 # sign change: split at the zero crossing of the linear interpolant
                 frac = prev_v / (prev_v - v)
@@ -410,7 +442,7 @@ def stream_readings(
             if 0.0 <= d <= allow:
                 # the candidate was a spike
                 _event(
-                    ch,
+                    ech,
                     cand_ts[s],
                     EV_REJECTED,
                     ring_hour,
@@ -432,7 +464,7 @@ def stream_readings(
                     # meter's rate, then count (cand, t)
                     est = dc / float(t - ct) * float(ct - prev_t)
                     _event(
-                        ch,
+                        ech,
                         ct,
                         EV_REPLACED,
                         ring_hour,
@@ -478,7 +510,7 @@ def stream_readings(
                     continue
                 # neither: the old candidate was a spike, this one is held instead
                 _event(
-                    ch,
+                    ech,
                     ct,
                     EV_REJECTED,
                     ring_hour,
@@ -505,7 +537,7 @@ def stream_readings(
             if w > 0.0 and 0.0 <= wrapped <= min(allow, ROLLOVER_WINDOW * w):
                 amount = wrapped
                 _event(
-                    ch,
+                    ech,
                     t,
                     EV_ROLLOVER,
                     ring_hour,
@@ -519,12 +551,12 @@ def stream_readings(
             elif v >= 0.0 and v <= allow and v < 0.5 * prev_v:
                 amount = v
                 _event(
-                    ch, t, EV_RESET, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
+                    ech, t, EV_RESET, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
                 )
             elif -d <= BACKSTEP_FRACTION * prev_v + (allow if allow < 1e300 else 0.0):
                 # keep the baseline at prev: nothing counted twice
                 _event(
-                    ch,
+                    ech,
                     t,
                     EV_BACKSTEP,
                     ring_hour,
@@ -543,7 +575,16 @@ def stream_readings(
                 cand_value[s] = v
                 continue
         if gap:
-            _event(ch, t, EV_GAP, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+            _event(ech, t, EV_GAP, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+        elif prev_t >= cur_lo and t <= cur_hi and ring_hour[cur_slot] == cur_hour:
+            # fast path: the whole interval lies in the cached hour
+            energy[ch, cur_slot] += amount
+            events[ch, cur_slot, EV_SAMPLES] += 1
+            dirty[cur_slot] = True
+            last_ts[s] = t
+            last_value[s] = v
+            n_used += 1
+            continue
         n_expired += _spread(
             ch,
             prev_t,
@@ -558,6 +599,12 @@ def stream_readings(
             hour_lo,
             hour_hi,
         )
+        hour = (t - 1) // HOUR_US
+        if hour_lo <= hour <= hour_hi:
+            cur_hour = hour
+            cur_lo = hour * HOUR_US
+            cur_hi = cur_lo + HOUR_US
+            cur_slot = hour % n_slots
         last_ts[s] = t
         last_value[s] = v
         n_used += 1

@@ -74,8 +74,9 @@ class _Ops:
     iv_scalar: list[tuple[int, int, int, int, int, float, bool]] = field(default_factory=list)
     ev_scalar: list[tuple[int, int, int, int, int]] = field(default_factory=list)
 
-    def interval(self, i: int, sub: int, ch: int, t0: int, t1: int, amount: float,
-                 est: bool) -> None:
+    def interval(
+        self, i: int, sub: int, ch: int, t0: int, t1: int, amount: float, est: bool
+    ) -> None:
         if ch >= 0:
             self.iv_scalar.append((i, sub, ch, t0, t1, amount, est))
 
@@ -87,19 +88,31 @@ class _Ops:
         parts = list(self.iv)
         if self.iv_scalar:
             cols = list(zip(*self.iv_scalar, strict=True))
-            parts.append((
-                np.array(cols[0], np.int64), np.array(cols[1], np.int64),
-                np.array(cols[2], np.int64), np.array(cols[3], np.int64),
-                np.array(cols[4], np.int64), np.array(cols[5], np.float64),
-                np.array(cols[6], np.bool_),
-            ))
+            parts.append(
+                (
+                    np.array(cols[0], np.int64),
+                    np.array(cols[1], np.int64),
+                    np.array(cols[2], np.int64),
+                    np.array(cols[3], np.int64),
+                    np.array(cols[4], np.int64),
+                    np.array(cols[5], np.float64),
+                    np.array(cols[6], np.bool_),
+                )
+            )
         if not parts:
             e = np.empty(0, np.int64)
             return e, e, e, e, e, np.empty(0, np.float64), np.empty(0, np.bool_)
         i, sub, ch, t0, t1, amount, est = (np.concatenate(c) for c in zip(*parts, strict=True))
         keep = ch >= 0
-        return (i[keep], sub[keep], ch[keep], t0[keep], t1[keep], amount[keep].astype(np.float64),
-                est[keep].astype(np.bool_))
+        return (
+            i[keep],
+            sub[keep],
+            ch[keep],
+            t0[keep],
+            t1[keep],
+            amount[keep].astype(np.float64),
+            est[keep].astype(np.bool_),
+        )
 
     def events(self) -> tuple[_I64, _I64, _I64, _I64, _I64]:
         parts = list(self.ev)
@@ -123,32 +136,46 @@ class _SeriesState:
 
 
 def _step(
-    i: int, t: int, v: float, k: int, ch: int, neg: int, w: float, rate: float, gap_us: int,
-    st: _SeriesState, ops: _Ops, late: list[int],
+    i: int,
+    t: int,
+    v: float,
+    k: int,
+    ch: int,
+    neg: int,
+    w: float,
+    rate: float,
+    gap_us: int,
+    st: _SeriesState,
+    ops: _Ops,
+    late: list[int],
 ) -> tuple[int, bool]:
     """One reading through the state machine; returns (readings used, whether the
     reading is now the series' baseline with its own time and value)."""
+    ech = ch if ch >= 0 else neg  # the channel events are counted on
+    if v != v:  # NaN
+        ops.event(i, 0, ech, t, EV_REJECTED)
+        return 0, False
     if st.last_ts == _NO_TS:
         if k == POWER and abs(v) > rate * 3600.0:
-            ops.event(i, 0, ch, t, EV_REJECTED)
+            ops.event(i, 0, ech, t, EV_REJECTED)
             return 0, False
         st.last_ts, st.last_value = t, v
         return 1, True
     prev_t, prev_v = st.last_ts, st.last_value
     if t < prev_t or (st.cand_ts != _NO_TS and t < st.cand_ts):
         late.append(i)
-        ops.event(i, 0, ch, t, EV_LATE)
+        ops.event(i, 0, ech, t, EV_LATE)
         return 0, False
     if t == prev_t or t == st.cand_ts:
-        ops.event(i, 0, ch, t, EV_DUPLICATE)
+        ops.event(i, 0, ech, t, EV_DUPLICATE)
         return 0, False
     gap = t - prev_t > gap_us
     if k == POWER:
         if abs(v) > rate * 3600.0:
-            ops.event(i, 0, ch, t, EV_REJECTED)
+            ops.event(i, 0, ech, t, EV_REJECTED)
             return 0, False
         if gap:
-            ops.event(i, 0, ch, t, EV_GAP)
+            ops.event(i, 0, ech, t, EV_GAP)
         dt_h = float(t - prev_t) / HOUR_US
         if (prev_v >= 0.0) == (v >= 0.0):
             e = 0.5 * (prev_v + v) * dt_h
@@ -167,19 +194,19 @@ def _step(
     if st.cand_ts != _NO_TS:
         ct, cv = st.cand_ts, st.cand_value
         if 0.0 <= d <= allow:
-            ops.event(i, 0, ch, ct, EV_REJECTED)  # the candidate was a spike
+            ops.event(i, 0, ech, ct, EV_REJECTED)  # the candidate was a spike
             st.cand_ts = _NO_TS
         else:
             dc = v - cv
             if 0.0 <= dc <= rate * (float(t - ct) / 1e6 + JITTER_S):
                 # the meter was replaced at the candidate
-                ops.event(i, 0, ch, ct, EV_REPLACED)
+                ops.event(i, 0, ech, ct, EV_REPLACED)
                 ops.interval(i, 1, ch, prev_t, ct, dc / float(t - ct) * float(ct - prev_t), True)
                 ops.interval(i, 2, ch, ct, t, dc, t - ct > gap_us)
                 st.cand_ts = _NO_TS
                 st.last_ts, st.last_value = t, v
                 return 1, True
-            ops.event(i, 0, ch, ct, EV_REJECTED)
+            ops.event(i, 0, ech, ct, EV_REJECTED)
             st.cand_ts, st.cand_value = t, v
             return 0, False
     if d >= 0.0:
@@ -191,19 +218,19 @@ def _step(
         wrapped = w - prev_v + v
         if w > 0.0 and 0.0 <= wrapped <= min(allow, ROLLOVER_WINDOW * w):
             amount = wrapped
-            ops.event(i, 1, ch, t, EV_ROLLOVER)
+            ops.event(i, 1, ech, t, EV_ROLLOVER)
         elif 0.0 <= v <= allow and v < 0.5 * prev_v:
             amount = v
-            ops.event(i, 1, ch, t, EV_RESET)
+            ops.event(i, 1, ech, t, EV_RESET)
         elif -d <= BACKSTEP_FRACTION * prev_v + (allow if allow < 1e300 else 0.0):
-            ops.event(i, 1, ch, t, EV_BACKSTEP)
+            ops.event(i, 1, ech, t, EV_BACKSTEP)
             st.last_ts = t
             return 1, False
         else:
             st.cand_ts, st.cand_value = t, v
             return 0, False
     if gap:
-        ops.event(i, 2, ch, t, EV_GAP)
+        ops.event(i, 2, ech, t, EV_GAP)
     ops.interval(i, 3, ch, prev_t, t, amount, gap)
     st.last_ts, st.last_value = t, v
     return 1, True
@@ -217,21 +244,35 @@ def _plain_pairs(
     newer = t1 > t0
     if k == POWER:
         no = np.zeros(t1.shape, np.bool_)
-        return newer & ~(np.abs(v1) > rate * 3600.0), no, no
+        return newer & (np.abs(v1) <= rate * 3600.0) & ~np.isnan(v0), no, no
     with np.errstate(invalid="ignore", over="ignore"):
         allow = rate * ((t1 - t0).astype(np.float64) / 1e6 + JITTER_S)
         d = v1 - v0
         normal = (d >= 0.0) & (d <= allow)
         wrapped = w - v0 + v1
-        rolled = (d < 0.0) & (w > 0.0) & (wrapped >= 0.0) & (wrapped <= np.minimum(
-            allow, ROLLOVER_WINDOW * w))
+        rolled = (
+            (d < 0.0)
+            & (w > 0.0)
+            & (wrapped >= 0.0)
+            & (wrapped <= np.minimum(allow, ROLLOVER_WINDOW * w))
+        )
         reset = (d < 0.0) & ~rolled & (v1 >= 0.0) & (v1 <= allow) & (v1 < 0.5 * v0)
     return newer & (normal | rolled | reset), rolled, reset
 
 
 def _run(
-    i: _I64, k: int, ch: int, neg: int, w: float, gap_us: int,
-    t0: _I64, t1: _I64, v0: _F64, v1: _F64, rolled: NDArray[np.bool_], reset: NDArray[np.bool_],
+    i: _I64,
+    k: int,
+    ch: int,
+    neg: int,
+    w: float,
+    gap_us: int,
+    t0: _I64,
+    t1: _I64,
+    v0: _F64,
+    v1: _F64,
+    rolled: NDArray[np.bool_],
+    reset: NDArray[np.bool_],
     ops: _Ops,
 ) -> None:
     """A run of plain pairs (prev -> new) of one series, as arrays of operations."""
@@ -239,8 +280,16 @@ def _run(
     gap = (t1 - t0) > gap_us
     chs = np.full(n, ch, np.int64)
     if k == POWER:
-        ops.ev.append((i[gap], np.zeros(int(gap.sum()), np.int64), chs[gap], t1[gap],
-                       np.full(int(gap.sum()), EV_GAP, np.int64)))
+        echs = np.full(n, ch if ch >= 0 else neg, np.int64)
+        ops.ev.append(
+            (
+                i[gap],
+                np.zeros(int(gap.sum()), np.int64),
+                echs[gap],
+                t1[gap],
+                np.full(int(gap.sum()), EV_GAP, np.int64),
+            )
+        )
         dt_h = (t1 - t0).astype(np.float64) / HOUR_US
         same = (v0 >= 0.0) == (v1 >= 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -251,22 +300,48 @@ def _run(
         ops.iv.append((i, np.ones(n, np.int64), c0, t0, tz, np.abs(e), gap))
         x = ~same
         e1 = 0.5 * v1[x] * (1.0 - frac[x]) * dt_h[x]
-        ops.iv.append((i[x], np.full(e1.shape, 2, np.int64), np.where(e1 >= 0.0, ch, neg),
-                       tz[x], t1[x], np.abs(e1), gap[x]))
+        ops.iv.append(
+            (
+                i[x],
+                np.full(e1.shape, 2, np.int64),
+                np.where(e1 >= 0.0, ch, neg),
+                tz[x],
+                t1[x],
+                np.abs(e1),
+                gap[x],
+            )
+        )
         return
     amount = np.where(rolled, w - v0 + v1, np.where(reset, v1, v1 - v0))
     for mask, code, sub in ((rolled, EV_ROLLOVER, 1), (reset, EV_RESET, 1), (gap, EV_GAP, 2)):
         m = int(mask.sum())
         if m:
-            ops.ev.append((i[mask], np.full(m, sub, np.int64), chs[mask], t1[mask],
-                           np.full(m, code, np.int64)))
+            ops.ev.append(
+                (
+                    i[mask],
+                    np.full(m, sub, np.int64),
+                    chs[mask],
+                    t1[mask],
+                    np.full(m, code, np.int64),
+                )
+            )
     ops.iv.append((i, np.full(n, 3, np.int64), chs, t0, t1, amount, gap))
 
 
 def _series(
-    s: int, idx: _I64, ts_us: _I64, value: _F64, kind: NDArray[np.int8],
-    pos_channel: NDArray[np.int32], neg_channel: NDArray[np.int32], wrap: _F64, max_rate: _F64,
-    gap_us: _I64, st: _SeriesState, ops: _Ops, late: list[int],
+    s: int,
+    idx: _I64,
+    ts_us: _I64,
+    value: _F64,
+    kind: NDArray[np.int8],
+    pos_channel: NDArray[np.int32],
+    neg_channel: NDArray[np.int32],
+    wrap: _F64,
+    max_rate: _F64,
+    gap_us: _I64,
+    st: _SeriesState,
+    ops: _Ops,
+    late: list[int],
 ) -> int:
     """All readings of one series, in arrival order; returns readings used."""
     k, ch, neg = int(kind[s]), int(pos_channel[s]), int(neg_channel[s])
@@ -284,14 +359,28 @@ def _series(
             q = int(breaks[np.searchsorted(breaks, p)]) if breaks.size and breaks[-1] >= p else n
             if q > p:
                 a, b = p - 1, q - 1  # pairs (p-1, p) .. (q-2, q-1)
-                _run(idx[p:q], k, ch, neg, w, gap, t[a:b], t[p:q], v[a:b], v[p:q],
-                     rolled[a:b], reset[a:b], ops)
+                _run(
+                    idx[p:q],
+                    k,
+                    ch,
+                    neg,
+                    w,
+                    gap,
+                    t[a:b],
+                    t[p:q],
+                    v[a:b],
+                    v[p:q],
+                    rolled[a:b],
+                    reset[a:b],
+                    ops,
+                )
                 used += q - p
                 st.last_ts, st.last_value = int(t[q - 1]), float(v[q - 1])
                 p = q
                 continue
-        u, chained = _step(int(idx[p]), int(t[p]), float(v[p]), k, ch, neg, w, rate, gap, st,
-                           ops, late)
+        u, chained = _step(
+            int(idx[p]), int(t[p]), float(v[p]), k, ch, neg, w, rate, gap, st, ops, late
+        )
         chained = chained and st.cand_ts == _NO_TS
         used += u
         p += 1
@@ -300,7 +389,9 @@ def _series(
 
 def _parts(
     iv: tuple[_I64, _I64, _I64, _I64, _I64, _F64, NDArray[np.bool_]],
-    n_slots: int, hour_lo: int, hour_hi: int,
+    n_slots: int,
+    hour_lo: int,
+    hour_hi: int,
 ) -> tuple[tuple[_I64, _I64, _I64, _I64, _F64, NDArray[np.bool_]], int]:
     """Hourly parts of intervals: of each, its last ``n_slots`` hours that lie in
     [hour_lo, hour_hi]; and how many intervals had older hours (one expired lump each)."""
@@ -323,10 +414,14 @@ def _parts(
     part = np.where(
         single,
         amount[rep],
-        np.where(hour == g1, amount[rep] - rate * (g1 * HOUR_US - a).astype(np.float64),
-                 rate * (end - start).astype(np.float64)),
+        np.where(
+            hour == g1,
+            amount[rep] - rate * (g1 * HOUR_US - a).astype(np.float64),
+            rate * (end - start).astype(np.float64),
+        ),
     )
-    return (i[rep], sub[rep], ch[rep], hour, part, est[rep]), int((h_first > h0).sum())
+    lumps = (h_first > h0) & (h0 <= hour_hi) & (h_first - 1 >= hour_lo)
+    return (i[rep], sub[rep], ch[rep], hour, part, est[rep]), int(lumps.sum())
 
 
 def stream_readings(
@@ -369,10 +464,24 @@ def stream_readings(
         s = int(s_arr[idx[0]])
         if kind[s] == IGNORED:
             continue
-        st = _SeriesState(int(last_ts[s]), float(last_value[s]), int(cand_ts[s]),
-                          float(cand_value[s]))
-        used += _series(s, idx, ts_us, value, kind, pos_channel, neg_channel, wrap, max_rate,
-                        gap_us, st, ops, late)
+        st = _SeriesState(
+            int(last_ts[s]), float(last_value[s]), int(cand_ts[s]), float(cand_value[s])
+        )
+        used += _series(
+            s,
+            idx,
+            ts_us,
+            value,
+            kind,
+            pos_channel,
+            neg_channel,
+            wrap,
+            max_rate,
+            gap_us,
+            st,
+            ops,
+            late,
+        )
         last_ts[s], last_value[s] = st.last_ts, st.last_value
         cand_ts[s], cand_value[s] = st.cand_ts, st.cand_value
     late.sort()
@@ -382,8 +491,14 @@ def stream_readings(
 
 
 def _apply(
-    ops: _Ops, ring_hour: _I64, energy: _F64, estimated: _F64, events: NDArray[np.int32],
-    dirty: NDArray[np.bool_], hour_lo: int, hour_hi: int,
+    ops: _Ops,
+    ring_hour: _I64,
+    energy: _F64,
+    estimated: _F64,
+    events: NDArray[np.int32],
+    dirty: NDArray[np.bool_],
+    hour_lo: int,
+    hour_hi: int,
 ) -> int:
     """Put the batch's operations into the ring; returns the expired hourly parts."""
     n_slots = ring_hour.shape[0]
