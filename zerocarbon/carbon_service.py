@@ -22,6 +22,7 @@ from zerocarbon.batch import ReadingBatch, SeriesRegistry, datetime_to_us, us_to
 from zerocarbon.carbon_engine.engine import CarbonEngine, HourlyResults
 from zerocarbon.carbon_engine.stream import HOUR_US
 from zerocarbon.config import SiteConfig
+from zerocarbon.rows import HourlyCarbon, HourlyLine
 from zerocarbon.storage.database import Registry
 from zerocarbon.storage.hourly import (
     load_hourly_energy,
@@ -59,6 +60,8 @@ class CarbonService:
         self.last_flush_at: datetime | None = None
         self.flush_failures = 0
         self.recomputes = 0
+        # hourly carbon and line rows as last written, by hour (and line)
+        self._written: dict[datetime | tuple[datetime, str], HourlyCarbon | HourlyLine] = {}
 
     async def warm_up(self) -> None:
         """Compile (or load from numba's cache) every kernel before collection starts."""
@@ -141,14 +144,29 @@ class CarbonService:
                     await self._recompute_late(conn)
                 hours = sorted(self._dirty)
                 results: HourlyResults = await asyncio.to_thread(self.engine.results, hours)
-                await upsert_hourly(
-                    conn, self._registry, results.carbon, results.energy, results.lines
-                )
+                # a month's allocations recompute all its hours: write only what changed
+                carbon = [r for r in results.carbon if self._written.get(r.hour_start) != r]
+                lines = [
+                    r for r in results.lines if self._written.get((r.hour_start, r.line)) != r
+                ]
+                await upsert_hourly(conn, self._registry, carbon, results.energy, lines)
         except _DB_ERRORS as exc:
             self.flush_failures += 1
             log.warning("writing hourly rows failed (%s); will retry", exc)
             return
-        self.upserts += len(results.carbon)
+        for row in carbon:
+            self._written[row.hour_start] = row
+        for line_row in lines:
+            self._written[(line_row.hour_start, line_row.line)] = line_row
+        held = self.engine.hours()
+        if held and len(self._written) > 4 * len(held) * (1 + len(self.engine.site.line_ids())):
+            oldest = datetime.fromtimestamp(held[0], UTC)
+            self._written = {
+                k: v
+                for k, v in self._written.items()
+                if (k[0] if isinstance(k, tuple) else k) >= oldest
+            }
+        self.upserts += len(carbon)
         if hours:
             self.last_hour_start_s = hours[-1]
         self.last_flush_at = datetime.now(UTC)

@@ -11,7 +11,9 @@ allocate_instruments`) and line figures (:mod:`zerocarbon.carbon_engine.lines`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -28,76 +30,59 @@ from zerocarbon.carbon_engine.fuels import fuel_factor
 from zerocarbon.carbon_engine.instruments import allocate_instruments, load_contract_volumes
 from zerocarbon.carbon_engine.series_model import Flow, SeriesModel
 from zerocarbon.config import DeviceRole, SiteConfig
-from zerocarbon.rows import HourlyCarbon, HourlyLine
+from zerocarbon.rows import HourlyCarbon, HourlyLine, sql_columns
 
 __all__ = ["SiteAccounting", "SiteHours"]
 
 HOUR_S = 3600
 
 
-def _opt(x: float) -> float | None:
-    return None if not np.isfinite(x) else float(x)
+def _converters(row_type: type) -> list[tuple[str, Callable[[float], Any]]]:
+    """(field, converter from a float column value) of every field after hour_start."""
+
+    def optional(x: float) -> float | None:
+        return float(x) if np.isfinite(x) else None
+
+    out: list[tuple[str, Callable[[float], Any]]] = []
+    for name, sql_type, nullable in sql_columns(row_type)[1:]:
+        if nullable:
+            out.append((name, optional))
+        elif sql_type == "integer":
+            out.append((name, lambda x: int(x)))
+        elif sql_type == "boolean":
+            out.append((name, lambda x: bool(x)))
+        elif sql_type == "text":
+            out.append((name, str))
+        else:
+            out.append((name, float))
+    return out
+
+
+_CARBON_FIELDS = _converters(HourlyCarbon)
+_LINE_FIELDS = [(n, f) for n, f in _converters(HourlyLine) if n != "line"]
 
 
 class SiteHours:
-    """Every figure of a run of hours (column j = hour j), and row builders."""
+    """Every figure of a run of hours (column j = hour j), keyed by the row types'
+    field names, and the rows built from them."""
 
     def __init__(
         self,
         columns: dict[str, NDArray[np.float64]],
         line_columns: dict[str, dict[str, NDArray[np.float64]]],
     ) -> None:
-        self.c = columns
+        self.columns = columns
         self.lines = line_columns
 
     def carbon_row(self, j: int, when: datetime) -> HourlyCarbon:
-        c = self.c
-        return HourlyCarbon(
-            hour_start=when,
-            grid_import_kwh=float(c["grid_import_kwh"][j]),
-            grid_export_kwh=float(c["grid_export_kwh"][j]),
-            pv_kwh=float(c["pv_kwh"][j]),
-            wind_kwh=float(c["wind_kwh"][j]),
-            battery_charge_kwh=float(c["battery_charge_kwh"][j]),
-            battery_discharge_kwh=float(c["battery_discharge_kwh"][j]),
-            load_kwh=float(c["load_kwh"][j]),
-            submetered_kwh=float(c["submetered_kwh"][j]),
-            unmetered_kwh=float(c["load_kwh"][j] - c["submetered_kwh"][j]),
-            production_units=float(c["production_units"][j]),
-            scope1_kg=float(c["scope1_kg"][j]),
-            scope2_location_kg=float(c["scope2_location_kg"][j]),
-            scope2_market_kg=float(c["scope2_market_kg"][j]),
-            green_contract_kwh=float(c["contract_kwh"][j]),
-            certificate_kwh=float(c["gec_kwh"][j]),
-            cfe_kwh=float(c["cfe_kwh"][j]),
-            location_factor_kg_per_kwh=float(c["location_factor"][j]),
-            market_factor_kg_per_kwh=float(c["market_factor"][j]),
-            intensity_kg_per_kwh=_opt(c["intensity_location"][j]),
-            market_intensity_kg_per_kwh=_opt(c["intensity_market"][j]),
-            cfe_share=_opt(c["cfe_share"][j]),
-            estimated_share=float(c["estimated_share"][j]),
-            missing_devices=int(c["missing_devices"][j]),
-            submeter_mismatches=int(c["submeter_mismatches"][j]),
-            complete=bool(c["missing_devices"][j] == 0),
-        )
+        c = self.columns
+        return HourlyCarbon(when, *(conv(c[name][j]) for name, conv in _CARBON_FIELDS))
 
     def line_rows(self, j: int, when: datetime) -> list[HourlyLine]:
-        out = []
-        for line, c in self.lines.items():
-            out.append(
-                HourlyLine(
-                    hour_start=when,
-                    line=line,
-                    energy_kwh=float(c["energy_kwh"][j]),
-                    production_units=float(c["units"][j]),
-                    kwh_per_unit=_opt(c["kwh_per_unit"][j]),
-                    scope2_location_kg=float(c["scope2_location_kg"][j]),
-                    scope2_market_kg=float(c["scope2_market_kg"][j]),
-                    kg_per_unit=_opt(c["kg_per_unit"][j]),
-                    estimated_share=float(c["estimated_share"][j]),
-                )
-            )
-        return out
+        return [
+            HourlyLine(when, line, *(conv(c[name][j]) for name, conv in _LINE_FIELDS))
+            for line, c in self.lines.items()
+        ]
 
 
 class SiteAccounting:
@@ -261,21 +246,23 @@ class SiteAccounting:
             "battery_discharge_kwh": discharge,
             "load_kwh": load,
             "submetered_kwh": submetered,
+            "unmetered_kwh": load - submetered,
             "production_units": flow(Flow.PRODUCTION),
             "scope1_kg": scope1_kg,
             "scope2_location_kg": loc_kg,
             "scope2_market_kg": mkt_kg,
-            "contract_kwh": alloc.contract_kwh,
-            "gec_kwh": alloc.gec_kwh,
+            "green_contract_kwh": alloc.contract_kwh,
+            "certificate_kwh": alloc.gec_kwh,
             "cfe_kwh": cfe_kwh,
+            "location_factor_kg_per_kwh": loc_f,
+            "market_factor_kg_per_kwh": mkt_f,
+            "intensity_kg_per_kwh": int_loc,
+            "market_intensity_kg_per_kwh": int_mkt,
             "cfe_share": cfe_share,
-            "intensity_location": int_loc,
-            "intensity_market": int_mkt,
-            "location_factor": loc_f,
-            "market_factor": mkt_f,
             "estimated_share": est_share,
             "missing_devices": missing.astype(np.float64),
             "submeter_mismatches": mismatches.astype(np.float64),
+            "complete": (missing == 0).astype(np.float64),
         }
         line_columns: dict[str, dict[str, NDArray[np.float64]]] = {}
         for ln in self.line_ids:
@@ -283,6 +270,7 @@ class SiteAccounting:
             line_kwh = energy[mask].sum(axis=0)
             units = energy[self.line_output[ln]].sum(axis=0)
             lr = lines.line_hours(line_kwh, units, load, loc_kg, mkt_kg)
+            lr["production_units"] = lr["units"]
             lest = estimated[mask].sum(axis=0)
             lr["estimated_share"] = np.divide(
                 lest, line_kwh, out=np.zeros_like(lest), where=line_kwh > 0

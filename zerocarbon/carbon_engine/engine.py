@@ -304,8 +304,8 @@ class CarbonEngine:
             if s >= 0:
                 covered[c] = self.last_ts[s] >= hour_end_us
         site = self.accounting.site_hours(held, energy, estimated, present, covered)
-        want = np.isin(held, np.asarray(wanted, np.int64))
-        want |= self.accounting.months_touched(held, np.asarray(wanted, np.int64))
+        asked = np.isin(held, np.asarray(wanted, np.int64))
+        want = asked | self.accounting.months_touched(held, np.asarray(wanted, np.int64))
         out = HourlyResults([], [], [])
         for j in np.flatnonzero(want).tolist():
             hour = int(held[j])
@@ -314,6 +314,8 @@ class CarbonEngine:
             if present[:, j].any():
                 out.carbon.append(site.carbon_row(j, when))
                 out.lines.extend(site.line_rows(j, when))
+            if not asked[j]:
+                continue  # only the site's allocations changed, not its channels
             for c, ch in enumerate(self.model.channels):
                 ev = self.events[c, slot]
                 if not present[c, j] and not ev.any():
