@@ -101,6 +101,7 @@ class KernelDriver:
         self.last_value = np.zeros(n, np.float64)
         self.cand_ts = np.full(n, st.NO_TS, np.int64)
         self.cand_value = np.zeros(n, np.float64)
+        self.last_rate = np.zeros(n, np.float64)
         self.ring_hour = np.full(n_slots, -1, np.int64)
         self.energy = np.zeros((nc, n_slots), np.float64)
         self.estimated = np.zeros((nc, n_slots), np.float64)
@@ -124,6 +125,7 @@ class KernelDriver:
             self.last_value,
             self.cand_ts,
             self.cand_value,
+            self.last_rate,
             self.ring_hour,
             self.energy,
             self.estimated,

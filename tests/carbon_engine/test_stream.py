@@ -93,6 +93,7 @@ class Ring:
         self.last_value = np.zeros(n, np.float64)
         self.cand_ts = np.full(n, NO_TS, np.int64)
         self.cand_value = np.zeros(n, np.float64)
+        self.last_rate = np.zeros(n, np.float64)
         self.ring_hour = np.full(n_slots, -1, np.int64)
         self.energy = np.zeros((nc, n_slots), np.float64)
         self.estimated = np.zeros((nc, n_slots), np.float64)
@@ -125,6 +126,7 @@ class Ring:
             self.last_value,
             self.cand_ts,
             self.cand_value,
+            self.last_rate,
             self.ring_hour,
             self.energy,
             self.estimated,
@@ -142,6 +144,7 @@ class Ring:
             "last_value",
             "cand_ts",
             "cand_value",
+            "last_rate",
             "ring_hour",
             "energy",
             "estimated",
@@ -208,9 +211,18 @@ class TestRules:
         assert ring.count(0, EV_RESET) == 0
 
     def test_device_reset_to_about_zero_counts_from_zero(self, impl: Kernel) -> None:
+        # 0.02 kWh/s, then the counter is cleared within the third second and shows 0.01:
+        # the second's energy is estimated at the last rate (0.02), 0.01 of it estimated
         ring, _ = one(impl, Series(rated_kw=100.0), [0, 1, 2, 3], [5000.0, 5000.02, 0.01, 0.03])
-        assert ring.energy_at(0, H0) == pytest.approx(0.02 + 0.01 + 0.02)
+        assert ring.energy_at(0, H0) == pytest.approx(0.02 + 0.02 + 0.02)
+        assert ring.estimated_at(0, H0) == pytest.approx(0.01)
         assert ring.count(0, EV_RESET) == 1
+
+    def test_reset_counts_at_least_what_the_new_counter_shows(self, impl: Kernel) -> None:
+        # slow before (0.001 kWh/s), the new counter already shows more: nothing estimated
+        ring, _ = one(impl, Series(rated_kw=100.0), [0, 1, 2], [5000.0, 5000.001, 0.02])
+        assert ring.energy_at(0, H0) == pytest.approx(0.001 + 0.02)
+        assert ring.estimated_at(0, H0) == 0.0
 
     def test_small_backward_step_counts_nothing_and_never_twice(self, impl: Kernel) -> None:
         # a ~1e6 kWh meter steps back 12 kWh, then climbs back past its old value

@@ -153,7 +153,7 @@ def test_interleaving_of_series_changes_no_series_result(feed: Feed) -> None:
     for k in np.unique(s).tolist():
         alone, _ = run(numba_kernel, (s[s == k], feed[1][s == k], feed[2][s == k]))
         chans = [c for c in (SITE[k].pos, SITE[k].neg) if c >= 0]
-        for name in ("last_ts", "last_value", "cand_ts", "cand_value"):
+        for name in ("last_ts", "last_value", "cand_ts", "cand_value", "last_rate"):
             assert getattr(alone, name)[k] == getattr(mixed, name)[k], name
         for c in chans:
             for h in range(H0, H0 + BIG_RING):

@@ -101,6 +101,7 @@ class CarbonEngine:
         self.last_value = np.zeros(n, np.float64)
         self.cand_ts = np.full(n, st.NO_TS, np.int64)
         self.cand_value = np.zeros(n, np.float64)
+        self.last_rate = np.zeros(n, np.float64)
         self.ring_hour = np.full(self.n_slots, -1, np.int64)
         self.energy = np.zeros((nc, self.n_slots), np.float64)
         self.estimated = np.zeros((nc, self.n_slots), np.float64)
@@ -151,15 +152,22 @@ class CarbonEngine:
         late_idx: NDArray[np.int64],
         hour_lo: int,
         hour_hi: int,
-        state: tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]
+        state: tuple[
+            NDArray[np.int64],
+            NDArray[np.float64],
+            NDArray[np.int64],
+            NDArray[np.float64],
+            NDArray[np.float64],
+        ]
         | None = None,
     ) -> tuple[int, int, int]:
         m = self.model
-        last_ts, last_value, cand_ts, cand_value = state or (
+        last_ts, last_value, cand_ts, cand_value, last_rate = state or (
             self.last_ts,
             self.last_value,
             self.cand_ts,
             self.cand_value,
+            self.last_rate,
         )
         result: tuple[int, int, int] = st.stream_readings(
             batch.series,
@@ -175,6 +183,7 @@ class CarbonEngine:
             last_value,
             cand_ts,
             cand_value,
+            last_rate,
             self.ring_hour,
             self.energy,
             self.estimated,
@@ -236,6 +245,7 @@ class CarbonEngine:
             np.full(n, st.NO_TS, np.int64),
             np.zeros(n, np.float64),
             np.full(n, st.NO_TS, np.int64),
+            np.zeros(n, np.float64),
             np.zeros(n, np.float64),
         )
         batch = ReadingBatch.of(np.full(t.shape, s, np.int32), t, v)

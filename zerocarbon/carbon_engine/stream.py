@@ -19,7 +19,9 @@ increase the device's rated power makes plausible over the interval
 * ``d < 0`` and ``wrap > 0`` and the wrapped increase ``wrap - prev + new`` is in
   ``[0, min(allow, 0.1 wrap)]``: register **rollover** [2]_.
 * ``d < 0`` and ``new <= allow`` and ``new < prev / 2``: the device **reset** its counter
-  (counted from 0) [1]_.
+  (counted from 0) [1]_. What it counted between ``prev`` and the reset instant is gone
+  from the register: the interval is estimated at the series' last rate, and the part
+  beyond ``new`` is flagged estimated.
 * ``d < 0`` and ``-d <= 1e-3 prev + allow``: a small **backward step** (a meter that
   restarted near its old value, jitter of a float register): no energy, and the
   baseline stays at ``prev``, so nothing is ever counted twice.
@@ -240,6 +242,7 @@ def stream_readings(
     last_value: NDArray[np.float64],
     cand_ts: NDArray[np.int64],
     cand_value: NDArray[np.float64],
+    last_rate: NDArray[np.float64],
     ring_hour: NDArray[np.int64],
     energy: NDArray[np.float64],
     estimated: NDArray[np.float64],
@@ -260,8 +263,9 @@ def stream_readings(
         receives positive / negative energy (-1: none); register wrap value [unit]
         (0: never wraps); largest plausible rate [unit/s] (inf: unknown); gap
         threshold [us].
-    last_ts, last_value, cand_ts, cand_value : ndarray, shape (n_series,)
-        Streaming state, updated in place (``NO_TS``: none).
+    last_ts, last_value, cand_ts, cand_value, last_rate : ndarray, shape (n_series,)
+        Streaming state, updated in place (``NO_TS``: none); ``last_rate`` is the rate of
+        a counter's last counted interval [unit/us].
     ring_hour : ndarray of int64, shape (n_slots,)
         Hour index (POSIX hours) each slot holds; updated in place.
     energy, estimated : ndarray of float64, shape (n_channels, n_slots)
@@ -506,6 +510,7 @@ def stream_readings(
                     cand_ts[s] = NO_TS
                     last_ts[s] = t
                     last_value[s] = v
+                    last_rate[s] = dc / float(t - ct)
                     n_used += 1
                     continue
                 # neither: the old candidate was a spike, this one is held instead
@@ -525,6 +530,7 @@ def stream_readings(
                 cand_value[s] = v
                 continue
         amount = 0.0
+        extra = 0.0  # estimated energy lost before a reset [unit]
         if d >= 0.0:
             if d > allow:
                 cand_ts[s] = t
@@ -550,6 +556,9 @@ def stream_readings(
                 )
             elif v >= 0.0 and v <= allow and v < 0.5 * prev_v:
                 amount = v
+                # the energy before the reset instant is gone from the register:
+                # estimate the whole interval at the last known rate
+                extra = max(last_rate[s] * float(t - prev_t) - v, 0.0)
                 _event(
                     ech, t, EV_RESET, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
                 )
@@ -576,13 +585,14 @@ def stream_readings(
                 continue
         if gap:
             _event(ech, t, EV_GAP, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
-        elif prev_t >= cur_lo and t <= cur_hi and ring_hour[cur_slot] == cur_hour:
+        elif extra == 0.0 and prev_t >= cur_lo and t <= cur_hi and ring_hour[cur_slot] == cur_hour:
             # fast path: the whole interval lies in the cached hour
             energy[ch, cur_slot] += amount
             events[ch, cur_slot, EV_SAMPLES] += 1
             dirty[cur_slot] = True
             last_ts[s] = t
             last_value[s] = v
+            last_rate[s] = amount / float(t - prev_t)
             n_used += 1
             continue
         n_expired += _spread(
@@ -599,6 +609,21 @@ def stream_readings(
             hour_lo,
             hour_hi,
         )
+        if extra > 0.0:
+            n_expired += _spread(
+                ch,
+                prev_t,
+                t,
+                extra,
+                True,
+                ring_hour,
+                energy,
+                estimated,
+                events,
+                dirty,
+                hour_lo,
+                hour_hi,
+            )
         hour = (t - 1) // HOUR_US
         if hour_lo <= hour <= hour_hi:
             cur_hour = hour
@@ -607,5 +632,6 @@ def stream_readings(
             cur_slot = hour % n_slots
         last_ts[s] = t
         last_value[s] = v
+        last_rate[s] = (amount + extra) / float(t - prev_t)
         n_used += 1
     return n_late, n_used, n_expired

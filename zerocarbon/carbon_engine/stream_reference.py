@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from zerocarbon.carbon_engine.stream import (
+    COUNTER,
     BACKSTEP_FRACTION,
     EV_BACKSTEP,
     EV_DUPLICATE,
@@ -133,6 +134,7 @@ class _SeriesState:
     last_value: float
     cand_ts: int
     cand_value: float
+    last_rate: float = 0.0  # rate of the last counted interval [unit/us]
 
 
 def _step(
@@ -205,10 +207,12 @@ def _step(
                 ops.interval(i, 2, ch, ct, t, dc, t - ct > gap_us)
                 st.cand_ts = _NO_TS
                 st.last_ts, st.last_value = t, v
+                st.last_rate = dc / float(t - ct)
                 return 1, True
             ops.event(i, 0, ech, ct, EV_REJECTED)
             st.cand_ts, st.cand_value = t, v
             return 0, False
+    extra = 0.0
     if d >= 0.0:
         if d > allow:
             st.cand_ts, st.cand_value = t, v
@@ -222,6 +226,7 @@ def _step(
         elif 0.0 <= v <= allow and v < 0.5 * prev_v:
             amount = v
             ops.event(i, 1, ech, t, EV_RESET)
+            extra = max(st.last_rate * float(t - prev_t) - v, 0.0)
         elif -d <= BACKSTEP_FRACTION * prev_v + (allow if allow < 1e300 else 0.0):
             ops.event(i, 1, ech, t, EV_BACKSTEP)
             st.last_ts = t
@@ -232,7 +237,10 @@ def _step(
     if gap:
         ops.event(i, 2, ech, t, EV_GAP)
     ops.interval(i, 3, ch, prev_t, t, amount, gap)
+    if extra > 0.0:
+        ops.interval(i, 4, ch, prev_t, t, extra, True)
     st.last_ts, st.last_value = t, v
+    st.last_rate = (amount + extra) / float(t - prev_t)
     return 1, True
 
 
@@ -257,7 +265,8 @@ def _plain_pairs(
             & (wrapped <= np.minimum(allow, ROLLOVER_WINDOW * w))
         )
         reset = (d < 0.0) & ~rolled & (v1 >= 0.0) & (v1 <= allow) & (v1 < 0.5 * v0)
-    return newer & (normal | rolled | reset), rolled, reset
+    # reset pairs take the scalar path: their estimate needs the rate before them
+    return newer & (normal | rolled), rolled, reset
 
 
 def _run(
@@ -376,6 +385,10 @@ def _series(
                 )
                 used += q - p
                 st.last_ts, st.last_value = int(t[q - 1]), float(v[q - 1])
+                if k == COUNTER:
+                    last = q - 2  # the run's last pair (q-2, q-1)
+                    amount = (w - v[last] + v[q - 1]) if rolled[last] else v[q - 1] - v[last]
+                    st.last_rate = float(amount) / float(t[q - 1] - t[last])
                 p = q
                 continue
         u, chained = _step(
@@ -438,6 +451,7 @@ def stream_readings(
     last_value: NDArray[np.float64],
     cand_ts: NDArray[np.int64],
     cand_value: NDArray[np.float64],
+    last_rate: NDArray[np.float64],
     ring_hour: NDArray[np.int64],
     energy: NDArray[np.float64],
     estimated: NDArray[np.float64],
@@ -465,7 +479,11 @@ def stream_readings(
         if kind[s] == IGNORED:
             continue
         st = _SeriesState(
-            int(last_ts[s]), float(last_value[s]), int(cand_ts[s]), float(cand_value[s])
+            int(last_ts[s]),
+            float(last_value[s]),
+            int(cand_ts[s]),
+            float(cand_value[s]),
+            float(last_rate[s]),
         )
         used += _series(
             s,
@@ -484,6 +502,7 @@ def stream_readings(
         )
         last_ts[s], last_value[s] = st.last_ts, st.last_value
         cand_ts[s], cand_value[s] = st.cand_ts, st.cand_value
+        last_rate[s] = st.last_rate
     late.sort()
     late_out[: len(late)] = late
     n_expired = _apply(ops, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
