@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import numpy as np
+from numpy.typing import NDArray
 
 from zerocarbon.batch import ReadingBatch, SeriesRegistry, datetime_to_us, us_to_datetime
 from zerocarbon.carbon_engine.engine import CarbonEngine, HourlyResults
@@ -104,33 +106,22 @@ class CarbonService:
     async def _recompute_late(self, conn: asyncpg.Connection) -> None:
         """Rebuild the hours late readings touch, per series, from stored readings."""
         late = ReadingBatch.concat(self._late)
-        engine = self.engine
-        reg = engine.registry
-        for sid in np.unique(late.series).tolist():
-            ts = late.ts_us[late.series == sid]
+        reg = self.engine.registry
+
+        async def fetch(
+            sid: int, start_us: int, end_us: int
+        ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
             device, metric = reg.key(sid)
             device_id = self._registry.device_ids.get(device)
             metric_id = self._registry.metric_ids.get(metric)
             if device_id is None or metric_id is None:
-                continue
-            # the hours the late points' enclosing intervals cover: from the stored
-            # reading before the earliest to the one after the latest
-            lo_us, hi_us = int(ts.min()), int(ts.max())
-            t, v = await readings_around(
-                conn, device_id, metric_id, us_to_datetime(lo_us), us_to_datetime(hi_us + 1)
+                return np.empty(0, np.int64), np.empty(0, np.float64)
+            return await readings_around(
+                conn, device_id, metric_id, us_to_datetime(start_us), us_to_datetime(end_us)
             )
-            if t.size == 0:
-                continue
-            first_hour_s = int(t.min() // HOUR_US) * HOUR_S
-            last_hour_s = int((t.max() - 1) // HOUR_US) * HOUR_S
-            start = datetime.fromtimestamp(first_hour_s, UTC)
-            end = datetime.fromtimestamp(last_hour_s + HOUR_S, UTC)
-            t, v = await readings_around(conn, device_id, metric_id, start, end)
-            changed = await asyncio.to_thread(
-                engine.recompute, sid, t, v, first_hour_s, last_hour_s
-            )
-            self._dirty.update(changed)
-            self.recomputes += 1
+
+        self._dirty.update(await recompute_late(self.engine, late, fetch))
+        self.recomputes += len(np.unique(late.series))
         self._late.clear()
 
     async def flush(self) -> None:
@@ -146,9 +137,7 @@ class CarbonService:
                 results: HourlyResults = await asyncio.to_thread(self.engine.results, hours)
                 # a month's allocations recompute all its hours: write only what changed
                 carbon = [r for r in results.carbon if self._written.get(r.hour_start) != r]
-                lines = [
-                    r for r in results.lines if self._written.get((r.hour_start, r.line)) != r
-                ]
+                lines = [r for r in results.lines if self._written.get((r.hour_start, r.line)) != r]
                 await upsert_hourly(conn, self._registry, carbon, results.energy, lines)
         except _DB_ERRORS as exc:
             self.flush_failures += 1
@@ -171,6 +160,34 @@ class CarbonService:
             self.last_hour_start_s = hours[-1]
         self.last_flush_at = datetime.now(UTC)
         self._dirty.clear()
+
+
+Fetch = Callable[[int, int, int], Awaitable[tuple[NDArray[np.int64], NDArray[np.float64]]]]
+"""``fetch(series_id, start_us, end_us)``: a series' stored readings in [start, end) plus
+the last one before and the first one after, as (ts_us, values)."""
+
+
+async def recompute_late(engine: CarbonEngine, late: ReadingBatch, fetch: Fetch) -> set[int]:
+    """Rebuild, from stored readings, the hours that late readings touch.
+
+    Per series: the hours the late points' enclosing intervals cover run from the
+    stored reading before the earliest late point to the one after the latest; the
+    series' readings of those hours (plus one on each side) are fed to
+    :meth:`CarbonEngine.recompute`. Returns the changed hour starts [s].
+    """
+    changed: set[int] = set()
+    for sid in np.unique(late.series).tolist():
+        ts = late.ts_us[late.series == sid]
+        t, _v = await fetch(sid, int(ts.min()), int(ts.max()) + 1)
+        if t.size == 0:
+            continue
+        first_hour_s = int(t.min() // HOUR_US) * HOUR_S
+        last_hour_s = int((t.max() - 1) // HOUR_US) * HOUR_S
+        t, v = await fetch(sid, first_hour_s * 1_000_000, (last_hour_s + HOUR_S) * 1_000_000)
+        changed.update(
+            await asyncio.to_thread(engine.recompute, sid, t, v, first_hour_s, last_hour_s)
+        )
+    return changed
 
 
 def warm_up_kernels(site: SiteConfig) -> None:

@@ -416,9 +416,10 @@ class SiteConfig(_Frozen):
                     f"devices[{i}].id: {device.id!r} already used by devices[{seen[device.id]}]"
                 )
             seen[device.id] = i
-        grids = [d.id for d in self.devices if d.role is DeviceRole.GRID]
-        if len(grids) != 1:
-            raise ValueError(f"exactly one device must have role 'grid', found {grids}")
+        if not any(d.role is DeviceRole.GRID for d in self.devices):
+            raise ValueError(
+                "at least one device must have role 'grid' (the grid connection meter)"
+            )
         for i, device in enumerate(self.devices):
             if device.parent is not None and device.parent not in seen:
                 raise ValueError(f"devices[{i}].parent: no device {device.parent!r}")

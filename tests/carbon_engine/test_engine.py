@@ -148,3 +148,16 @@ def test_far_future_reading_never_grows_state() -> None:
     engine.ingest(far)
     assert engine.energy.nbytes == before
     assert engine.stats.expired >= 1
+
+
+def test_two_grid_connections_add_up() -> None:
+    base = _site()
+    second = base.devices[0].model_copy(update={"id": "grid2", "topic": "t/grid2"})
+    site = base.model_copy(update={"devices": (*base.devices, second)})
+    reg = SeriesRegistry.for_site(site)
+    engine = CarbonEngine(site, reg)
+    rows = _minutes("grid", "energy_import_kwh", 0.0, 5.0, 61) + _minutes(
+        "grid2", "energy_import_kwh", 10.0, 1.0, 61
+    )
+    res = engine.results(_feed(engine, reg, rows))
+    assert res.carbon[0].grid_import_kwh == pytest.approx(300.0 + 60.0)

@@ -62,10 +62,22 @@ def test_mqtt_field_with_unknown_metric() -> None:
     assert "devices[3].fields" in msg and "power_watts" in msg
 
 
-def test_exactly_one_grid_meter() -> None:
+def test_at_least_one_grid_meter() -> None:
     data = _demo()
-    data["devices"][1]["role"] = "grid"
-    assert "exactly one device must have role 'grid'" in _error(data)
+    data["devices"][0]["role"] = "load"
+    assert "at least one device must have role 'grid'" in _error(data)
+
+
+def test_parent_must_name_a_device() -> None:
+    data = _demo()
+    data["devices"][3]["parent"] = "main_switchboard"
+    assert "devices[3].parent: no device 'main_switchboard'" in _error(data)
+
+
+def test_certificate_used_beyond_its_two_years() -> None:
+    data = _demo()
+    data["certificates"] = [{"id": "old", "count": 1, "issued": "2023-01", "applies_to": "2026-06"}]
+    assert "not within the two years" in _error(data)
 
 
 def test_profile_path_relative_to_site_file(tmp_path: Path) -> None:

@@ -222,6 +222,7 @@ class CarbonEngine:
         if not channels or self.model.kind[s] == st.IGNORED:
             return []
         h_lo, h_hi = first_hour_s // HOUR_S, last_hour_s // HOUR_S
+        h_lo = max(h_lo, h_hi - self.n_slots + 1)  # older hours are not held anyway
         for h in range(h_lo, h_hi + 1):
             slot = h % self.n_slots
             if self.ring_hour[slot] != h:

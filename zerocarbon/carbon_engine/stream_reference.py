@@ -32,8 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from zerocarbon.carbon_engine.stream import (
-    COUNTER,
     BACKSTEP_FRACTION,
+    COUNTER,
     EV_BACKSTEP,
     EV_DUPLICATE,
     EV_GAP,

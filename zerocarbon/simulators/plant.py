@@ -120,6 +120,11 @@ class PlantModel:
         self._hours = LocalHours(site.site.timezone)
         self._policy = DispatchPolicy()
         self._roles = {d.id: d.role for d in site.devices}
+        grids = [d.id for d in site.devices_with_role(DeviceRole.GRID)]
+        if len(grids) != 1:
+            raise ValueError(
+                f"the simulated plant has one grid connection; the site file has {grids}"
+            )
 
         self._lines: dict[str, LineLoad] = {}
         for i, d in enumerate(site.devices_with_role(DeviceRole.LOAD)):
