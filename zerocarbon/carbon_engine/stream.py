@@ -109,6 +109,14 @@ ROLLOVER_WINDOW = 0.1  # a wrap may add at most this fraction of the register ra
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+Ring = tuple[
+    NDArray[np.int64],  # ring_hour: hour index held by each slot
+    NDArray[np.float64],  # energy: (channels, slots)
+    NDArray[np.float64],  # estimated: (channels, slots)
+    NDArray[np.int32],  # events: (channels, slots, N_EVENTS)
+    NDArray[np.bool_],  # dirty: (slots,)
+]
+
 
 def _kernel(func: _F) -> _F:
     """``numba.njit(cache=True)`` with the function's own type for mypy."""
@@ -116,16 +124,10 @@ def _kernel(func: _F) -> _F:
 
 
 @_kernel
-def _slot_for(
-    hour: int,
-    ring_hour: NDArray[np.int64],
-    energy: NDArray[np.float64],
-    estimated: NDArray[np.float64],
-    events: NDArray[np.int32],
-    dirty: NDArray[np.bool_],
-) -> int:
+def _slot_for(hour: int, ring: Ring) -> int:
     """Slot of ``hour`` in the ring, clearing a slot that held an older hour; -1 when
     ``hour`` is older than what its slot holds (expired)."""
+    ring_hour, energy, estimated, events, dirty = ring
     n_slots = ring_hour.shape[0]
     slot: int = hour % n_slots
     held = ring_hour[slot]
@@ -146,18 +148,15 @@ def _event(
     channel: int,
     ts_us: int,
     code: int,
-    ring_hour: NDArray[np.int64],
-    energy: NDArray[np.float64],
-    estimated: NDArray[np.float64],
-    events: NDArray[np.int32],
-    dirty: NDArray[np.bool_],
+    ring: Ring,
     hour_lo: int,
     hour_hi: int,
 ) -> None:
+    events, dirty = ring[3], ring[4]
     hour = ts_us // HOUR_US
     if channel < 0 or hour < hour_lo or hour > hour_hi:
         return
-    slot = _slot_for(hour, ring_hour, energy, estimated, events, dirty)
+    slot = _slot_for(hour, ring)
     if slot < 0:
         return
     events[channel, slot, code] += 1
@@ -171,16 +170,13 @@ def _spread(
     t1_us: int,
     amount: float,
     is_estimate: bool,
-    ring_hour: NDArray[np.int64],
-    energy: NDArray[np.float64],
-    estimated: NDArray[np.float64],
-    events: NDArray[np.int32],
-    dirty: NDArray[np.bool_],
+    ring: Ring,
     hour_lo: int,
     hour_hi: int,
 ) -> int:
     """Add ``amount`` over [t0, t1) uniformly in time to the hours it covers that lie in
     [hour_lo, hour_hi]; returns how many hourly parts expired."""
+    ring_hour, energy, estimated, events, dirty = ring
     if channel < 0:
         return 0
     h0 = t0_us // HOUR_US
@@ -189,7 +185,7 @@ def _spread(
     if h0 == h1:
         if h0 < hour_lo or h0 > hour_hi:
             return 0
-        slot = _slot_for(h0, ring_hour, energy, estimated, events, dirty)
+        slot = _slot_for(h0, ring)
         if slot < 0:
             return 1
         energy[channel, slot] += amount
@@ -215,7 +211,7 @@ def _spread(
         start = end
         if h < hour_lo or h > hour_hi:
             continue
-        slot = _slot_for(h, ring_hour, energy, estimated, events, dirty)
+        slot = _slot_for(h, ring)
         if slot < 0:
             expired += 1
             continue
@@ -289,6 +285,7 @@ def stream_readings(
     n_expired : int
         Hourly parts dropped because their hour had left the ring.
     """
+    ring = (ring_hour, energy, estimated, events, dirty)
     n_late = 0
     n_used = 0
     n_expired = 0
@@ -308,9 +305,7 @@ def stream_readings(
         ch = pos_channel[s]
         ech = ch if ch >= 0 else neg_channel[s]  # the channel events are counted on
         if v != v:  # NaN: never a value (admission drops them first)
-            _event(
-                ech, t, EV_REJECTED, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
-            )
+            _event(ech, t, EV_REJECTED, ring, hour_lo, hour_hi)
             continue
         prev_t = last_ts[s]
         if prev_t == NO_TS:
@@ -319,11 +314,7 @@ def stream_readings(
                     ech,
                     t,
                     EV_REJECTED,
-                    ring_hour,
-                    energy,
-                    estimated,
-                    events,
-                    dirty,
+                    ring,
                     hour_lo,
                     hour_hi,
                 )
@@ -335,12 +326,10 @@ def stream_readings(
         if t < prev_t or (cand_ts[s] != NO_TS and t < cand_ts[s]):
             late_out[n_late] = i
             n_late += 1
-            _event(ech, t, EV_LATE, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+            _event(ech, t, EV_LATE, ring, hour_lo, hour_hi)
             continue
         if t == prev_t or t == cand_ts[s]:
-            _event(
-                ech, t, EV_DUPLICATE, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
-            )
+            _event(ech, t, EV_DUPLICATE, ring, hour_lo, hour_hi)
             continue
         prev_v = last_value[s]
         gap = t - prev_t > gap_us[s]
@@ -350,20 +339,14 @@ def stream_readings(
                     ech,
                     t,
                     EV_REJECTED,
-                    ring_hour,
-                    energy,
-                    estimated,
-                    events,
-                    dirty,
+                    ring,
                     hour_lo,
                     hour_hi,
                 )
                 continue
             dt_h = float(t - prev_t) / HOUR_US
             if gap:
-                _event(
-                    ech, t, EV_GAP, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
-                )
+                _event(ech, t, EV_GAP, ring, hour_lo, hour_hi)
             if (prev_v >= 0.0) == (v >= 0.0):
                 e = 0.5 * (prev_v + v) * dt_h
                 c = ch if e >= 0.0 else neg_channel[s]
@@ -384,11 +367,7 @@ def stream_readings(
                         t,
                         abs(e),
                         gap,
-                        ring_hour,
-                        energy,
-                        estimated,
-                        events,
-                        dirty,
+                        ring,
                         hour_lo,
                         hour_hi,
                     )
@@ -412,11 +391,7 @@ def stream_readings(
                     tz,
                     abs(e0),
                     gap,
-                    ring_hour,
-                    energy,
-                    estimated,
-                    events,
-                    dirty,
+                    ring,
                     hour_lo,
                     hour_hi,
                 )
@@ -426,11 +401,7 @@ def stream_readings(
                     t,
                     abs(e1),
                     gap,
-                    ring_hour,
-                    energy,
-                    estimated,
-                    events,
-                    dirty,
+                    ring,
                     hour_lo,
                     hour_hi,
                 )
@@ -449,11 +420,7 @@ def stream_readings(
                     ech,
                     cand_ts[s],
                     EV_REJECTED,
-                    ring_hour,
-                    energy,
-                    estimated,
-                    events,
-                    dirty,
+                    ring,
                     hour_lo,
                     hour_hi,
                 )
@@ -471,11 +438,7 @@ def stream_readings(
                         ech,
                         ct,
                         EV_REPLACED,
-                        ring_hour,
-                        energy,
-                        estimated,
-                        events,
-                        dirty,
+                        ring,
                         hour_lo,
                         hour_hi,
                     )
@@ -485,11 +448,7 @@ def stream_readings(
                         ct,
                         est,
                         True,
-                        ring_hour,
-                        energy,
-                        estimated,
-                        events,
-                        dirty,
+                        ring,
                         hour_lo,
                         hour_hi,
                     )
@@ -499,11 +458,7 @@ def stream_readings(
                         t,
                         dc,
                         t - ct > gap_us[s],
-                        ring_hour,
-                        energy,
-                        estimated,
-                        events,
-                        dirty,
+                        ring,
                         hour_lo,
                         hour_hi,
                     )
@@ -518,11 +473,7 @@ def stream_readings(
                     ech,
                     ct,
                     EV_REJECTED,
-                    ring_hour,
-                    energy,
-                    estimated,
-                    events,
-                    dirty,
+                    ring,
                     hour_lo,
                     hour_hi,
                 )
@@ -546,11 +497,7 @@ def stream_readings(
                     ech,
                     t,
                     EV_ROLLOVER,
-                    ring_hour,
-                    energy,
-                    estimated,
-                    events,
-                    dirty,
+                    ring,
                     hour_lo,
                     hour_hi,
                 )
@@ -559,20 +506,14 @@ def stream_readings(
                 # the energy before the reset instant is gone from the register:
                 # estimate the whole interval at the last known rate
                 extra = max(last_rate[s] * float(t - prev_t) - v, 0.0)
-                _event(
-                    ech, t, EV_RESET, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi
-                )
+                _event(ech, t, EV_RESET, ring, hour_lo, hour_hi)
             elif -d <= BACKSTEP_FRACTION * prev_v + (allow if allow < 1e300 else 0.0):
                 # keep the baseline at prev: nothing counted twice
                 _event(
                     ech,
                     t,
                     EV_BACKSTEP,
-                    ring_hour,
-                    energy,
-                    estimated,
-                    events,
-                    dirty,
+                    ring,
                     hour_lo,
                     hour_hi,
                 )
@@ -584,7 +525,7 @@ def stream_readings(
                 cand_value[s] = v
                 continue
         if gap:
-            _event(ech, t, EV_GAP, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
+            _event(ech, t, EV_GAP, ring, hour_lo, hour_hi)
         elif extra == 0.0 and prev_t >= cur_lo and t <= cur_hi and ring_hour[cur_slot] == cur_hour:
             # fast path: the whole interval lies in the cached hour
             energy[ch, cur_slot] += amount
@@ -601,11 +542,7 @@ def stream_readings(
             t,
             amount,
             gap,
-            ring_hour,
-            energy,
-            estimated,
-            events,
-            dirty,
+            ring,
             hour_lo,
             hour_hi,
         )
@@ -616,11 +553,7 @@ def stream_readings(
                 t,
                 extra,
                 True,
-                ring_hour,
-                energy,
-                estimated,
-                events,
-                dirty,
+                ring,
                 hour_lo,
                 hour_hi,
             )
