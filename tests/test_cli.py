@@ -29,6 +29,16 @@ def test_check_config_ok() -> None:
     result = runner.invoke(app, ["check-config", "--site", str(DEMO_SITE)])
     assert result.exit_code == 0, result.output
     assert "6 devices" in result.output and "grid_meter" in result.output
+    assert "location 0.55 kg/kWh (MEE 2023 regional east)" in result.output
+    assert "certificates gec_2026_q2: 80 GEC" in result.output
+
+
+def test_check_config_names_an_unknown_factor_region(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(DEMO_SITE.read_text().replace('region = "east"', 'region = "eest"'))
+    result = runner.invoke(app, ["check-config", "--site", str(site)])
+    assert result.exit_code == 2
+    assert "grid.region: no MEE factor for region 'eest'" in result.output
 
 
 def test_check_config_names_the_bad_key(tmp_path: Path) -> None:

@@ -254,6 +254,25 @@ def check_config(site: SiteOption) -> None:
     for d in site_config.devices:
         where = f"{d.host}:{d.port} unit {d.device_id}" if d.protocol == "modbus_tcp" else d.topic
         typer.echo(f"  {d.id:<16} {d.role.value:<10} {d.protocol:<10} {where}")
+    from zerocarbon.carbon_engine.factors import resolve_grid_factors
+
+    g = resolve_grid_factors(site_config)
+    typer.echo(
+        f"grid factors: location {g.location_kg_per_kwh} kg/kWh ({g.location_source}), "
+        f"market {g.market_kg_per_kwh} kg/kWh ({g.market_source})"
+    )
+    if site_config.grid.hourly_factors_csv:
+        typer.echo(f"hourly grid factors: {site_config.grid.hourly_factors_csv}")
+    for line in site_config.line_ids():
+        meters = [d.id for d in site_config.devices if d.line == line]
+        typer.echo(f"line {line}: {', '.join(meters)}")
+    for c in site_config.green_power:
+        volume = f"{sum(c.monthly_kwh.values()):g} kWh monthly" if c.monthly_kwh else c.hourly_csv
+        typer.echo(f"green power {c.id}: {volume}")
+    for b in site_config.certificates:
+        typer.echo(
+            f"certificates {b.id}: {b.count} GEC (MWh), issued {b.issued}, for {b.applies_to}"
+        )
 
 
 def main() -> None:
