@@ -160,6 +160,11 @@ class SiteAccounting:
             for ln in self.line_ids
         }
 
+    @property
+    def monthly_instruments(self) -> bool:
+        """Whether allocations spread over whole months (monthly contracts, certificates)."""
+        return bool(self.certificates) or any(not c.is_hourly for c in self.contracts)
+
     def months_touched(
         self, held: NDArray[np.int64], wanted: NDArray[np.int64]
     ) -> NDArray[np.bool_]:
@@ -202,7 +207,14 @@ class SiteAccounting:
         discharge = flow(Flow.BATTERY_DISCHARGE)
         scope1 = (energy * self.fuel_kg_per_unit[:, None]).sum(axis=0)
         loc_f, mkt_f, _from_series = self.factor_source.factors_for(hour_s)
-        alloc = allocate_instruments(hour_s, imp, self.contracts, self.certificates, self.zone)
+        alloc = allocate_instruments(
+            hour_s,
+            imp,
+            self.contracts,
+            self.certificates,
+            self.zone,
+            until_s=int(hours.max() + 1) * HOUR_S if hours.size else None,
+        )
         res = balance.balance_site_hours(
             imp,
             exp,

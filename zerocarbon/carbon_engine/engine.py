@@ -37,6 +37,7 @@ from zerocarbon.rows import HourlyCarbon, HourlyEnergy, HourlyLine
 __all__ = ["CarbonEngine", "EngineStats", "HourlyResults", "IngestResult"]
 
 HOUR_S = 3600
+MONTH_MAX_H = 31 * 24  # hours of the longest calendar month
 _ALL_HOURS = (-(2**62), 2**62)
 
 
@@ -94,7 +95,10 @@ class CarbonEngine:
         self.registry = registry
         self.model = SeriesModel(site, registry)
         self.accounting = accounting if accounting is not None else SiteAccounting(site, self.model)
-        self.n_slots = n_slots or math.ceil(site.ingest.accept_past_h) + 2
+        # the ring spans the accepted window, and with monthly allocations also the
+        # longest month, so a month that accepted data can touch is always held whole
+        month_h = MONTH_MAX_H if self.accounting.monthly_instruments else 0
+        self.n_slots = n_slots or math.ceil(site.ingest.accept_past_h) + month_h + 2
         n = registry.size
         nc = max(self.model.n_channels, 1)
         self.last_ts = np.full(n, st.NO_TS, np.int64)

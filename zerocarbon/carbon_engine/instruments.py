@@ -181,6 +181,7 @@ def allocate_instruments(
     contracts: Sequence[ContractVolumes],
     certificates: Sequence[CertificateBatch],
     tz: ZoneInfo | str = "UTC",
+    until_s: int | None = None,
 ) -> Allocation:
     """Cover the grid import of the given hours with contracts, then certificates.
 
@@ -203,6 +204,13 @@ def allocate_instruments(
     tz : ZoneInfo or str, default "UTC"
         Time zone whose calendar months the monthly volumes and certificates refer to: pass
         the site's (``site.site.timezone``).
+    until_s : int, optional
+        End of the data, POSIX time [s]. A month not over by then offers only the share
+        of its monthly volumes and certificates that its elapsed hours are of all its
+        hours (volume x elapsed / month), so the rows of an open month are never
+        front-loaded (the whole volume on its first hours); they converge on the
+        month's pro-rata allocation as it fills, and equal it once it has ended.
+        None: every month is treated as over.
 
     Returns
     -------
@@ -259,6 +267,11 @@ def allocate_instruments(
         contract_hourly += alloc
         book(c.id, "contract_hourly", float(volume.sum()), alloc)
 
+    def elapsed(start: int, end: int) -> float:
+        if until_s is None:
+            return 1.0
+        return min(max(until_s - start, 0), end - start) / (end - start)
+
     for c in contracts:
         if c.is_hourly:
             continue
@@ -270,7 +283,7 @@ def allocate_instruments(
             if not mask.any():
                 continue
             offered += kwh
-            alloc = _pro_rata(remaining, mask, kwh)
+            alloc = _pro_rata(remaining, mask, kwh * elapsed(start, end))
             remaining = np.maximum(remaining - alloc, 0.0)
             alloc_c += alloc
         contract += alloc_c
@@ -281,7 +294,7 @@ def allocate_instruments(
         mask = (hours >= start) & (hours < end)
         volume_kwh = batch.count * KWH_PER_GEC
         offered = volume_kwh if mask.any() else 0.0
-        alloc = _pro_rata(remaining, mask, offered)
+        alloc = _pro_rata(remaining, mask, offered * elapsed(start, end))
         remaining = np.maximum(remaining - alloc, 0.0)
         gec += alloc
         book(batch.id, "gec", offered, alloc)
