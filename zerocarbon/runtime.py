@@ -218,11 +218,16 @@ class EnergyCenter:
         await asyncio.gather(*self._collector_tasks, return_exceptions=True)
         self._collector_tasks = []
         if self._pipeline_task is not None and self.pipeline is not None:
-            await self.pipeline.close()
+            task = self._pipeline_task
             try:
-                await asyncio.wait_for(self._pipeline_task, timeout=PIPELINE_DRAIN_TIMEOUT_S)
+                if not task.done():  # a dead pipeline would never take the close marker
+                    await asyncio.wait_for(self.pipeline.close(), PIPELINE_DRAIN_TIMEOUT_S)
+                await asyncio.wait_for(task, timeout=PIPELINE_DRAIN_TIMEOUT_S)
             except TimeoutError:
                 log.error("pipeline did not drain in %s s; stopped", PIPELINE_DRAIN_TIMEOUT_S)
+                task.cancel()
+            except Exception:
+                log.exception("the pipeline had stopped with an error")
             self._pipeline_task = None
         if self.carbon is not None:
             await self.carbon.flush()

@@ -77,18 +77,17 @@ def test_monthly_allocation_is_provisional_in_an_open_month() -> None:
     np.testing.assert_allclose(full.contract_kwh, 1.0)
 
 
-def test_an_open_month_offers_only_its_elapsed_share() -> None:
-    """A live month is not front-loaded: after a day of June's 30, 1/30 of the volume
-    (and of a certificate batch) is on offer; once June is over, all of it."""
+def test_a_partial_month_offers_only_its_share() -> None:
+    """A live month (or one whose data began mid-month) is not front-loaded: with a day
+    of June's 30, 1/30 of the volume (and of a certificate batch) is on offer; with all
+    of June, all of it."""
     c = ContractVolumes("gt", {"2026-06": 720.0})
     day = _hours(JUNE_START_S, 24)
-    early = allocate_instruments(
-        day, np.full(24, 10.0), [c], [_gec("g", 3)], SH, until_s=JUNE_START_S + 24 * 3600
-    )
+    early = allocate_instruments(day, np.full(24, 10.0), [c], [_gec("g", 3)], SH, by_coverage=True)
     np.testing.assert_allclose(early.contract_kwh, 1.0)  # 24 kWh over 24 hours
     assert early.gec_kwh.sum() == pytest.approx(3000.0 / 30)
     month = _hours(JUNE_START_S, 720)
-    done = allocate_instruments(month, np.full(720, 10.0), [c], [], SH, until_s=JULY_START_S + 7)
+    done = allocate_instruments(month, np.full(720, 10.0), [c], [], SH, by_coverage=True)
     np.testing.assert_allclose(done.contract_kwh, 1.0)
 
 

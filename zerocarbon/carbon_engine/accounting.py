@@ -213,7 +213,7 @@ class SiteAccounting:
             self.contracts,
             self.certificates,
             self.zone,
-            until_s=int(hours.max() + 1) * HOUR_S if hours.size else None,
+            by_coverage=True,
         )
         res = balance.balance_site_hours(
             imp,

@@ -181,7 +181,7 @@ def allocate_instruments(
     contracts: Sequence[ContractVolumes],
     certificates: Sequence[CertificateBatch],
     tz: ZoneInfo | str = "UTC",
-    until_s: int | None = None,
+    by_coverage: bool = False,
 ) -> Allocation:
     """Cover the grid import of the given hours with contracts, then certificates.
 
@@ -204,13 +204,13 @@ def allocate_instruments(
     tz : ZoneInfo or str, default "UTC"
         Time zone whose calendar months the monthly volumes and certificates refer to: pass
         the site's (``site.site.timezone``).
-    until_s : int, optional
-        End of the data, POSIX time [s]. A month not over by then offers only the share
-        of its monthly volumes and certificates that its elapsed hours are of all its
-        hours (volume x elapsed / month), so the rows of an open month are never
-        front-loaded (the whole volume on its first hours); they converge on the
-        month's pro-rata allocation as it fills, and equal it once it has ended.
-        None: every month is treated as over.
+    by_coverage : bool, default False
+        Offer a month's monthly volumes and certificates only in the share its given
+        hours are of all its hours (volume x hours given / hours of the month). A live
+        month (or one whose data began mid-month) is then never front-loaded with the
+        whole volume on its first hours; the allocation converges on the month's pro
+        rata as the month fills and equals it once every hour is there. False: the
+        given hours are the whole month.
 
     Returns
     -------
@@ -268,9 +268,10 @@ def allocate_instruments(
         book(c.id, "contract_hourly", float(volume.sum()), alloc)
 
     def elapsed(start: int, end: int) -> float:
-        if until_s is None:
+        if not by_coverage:
             return 1.0
-        return min(max(until_s - start, 0), end - start) / (end - start)
+        given = int(np.count_nonzero((hours >= start) & (hours < end)))
+        return min(given * HOUR_S / (end - start), 1.0)
 
     for c in contracts:
         if c.is_hourly:

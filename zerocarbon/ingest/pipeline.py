@@ -43,6 +43,7 @@ class PipelineStats:
     batches: int = 0
     sink_failures: int = 0
     queue_full_waits: int = 0
+    admission_failures: int = 0  # batches delivered unchecked after an admission error
 
 
 class Pipeline:
@@ -87,7 +88,11 @@ class Pipeline:
             if parts:
                 batch = ReadingBatch.concat(parts)
                 if self.admission is not None:
-                    batch = self.admission.admit(batch)
+                    try:
+                        batch = self.admission.admit(batch)
+                    except Exception:  # a bug there must not stop the pipeline
+                        self.stats.admission_failures += 1
+                        log.exception("admission failed on a batch of %d readings", len(batch))
                 if len(batch):
                     await self._deliver(batch)
             if closing:
