@@ -3,9 +3,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from typing import Any
 from urllib.parse import urlparse
 
 import aiomqtt
+import pytest
 
 from zerocarbon.batch import Reading, ReadingBatch, SeriesRegistry
 from zerocarbon.clock import SystemClock
@@ -162,3 +164,43 @@ async def test_extreme_timestamps_cost_one_message_and_admission_drops_the_rest(
     assert "line_a" in collector.stats.last_error
     assert [r.value for r in received if r.device == "line_a"] == [4242.5]
     assert admission.stats.by_device["line_a"].out_of_window == 2
+
+
+async def test_stop_is_not_lost_when_disconnect_fails(
+    mqtt_url: str, demo_site: SiteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiomqtt raises MqttError ("Operation timed out") from its disconnect when the
+    broker does not confirm it in time (seen under load at shutdown); raised while the
+    collector's cancellation unwinds, it replaces the CancelledError. That must not turn
+    the stop into a reconnect (seen as a shutdown that never ended). The slow broker is
+    the one thing faked here: the disconnect's failure is injected into aiomqtt."""
+    assert demo_site.mqtt is not None
+    registry = SeriesRegistry.for_site(demo_site)
+    real_aexit = aiomqtt.Client.__aexit__
+
+    async def slow_disconnect(
+        self: aiomqtt.Client, exc_type: Any, exc: Any, tb: Any
+    ) -> None:
+        await real_aexit(self, exc_type, exc, tb)
+        if exc_type is asyncio.CancelledError:
+            raise aiomqtt.MqttError("Operation timed out")
+
+    monkeypatch.setattr(aiomqtt.Client, "__aexit__", slow_disconnect)
+
+    async def sink(batch: ReadingBatch) -> None:
+        pass
+
+    collector = MqttCollector(
+        demo_site.mqtt, demo_site.mqtt_devices, SystemClock(), sink, registry, url=mqtt_url
+    )
+    task = asyncio.create_task(collector.run())
+    try:
+        async with asyncio.timeout(10):
+            await collector.subscribed.wait()
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert task in done and task.cancelled()
+        assert collector.stats.connections == 1  # no reconnect after the stop
+    finally:
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)  # never hangs, even if the stop were lost

@@ -48,6 +48,7 @@ class MqttCollector:
         *,
         url: str | None = None,
         max_backoff_s: float = 10.0,
+        timeout_s: float = 10.0,
     ) -> None:
         self._config = config if url is None else config.model_copy(update={"url": url})
         self._by_topic = {d.topic: d for d in devices}
@@ -56,6 +57,7 @@ class MqttCollector:
         self._clock = clock
         self._sink = sink
         self._max_backoff_s = max_backoff_s
+        self._timeout_s = timeout_s  # for each broker operation (subscribe, disconnect)
         self.stats = MqttStats()
         self.subscribed = asyncio.Event()
 
@@ -66,6 +68,11 @@ class MqttCollector:
             try:
                 await self._session()
             except aiomqtt.MqttError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # aiomqtt's disconnect can time out while a cancellation unwinds and
+                    # raise MqttError in its place: the stop request must still win
+                    raise asyncio.CancelledError from exc
                 self.stats.connection_failures += 1
                 self.stats.connected = False
                 self.subscribed.clear()
@@ -81,7 +88,11 @@ class MqttCollector:
     async def _session(self) -> None:
         cfg = self._config
         async with aiomqtt.Client(
-            cfg.host, port=cfg.port, identifier=cfg.client_id, clean_session=cfg.client_id is None
+            cfg.host,
+            port=cfg.port,
+            identifier=cfg.client_id,
+            clean_session=cfg.client_id is None,
+            timeout=self._timeout_s,
         ) as client:
             self.stats.connections += 1
             self.stats.connected = True
