@@ -35,6 +35,7 @@ from zerocarbon.settings import Settings
 from zerocarbon.storage.database import create_schema, ensure_database, open_pool, register_site
 from zerocarbon.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from zerocarbon.storage.writer import ReadingWriter
+from zerocarbon.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +214,7 @@ class EnergyCenter:
 
     async def stop(self) -> None:
         """Stop collection, drain the pipeline, write the last hours, close everything."""
-        for task in self._collector_tasks:
-            task.cancel()
-        await asyncio.gather(*self._collector_tasks, return_exceptions=True)
+        await cancel_and_wait(self._collector_tasks)
         self._collector_tasks = []
         if self._pipeline_task is not None and self.pipeline is not None:
             task = self._pipeline_task

@@ -160,11 +160,6 @@ class MqttPublisher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let the broker take the simulator down
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # an error raised while a cancellation unwound (aiomqtt's disconnect
-                    # timing out) must not turn a stop into a reconnect
-                    raise asyncio.CancelledError from exc
                 while isinstance(exc, ExceptionGroup) and exc.exceptions:
                     exc = exc.exceptions[0]
                 self.stats.failures += 1

@@ -37,6 +37,7 @@ from zerocarbon.simulators.modbus_server import ModbusTcpServer
 from zerocarbon.simulators.mqtt_publisher import MqttPublisher
 from zerocarbon.simulators.plant import PlantModel
 from zerocarbon.simulators.register_bank import RegisterBank
+from zerocarbon.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +158,8 @@ class PlantSimulator:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task, result in zip(
-            tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True
-        ):
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+        for task, result in zip(tasks, await cancel_and_wait(tasks), strict=True):
+            if result is not None:
                 log.error("simulator task %s had failed: %r", task.get_name(), result)
         await self._close_servers()
         self.sync()
