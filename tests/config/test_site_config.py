@@ -98,3 +98,17 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
     bad.write_text("[site\nname=1")
     with pytest.raises(SiteConfigError, match="bad.toml: invalid TOML"):
         load_site(bad)
+
+
+def test_example_hourly_files_load_with_the_demo_site() -> None:
+    """The examples an integrator copies: the hourly grid factors and an hourly PPA."""
+    from zerocarbon.carbon_engine.factors import site_factor_errors
+    from zerocarbon.carbon_engine.instruments import load_contract_volumes
+
+    data = _demo()
+    data["grid"]["hourly_factors_csv"] = "grid-hourly-factors.csv"
+    data["green_power"] = [{"id": "ppa", "hourly_csv": "ppa-hourly.csv"}]
+    site = parse_site(data, "demo-site.toml", DEMO_SITE.parent)
+    assert site_factor_errors(site) == []
+    (ppa,) = load_contract_volumes(site)
+    assert ppa.hourly_kwh is not None and ppa.hourly_kwh.sum() == 8 * 120.0 + 16 * 40.0
