@@ -169,6 +169,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--slice", type=int, default=200_000, help="readings for the speed-up")
+    parser.add_argument(
+        "--hour-close-hours",
+        type=int,
+        default=3,
+        help="hours for the hour-close latency on a real database (bench/hour_close.py; "
+        "ZEROCARBON_DATABASE_URL or an embedded server); 0 skips it",
+    )
     args = parser.parse_args()
 
     site = make_site(args.devices)
@@ -221,6 +228,14 @@ def main() -> None:
         f"({m / statistics.median(kernel_s) / 1e6:.2f} vs "
         f"{m / statistics.median(ref_s) / 1e6:.2f} M readings/s)"
     )
+    if args.hour_close_hours > 0:
+        import hour_close  # bench/hour_close.py, beside this file
+
+        latencies = hour_close.measure(hours=args.hour_close_hours)
+        print(
+            f"hour close -> carbon row stored: median {statistics.median(latencies):.2f} s, "
+            f"max {max(latencies):.2f} s over {len(latencies)} hours (bench/hour_close.py)"
+        )
     print(
         json.dumps(
             {

@@ -147,12 +147,7 @@ async def run(url: str, n_devices: int, hours: int, rate: float) -> list[float]:
     return latencies
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=200)
-    parser.add_argument("--hours", type=int, default=5)
-    parser.add_argument("--rate", type=float, default=1.0, help="simulated s per real s")
-    args = parser.parse_args()
+async def _measure(devices: int, hours: int, rate: float) -> list[float]:
     server_url = os.environ.get("ZEROCARBON_DATABASE_URL")
     embedded = None
     if not server_url:
@@ -161,11 +156,25 @@ async def main() -> None:
     name = f"zc_bench_{secrets.token_hex(3)}"
     try:
         url = await ensure_database(server_url, name)
-        latencies = await run(url, args.devices, args.hours, args.rate)
+        return await run(url, devices, hours, rate)
     finally:
         await drop_database(server_url, name)
         if embedded is not None:
             embedded.stop()
+
+
+def measure(devices: int = 200, hours: int = 5, rate: float = 1.0) -> list[float]:
+    """Latencies [s] of ``hours`` hour closes (for other benchmarks to report)."""
+    return asyncio.run(_measure(devices, hours, rate))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--hours", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=1.0, help="simulated s per real s")
+    args = parser.parse_args()
+    latencies = await _measure(args.devices, args.hours, args.rate)
     print(
         f"hour close -> row stored: median {statistics.median(latencies):.2f} s, "
         f"max {max(latencies):.2f} s over {len(latencies)} hours ({args.devices} devices)"
