@@ -3,16 +3,18 @@
 Input: ``--devices`` MQTT devices polled about once a second (energy counters on a
 uint32 x 0.01 kWh register, a few % power-only gauges), ``--readings`` readings in
 arrival order: tick by tick, every device once per tick, as collectors deliver them.
-Fed batch by batch (``--batch`` readings) to ``CarbonEngine.ingest`` (falls back to the
-kernel :func:`~zerocarbon.carbon_engine.stream.stream_readings` driven the way the engine
-drives it, when the engine does not import).
+Fed batch by batch (``--batch`` readings) to ``CarbonEngine.ingest``.
 
 Ceiling: one bare numpy pass over the same input in the same run (a sum over each of the
 arrays series, ts_us, value). Prints the medians over ``--repeat`` runs, the kernel's
-speed-up over the numpy reference on a slice, and last one JSON line:
+speed-up over its numpy reference on a slice (both driven the way the engine drives
+the kernel), the time from an hour closing to its carbon row being stored
+(``bench/hour_close.py``, on ``ZEROCARBON_DATABASE_URL`` or an embedded server), and
+last one JSON line:
 ``{"metric": "readings_per_s", "value": ..., "ceiling": ..., "ratio": ...}``.
 
     python bench/engine.py [--readings 10000000] [--devices 1000] [--repeat 5]
+                           [--hour-close-hours 3]
 """
 
 from __future__ import annotations
@@ -138,12 +140,8 @@ class KernelDriver:
 
 
 def engine_factory(site: SiteConfig, registry: SeriesRegistry) -> tuple[str, Callable[[], Any]]:
-    try:
-        from zerocarbon.carbon_engine.engine import CarbonEngine
-    except ImportError as exc:
-        return f"kernel driven directly (engine does not import: {exc})", lambda: KernelDriver(
-            site, registry
-        )
+    from zerocarbon.carbon_engine.engine import CarbonEngine
+
     return "CarbonEngine.ingest", lambda: CarbonEngine(site, registry)
 
 
