@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from zerocarbon import __version__
 from zerocarbon.api.docs import add_offline_docs, offline_docs_assets
+from zerocarbon.api.errors import add_error_handling
 from zerocarbon.api.live import KEEPALIVE_S, LiveStreams
 from zerocarbon.api.routes import carbon, devices, energy, health, lines, live, status
 from zerocarbon.dashboards.page import add_dashboard
@@ -126,4 +127,5 @@ def create_app(
     for module in (health, devices, carbon, energy, lines, live, status):
         app.include_router(module.router)
     add_dashboard(app)
+    add_error_handling(app)
     return app
