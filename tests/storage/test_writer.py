@@ -30,7 +30,7 @@ async def test_copy_and_latest_values(
         readings.append(Reading(T0, "battery", "state_of_charge_pct", 55.0, Quality.ESTIMATED))
         await writer.write_batch(ReadingBatch.from_readings(readings, series))
         # an older reading must not replace the latest value
-        older = [Reading(T0, "grid_meter", "energy_import_kwh", 1.0)]
+        older = [Reading(T0 - timedelta(seconds=1), "grid_meter", "energy_import_kwh", 1.0)]
         await writer.write_batch(ReadingBatch.from_readings(older, series))
     finally:
         await pool.close()
@@ -161,7 +161,11 @@ async def test_pending_rows_are_bounded_oldest_dropped_first(
     try:
         for k in range(3):
             await writer.write_batch(
-                ReadingBatch.of([power] * 3, [t] * 3, [3 * k, 3 * k + 1, 3 * k + 2])
+                ReadingBatch.of(
+                    [power] * 3,
+                    [t + 3 * k, t + 3 * k + 1, t + 3 * k + 2],  # one microsecond apart
+                    [3 * k, 3 * k + 1, 3 * k + 2],
+                )
             )
     finally:
         await pg_conn.execute("ALTER TABLE readings_away RENAME TO readings")
@@ -192,3 +196,76 @@ async def test_devices_dropped_from_the_site_are_marked_inactive(
     assert rows["line_b"] is False and rows["line_a"] is True
     await register_site(pg_conn, demo_site)  # back in the file: active again
     assert await pg_conn.fetchval("SELECT active FROM devices WHERE key = 'line_b'") is True
+
+
+async def test_a_reading_delivered_twice_is_stored_once(
+    pg_url: str, pg_conn: asyncpg.Connection, demo_site: SiteConfig
+) -> None:
+    """Redelivery (QoS 1), replay or a collector restart: the same readings again, alone,
+    mixed with new ones, or twice in one batch, are stored once; the rest is counted."""
+    registry = await register_site(pg_conn, demo_site)
+    series = SeriesRegistry.for_site(demo_site)
+
+    def grid(seconds: range) -> ReadingBatch:
+        return ReadingBatch.from_readings(
+            [
+                Reading(T0 + timedelta(seconds=i), "grid_meter", "energy_import_kwh", 10.0 + i)
+                for i in seconds
+            ],
+            series,
+        )
+
+    pool = await open_pool(pg_url)
+    try:
+        writer = ReadingWriter(pool, registry, series)
+        await writer.write_batch(grid(range(0, 50)))  # new: the COPY path
+        await writer.write_batch(grid(range(0, 50)))  # all again
+        await writer.write_batch(grid(range(25, 75)))  # half again, half new
+        twice = ReadingBatch.concat([grid(range(75, 80)), grid(range(75, 80))])
+        await writer.write_batch(twice)  # the same reading twice in one batch
+    finally:
+        await pool.close()
+    stored = await pg_conn.fetch("SELECT ts, value FROM readings ORDER BY ts")
+    assert [r["ts"] for r in stored] == [T0 + timedelta(seconds=i) for i in range(80)]
+    assert [r["value"] for r in stored] == [10.0 + i for i in range(80)]
+    assert writer.stats.rows_written == 80
+    assert writer.stats.duplicates_skipped == 50 + 25 + 5
+    assert writer.stats.replayed_batches == 3
+    assert writer.stats.failures == 0
+
+
+async def test_upgrade_keeps_one_of_each_duplicate(pg_server_url: str) -> None:
+    """A version-2 database (readings stored twice, no unique index) upgraded to 3:
+    one row per (series, time) is kept and the unique index is in place."""
+    import secrets
+
+    from zerocarbon.storage.database import create_schema, drop_database, ensure_database
+
+    name = f"zc_upgrade_{secrets.token_hex(3)}"
+    url = await ensure_database(pg_server_url, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """CREATE TABLE schema_info (version integer NOT NULL);
+               INSERT INTO schema_info VALUES (2);
+               CREATE TABLE readings (ts timestamptz NOT NULL, device_id smallint NOT NULL,
+                   metric_id smallint NOT NULL, value double precision NOT NULL,
+                   quality smallint NOT NULL DEFAULT 0);
+               CREATE INDEX readings_series_ts ON readings (device_id, metric_id, ts);
+               INSERT INTO readings VALUES ('2026-06-21T00:00Z', 1, 2, 5.0, 0),
+                   ('2026-06-21T00:00Z', 1, 2, 5.0, 0), ('2026-06-21T00:01Z', 1, 2, 6.0, 0)"""
+        )
+        await create_schema(conn)
+        assert await conn.fetchval("SELECT count(*) FROM readings") == 2
+        assert await conn.fetchval("SELECT max(version) FROM schema_info") == 3
+        indexes = await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'readings'")
+        assert {r["indexname"] for r in indexes} == {"readings_series_ts_key"}
+        with_dup = "INSERT INTO readings VALUES ('2026-06-21T00:01Z', 1, 2, 6.0, 0)"
+        try:
+            await conn.execute(with_dup)
+            raise AssertionError("the unique index let a duplicate in")
+        except asyncpg.UniqueViolationError:
+            pass
+    finally:
+        await conn.close()
+        await drop_database(pg_server_url, name)

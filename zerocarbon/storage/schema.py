@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from zerocarbon.rows import ROW_TABLES, sql_columns
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # primary keys of the hourly tables (their columns are the row types' fields)
 ROW_KEYS: dict[str, tuple[str, ...]] = {
@@ -55,6 +55,14 @@ BEGIN
     IF v < 2 THEN
       DROP TABLE IF EXISTS hourly_energy, hourly_carbon;
       EXECUTE 'UPDATE schema_info SET version = 2';
+      v := 2;
+    END IF;
+    IF v < 3 THEN
+      -- readings stored twice before ingest was idempotent: keep one of each
+      EXECUTE 'DELETE FROM readings a USING readings b WHERE a.ctid < b.ctid '
+              'AND a.device_id = b.device_id AND a.metric_id = b.metric_id AND a.ts = b.ts';
+      EXECUTE 'DROP INDEX IF EXISTS readings_series_ts';
+      EXECUTE 'UPDATE schema_info SET version = 3';
     END IF;
   END IF;
 END $$;
@@ -95,7 +103,8 @@ CREATE TABLE IF NOT EXISTS readings (
     value double precision NOT NULL,
     quality smallint NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS readings_series_ts ON readings (device_id, metric_id, ts);
+-- one row per (series, time): a reading delivered twice is stored once
+CREATE UNIQUE INDEX IF NOT EXISTS readings_series_ts_key ON readings (device_id, metric_id, ts);
 
 CREATE TABLE IF NOT EXISTS latest_values (
     device_id smallint NOT NULL,

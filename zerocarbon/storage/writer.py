@@ -8,6 +8,13 @@ turns the arrays into PostgreSQL's binary COPY format in one vectorised pass. Th
 newest row per series (found with a sort, not a loop over readings) updates
 ``latest_values`` in the same transaction.
 
+Ingest is idempotent: ``readings`` is unique on (device, metric, ts). A batch of new
+rows is one binary COPY; when the unique index refuses it (some rows were stored
+before: an MQTT QoS 1 redelivery, a replay, a collector restart), the batch goes
+through a session-local staging table and ``INSERT ... ON CONFLICT DO NOTHING``, so
+each reading is stored once and the skipped ones are counted (``bench/ingest.py``
+measures both paths).
+
 When the database is unavailable the rows are kept in memory (bounded by
 ``max_pending_rows``, oldest dropped first and counted) and written with the next
 batch. An on-disk spool that survives restarts is future work (see
@@ -37,6 +44,16 @@ __all__ = ["READING_COLUMNS", "ReadingWriter", "WriterStats", "latest_rows"]
 MIN_TS_US = -62_135_596_800_000_000
 MAX_TS_US = 253_402_300_799_999_999
 
+_STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS readings_in (LIKE readings INCLUDING DEFAULTS)
+ON COMMIT DELETE ROWS
+"""
+_INSERT_NEW = f"""
+INSERT INTO readings ({", ".join(READING_COLUMNS)})
+SELECT {", ".join(READING_COLUMNS)} FROM readings_in
+ON CONFLICT (device_id, metric_id, ts) DO NOTHING
+"""
+
 _UPSERT_LATEST = """
 INSERT INTO latest_values (ts, device_id, metric_id, value, quality)
 SELECT * FROM unnest($1::timestamptz[], $2::int2[], $3::int2[], $4::float8[], $5::int2[])
@@ -54,6 +71,8 @@ class WriterStats:
     rows_dropped: int = 0  # pending rows dropped while the database was unavailable
     unknown_series: int = 0  # series without a devices/metrics row
     out_of_range: int = 0  # times outside 0001..9999 (admission normally drops them first)
+    duplicates_skipped: int = 0  # readings already stored (redelivered, replayed)
+    replayed_batches: int = 0  # batches that took the insert-only-new path
 
 
 def latest_rows(series: NDArray[np.int32], ts_us: NDArray[np.int64]) -> NDArray[np.intp]:
@@ -118,12 +137,12 @@ class ReadingWriter:
         rows = ReadingBatch.concat(self._pending)
         self._pending = [rows]  # concatenated once, also for the retry
         try:
-            await self._write(rows)
+            inserted = await self._write(rows)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             self.stats.failures += 1
             log.warning("writing %d readings failed (%s); kept for retry", len(rows), exc)
             return
-        self.stats.rows_written += len(rows)
+        self.stats.rows_written += inserted
         self.stats.batches_written += 1
         self._pending = []
         self._pending_rows = 0
@@ -162,7 +181,11 @@ class ReadingWriter:
             return f"device {device!r} metric {metric!r}"
         return f"series id {series_id}"
 
-    async def _write(self, rows: ReadingBatch) -> None:
+    async def _write(self, rows: ReadingBatch) -> int:
+        """Store ``rows`` once each; returns how many were new. Binary COPY straight into
+        ``readings`` is the path taken; only when the unique index refuses it (some rows
+        are already stored) is the batch inserted through a staging table, skipping what
+        exists (``ON CONFLICT DO NOTHING``); see ``bench/ingest.py`` for the rates."""
         device_id = self._device_of[rows.series]
         metric_id = self._metric_of[rows.series]
         data = encode_readings(rows.ts_us, device_id, metric_id, rows.value, rows.quality)
@@ -175,7 +198,25 @@ class ReadingWriter:
             rows.quality[newest].tolist(),
         )
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.copy_to_table(
-                "readings", source=data, columns=READING_COLUMNS, format="binary"
-            )
+            try:
+                async with conn.transaction():  # a savepoint: the fast path may fail
+                    await conn.copy_to_table(
+                        "readings", source=data, columns=READING_COLUMNS, format="binary"
+                    )
+                inserted = len(rows)
+            except asyncpg.UniqueViolationError:
+                inserted = await self._insert_new(conn, data)
+                self.stats.replayed_batches += 1
             await conn.execute(_UPSERT_LATEST, *latest)
+        self.stats.duplicates_skipped += len(rows) - inserted
+        return inserted
+
+    async def _insert_new(self, conn: asyncpg.Connection, data: bytearray) -> int:
+        """The slow path of a batch holding readings already stored (a redelivery or a
+        replay): COPY into a session-local staging table, then insert only the new rows."""
+        await conn.execute(_STAGING_DDL)
+        await conn.copy_to_table(
+            "readings_in", source=data, columns=READING_COLUMNS, format="binary"
+        )
+        status = await conn.execute(_INSERT_NEW)
+        return int(status.split()[-1])  # "INSERT 0 <rows>"
