@@ -32,7 +32,9 @@ from zerocarbon.config import SiteConfig
 from zerocarbon.metering.metrics import METRICS, METRICS_BY_ID, METRICS_BY_NAME, Metric
 
 __all__ = [
+    "MAX_TS_US",
     "METRIC_SLOTS",
+    "MIN_TS_US",
     "BatchBuilder",
     "Quality",
     "Reading",
@@ -45,6 +47,10 @@ __all__ = [
 
 METRIC_SLOTS = 64  # series ids reserved per device; metric ids are < this
 US_PER_S = 1_000_000
+# The instants a Python datetime holds (and the API can show):
+# 0001-01-01T00:00Z .. 9999-12-31T23:59:59.999999Z as POSIX microseconds [us].
+MIN_TS_US = -62_135_596_800_000_000
+MAX_TS_US = 253_402_300_799_999_999
 
 
 class Quality(IntEnum):
@@ -104,6 +110,8 @@ class SeriesRegistry:
         ids = np.arange(self.size, dtype=np.int32)
         self.device_index_of: NDArray[np.int32] = ids // METRIC_SLOTS  # per series id
         self.metric_id_of: NDArray[np.int16] = (ids % METRIC_SLOTS).astype(np.int16)
+        self._known_slot = np.zeros(METRIC_SLOTS, dtype=np.bool_)  # slots that are metrics
+        self._known_slot[[m.id for m in METRICS]] = True
 
     @classmethod
     def for_site(cls, site: SiteConfig) -> SeriesRegistry:
@@ -131,17 +139,11 @@ class SeriesRegistry:
             raise UnknownSeriesError(f"series id {series_id} is not in this registry")
         return METRICS_BY_ID[series_id % METRIC_SLOTS]
 
-    def series_of_device(self, device: str) -> list[int]:
-        base = self._index[device] * METRIC_SLOTS
-        return [base + m.id for m in METRICS]
-
     def is_valid(self, series: NDArray[np.int32]) -> NDArray[np.bool_]:
         """Which ids name a metric of a device of this site."""
-        known = np.zeros(METRIC_SLOTS, dtype=np.bool_)
-        known[[m.id for m in METRICS]] = True
         ok = (series >= 0) & (series < self.size)
         out = np.zeros(series.shape, dtype=np.bool_)
-        out[ok] = known[series[ok] % METRIC_SLOTS]
+        out[ok] = self._known_slot[series[ok] % METRIC_SLOTS]
         return out
 
 

@@ -62,8 +62,10 @@ class CarbonService:
         self.last_flush_at: datetime | None = None
         self.flush_failures = 0
         self.recomputes = 0
-        # hourly carbon and line rows as last written, by hour (and line)
-        self._written: dict[datetime | tuple[datetime, str], HourlyCarbon | HourlyLine] = {}
+        # rows as last written: a month's allocations recompute all its hours, and only
+        # the rows that changed are written again
+        self._written_carbon: dict[datetime, HourlyCarbon] = {}
+        self._written_lines: dict[tuple[datetime, str], HourlyLine] = {}
 
     async def warm_up(self) -> None:
         """Compile (or load from numba's cache) every kernel before collection starts."""
@@ -135,31 +137,31 @@ class CarbonService:
                     await self._recompute_late(conn)
                 hours = sorted(self._dirty)
                 results: HourlyResults = await asyncio.to_thread(self.engine.results, hours)
-                # a month's allocations recompute all its hours: write only what changed
-                carbon = [r for r in results.carbon if self._written.get(r.hour_start) != r]
-                lines = [r for r in results.lines if self._written.get((r.hour_start, r.line)) != r]
+                carbon = [r for r in results.carbon if self._written_carbon.get(r.hour_start) != r]
+                lines = [
+                    r for r in results.lines if self._written_lines.get((r.hour_start, r.line)) != r
+                ]
                 await upsert_hourly(conn, self._registry, carbon, results.energy, lines)
         except _DB_ERRORS as exc:
             self.flush_failures += 1
             log.warning("writing hourly rows failed (%s); will retry", exc)
             return
-        for row in carbon:
-            self._written[row.hour_start] = row
-        for line_row in lines:
-            self._written[(line_row.hour_start, line_row.line)] = line_row
-        held = self.engine.hours()
-        if held and len(self._written) > 4 * len(held) * (1 + len(self.engine.site.line_ids())):
-            oldest = datetime.fromtimestamp(held[0], UTC)
-            self._written = {
-                k: v
-                for k, v in self._written.items()
-                if (k[0] if isinstance(k, tuple) else k) >= oldest
-            }
+        self._written_carbon.update((r.hour_start, r) for r in carbon)
+        self._written_lines.update(((r.hour_start, r.line), r) for r in lines)
+        self._forget_written_before(self.engine.hours())
         self.upserts += len(carbon)
         if hours:
             self.last_hour_start_s = hours[-1]
         self.last_flush_at = datetime.now(UTC)
         self._dirty.clear()
+
+    def _forget_written_before(self, held_hours_s: list[int]) -> None:
+        """Drop the remembered rows of hours the engine no longer holds."""
+        if not held_hours_s or len(self._written_carbon) <= len(held_hours_s):
+            return
+        oldest = datetime.fromtimestamp(held_hours_s[0], UTC)
+        self._written_carbon = {h: r for h, r in self._written_carbon.items() if h >= oldest}
+        self._written_lines = {k: r for k, r in self._written_lines.items() if k[0] >= oldest}
 
 
 Fetch = Callable[[int, int, int], Awaitable[tuple[NDArray[np.int64], NDArray[np.float64]]]]

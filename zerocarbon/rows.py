@@ -89,7 +89,7 @@ class HourlyLine:
     kwh_per_unit: float | None  # EnPI; None without output
     scope2_location_kg: float  # the site's hour allocated by the line's share of load
     scope2_market_kg: float
-    kg_per_unit: float | None  # location-based kg CO2 per unit of product
+    kg_per_unit: float | None  # (its fuels' Scope 1 + location-based Scope 2) per unit
     estimated_share: float
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from zerocarbon.batch import ReadingBatch, SeriesRegistry
 from zerocarbon.carbon_engine.engine import CarbonEngine
-from zerocarbon.config import SiteConfig, parse_site
+from zerocarbon.config import DeviceRole, SiteConfig, parse_site
 
 H_S = 1_782_000_000 - 1_782_000_000 % 3600  # an hour start [s]
 US = 1_000_000
@@ -141,10 +141,8 @@ def test_far_future_reading_never_grows_state() -> None:
     far = ReadingBatch.of(
         [reg.id("pv", "active_power_kw")] * 2, [0, 4_070_908_800 * US], [1.0, 1.0]
     )
-    result = engine.ingest(far, now_s=H_S + 7200.0)
-    assert result.changed_hours_s == [] and engine.stats.out_of_window == 2
-    # fed without a window, the work is still bounded by the ring and the arrays
-    # never grow
+    # the pipeline's admission drops such readings; fed to the engine all the same, the
+    # work is bounded by the ring and the arrays never grow
     engine.ingest(far)
     assert engine.energy.nbytes == before
     assert engine.stats.expired >= 1
@@ -161,3 +159,34 @@ def test_two_grid_connections_add_up() -> None:
     )
     res = engine.results(_feed(engine, reg, rows))
     assert res.carbon[0].grid_import_kwh == pytest.approx(300.0 + 60.0)
+
+
+def test_a_lines_fuel_is_in_its_carbon_per_unit() -> None:
+    base = _site()
+    oven = base.devices[2].model_copy(
+        update={
+            "id": "oven_gas",
+            "role": DeviceRole.FUEL,
+            "fuel": "natural_gas",
+            "parent": None,
+            "topic": "t/oven",
+            "fields": {"v": "gas_volume_nm3"},
+            "rated_power_kw": None,
+        }
+    )
+    site = base.model_copy(update={"devices": (*base.devices, oven)})
+    reg = SeriesRegistry.for_site(site)
+    engine = CarbonEngine(site, reg)
+    rows = (
+        _minutes("grid", "energy_import_kwh", 0.0, 5.0, 61)
+        + _minutes("line_a", "energy_import_kwh", 0.0, 5.0, 61)  # all the load
+        + _minutes("out_a", "production_count_units", 0.0, 1.0, 61)  # 60 units
+        + _minutes("oven_gas", "gas_volume_nm3", 0.0, 0.1, 61)  # 6 Nm3
+    )
+    res = engine.results(_feed(engine, reg, sorted(rows, key=lambda r: r[2])))
+    hour = res.carbon[0]
+    line = next(r for r in res.lines if r.line == "a")
+    assert hour.scope1_kg == pytest.approx(6.0 * 2.162188809, rel=1e-9)
+    assert line.kg_per_unit == pytest.approx(
+        (hour.scope1_kg + hour.scope2_location_kg) / 60.0, rel=1e-9
+    )

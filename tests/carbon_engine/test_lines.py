@@ -5,22 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zerocarbon.carbon_engine.lines import (
-    LINE_COLUMNS,
-    line_hours,
-    line_members,
-    line_totals,
-    sum_by_line,
-)
+from zerocarbon.carbon_engine.lines import LINE_COLUMNS, line_hours, line_members
 from zerocarbon.config import parse_site
-
-
-def test_sum_by_line() -> None:
-    meters = np.array([[1.0, 2.0], [3.0, 4.0], [10.0, 10.0]])
-    out = sum_by_line(meters, np.array([0, 0, -1]), 2)
-    np.testing.assert_array_equal(out, [[4.0, 6.0], [0.0, 0.0]])
-    with pytest.raises(ValueError, match="beyond n_lines"):
-        sum_by_line(meters, np.array([0, 1, 2]), 2)
 
 
 def test_one_line_by_hand() -> None:
@@ -55,21 +41,6 @@ def test_lines_add_up_to_the_site_when_submeters_cover_the_load() -> None:
     np.testing.assert_allclose(r["scope2_location_kg"].sum(axis=0), loc)
     np.testing.assert_allclose(r["scope2_market_kg"].sum(axis=0), mkt)
     np.testing.assert_allclose(r["load_share"].sum(axis=0), 1.0)
-
-
-def test_totals_are_ratios_of_sums() -> None:
-    r = line_hours(
-        np.array([[10.0, 30.0]]),
-        np.array([[1.0, 9.0]]),
-        np.array([10.0, 30.0]),
-        np.array([5.0, 15.0]),
-        np.array([1.0, 3.0]),
-    )
-    t = line_totals(r)
-    assert t["energy_kwh"].tolist() == [40.0] and t["units"].tolist() == [10.0]
-    assert t["kwh_per_unit"].tolist() == [4.0]  # not the mean of 10 and 3.33
-    assert t["kg_per_unit_location"].tolist() == [2.0]
-    assert t["kg_per_unit_market"].tolist() == [0.4]
 
 
 def test_shapes_must_match() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from fastapi import HTTPException
 
@@ -19,6 +20,20 @@ HOUR = timedelta(hours=1)
 DEFAULT_SPAN = timedelta(hours=24)  # hourly rows returned without start and end
 MAX_SPAN = timedelta(days=31)  # most hourly rows per request
 PERIOD_NAMES = {Period.daily: "days", Period.monthly: "months", Period.yearly: "years"}
+
+# the 422 answers of the routes' OpenAPI descriptions
+HOURLY_RANGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    UNPROCESSABLE: {
+        "description": f"Not ISO 8601, start >= end, or a span over {MAX_SPAN.days} days"
+    }
+}
+ROLLUP_RANGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    UNPROCESSABLE: {
+        "description": "A period other than daily, monthly, yearly; a start or end that "
+        "is not YYYY-MM-DD; start >= end; or more periods than "
+        + ", ".join(f"{MAX_PERIODS[p]} for {p.value}" for p in Period)
+    }
+}
 
 
 def as_utc(value: datetime | None) -> datetime | None:

@@ -21,9 +21,8 @@ from numpy.typing import NDArray
 
 from zerocarbon.carbon_engine import balance, lines
 from zerocarbon.carbon_engine.factors import (
-    ConstantFactorSource,
-    CsvFactorSource,
     HourlyFactorSource,
+    hourly_factor_source,
     resolve_grid_factors,
 )
 from zerocarbon.carbon_engine.fuels import fuel_factor
@@ -99,14 +98,7 @@ class SiteAccounting:
         self.model = model
         self.zone = ZoneInfo(site.site.timezone)
         self.grid = resolve_grid_factors(site)
-        if factor_source is None:
-            csv = site.grid.hourly_factors_csv
-            factor_source = (
-                CsvFactorSource(site.resolve_path(csv), self.grid)
-                if csv
-                else ConstantFactorSource(self.grid)
-            )
-        self.factor_source = factor_source
+        self.factor_source = factor_source or hourly_factor_source(site, self.grid)
         self.contracts = load_contract_volumes(site)
         self.certificates = list(site.certificates)
         chans = model.channels
@@ -145,19 +137,18 @@ class SiteAccounting:
             np.bool_,
         )
         self.device_of_channel = [c.device for c in chans]
-        self.line_ids = site.line_ids()
-        self.line_load = {
-            ln: np.array(
-                [c.flow is Flow.LOAD and devices[c.device].line == ln for c in chans], np.bool_
+
+        def mask(flow: Flow, members: tuple[str, ...]) -> NDArray[np.bool_]:
+            return np.array([c.flow is flow and c.device in members for c in chans], np.bool_)
+
+        # per line: its sub-meters', output counters' and fuel meters' channels
+        self.line_masks = {
+            m.line_id: (
+                mask(Flow.LOAD, m.meters),
+                mask(Flow.PRODUCTION, m.counters),
+                mask(Flow.FUEL, m.fuel_meters),
             )
-            for ln in self.line_ids
-        }
-        self.line_output = {
-            ln: np.array(
-                [c.flow is Flow.PRODUCTION and devices[c.device].line == ln for c in chans],
-                np.bool_,
-            )
-            for ln in self.line_ids
+            for m in lines.line_members(site)
         }
 
     @property
@@ -170,7 +161,7 @@ class SiteAccounting:
     ) -> NDArray[np.bool_]:
         """Held hours in the same site-local months as ``wanted`` hours, when the site
         has monthly instruments (their allocation spreads over the month)."""
-        if not (self.contracts or self.certificates):
+        if not self.monthly_instruments:
             return np.zeros(held.shape, np.bool_)
         month_of = self._months(held)
         wanted_months = set(self._months(wanted).tolist())
@@ -188,7 +179,6 @@ class SiteAccounting:
         hours: NDArray[np.int64],
         energy: NDArray[np.float64],
         estimated: NDArray[np.float64],
-        present: NDArray[np.bool_],
         covered: NDArray[np.bool_],
     ) -> SiteHours:
         """Figures of ``hours`` (POSIX hours, ascending) from channel sums of shape
@@ -205,7 +195,8 @@ class SiteAccounting:
         wind = flow(Flow.WIND)
         charge = flow(Flow.BATTERY_CHARGE)
         discharge = flow(Flow.BATTERY_DISCHARGE)
-        scope1 = (energy * self.fuel_kg_per_unit[:, None]).sum(axis=0)
+        scope1_by_channel = energy * self.fuel_kg_per_unit[:, None]
+        scope1 = scope1_by_channel.sum(axis=0)
         loc_f, mkt_f, _from_series = self.factor_source.factors_for(hour_s)
         alloc = allocate_instruments(
             hour_s,
@@ -277,13 +268,17 @@ class SiteAccounting:
             "complete": (missing == 0).astype(np.float64),
         }
         line_columns: dict[str, dict[str, NDArray[np.float64]]] = {}
-        for ln in self.line_ids:
-            mask = self.line_load[ln]
-            line_kwh = energy[mask].sum(axis=0)
-            units = energy[self.line_output[ln]].sum(axis=0)
-            lr = lines.line_hours(line_kwh, units, load, loc_kg, mkt_kg)
-            lr["production_units"] = lr["units"]
-            lest = estimated[mask].sum(axis=0)
+        for ln, (meters, counters, fuel_meters) in self.line_masks.items():
+            line_kwh = energy[meters].sum(axis=0)
+            lr = lines.line_hours(
+                line_kwh,
+                energy[counters].sum(axis=0),
+                load,
+                loc_kg,
+                mkt_kg,
+                scope1_kg=scope1_by_channel[fuel_meters].sum(axis=0),
+            )
+            lest = estimated[meters].sum(axis=0)
             lr["estimated_share"] = np.divide(
                 lest, line_kwh, out=np.zeros_like(lest), where=line_kwh > 0
             )

@@ -19,10 +19,9 @@ per channel, the site's balance and emissions, and per production line.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,7 +29,7 @@ from numpy.typing import NDArray
 from zerocarbon.batch import ReadingBatch, SeriesRegistry
 from zerocarbon.carbon_engine import stream as st
 from zerocarbon.carbon_engine.accounting import SiteAccounting
-from zerocarbon.carbon_engine.series_model import Flow, SeriesModel
+from zerocarbon.carbon_engine.series_model import SeriesModel
 from zerocarbon.config import SiteConfig
 from zerocarbon.rows import HourlyCarbon, HourlyEnergy, HourlyLine
 
@@ -38,6 +37,18 @@ __all__ = ["CarbonEngine", "EngineStats", "HourlyResults", "IngestResult"]
 
 HOUR_S = 3600
 MONTH_MAX_H = 31 * 24  # hours of the longest calendar month
+
+# HourlyEnergy's event-count columns and the kernel's event codes they hold
+_EVENT_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("resets", st.EV_RESET),
+    ("rollovers", st.EV_ROLLOVER),
+    ("backsteps", st.EV_BACKSTEP),
+    ("replacements", st.EV_REPLACED),
+    ("rejected", st.EV_REJECTED),
+    ("gaps", st.EV_GAP),
+    ("late", st.EV_LATE),
+    ("duplicates", st.EV_DUPLICATE),
+)
 _ALL_HOURS = (-(2**62), 2**62)
 
 
@@ -48,7 +59,6 @@ class EngineStats:
     late: int = 0  # readings older than their series' last point
     expired: int = 0  # hourly parts dropped: their hour had left the ring
     recomputed_hours: int = 0
-    out_of_window: int = 0  # readings outside the accepted time window (with now_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +90,13 @@ class CarbonEngine:
     accounting : SiteAccounting, optional
         Factors and instruments; built from ``site`` when not given.
     n_slots : int, optional
-        Hours held in memory; default: the accepted window plus two hours.
+        Hours held in memory; default: the accepted window plus two hours (plus the
+        longest month when the site has monthly instruments).
+    kernel : callable, optional
+        The streaming kernel; default the compiled
+        :func:`~zerocarbon.carbon_engine.stream.stream_readings` (its numpy reference
+        :func:`~zerocarbon.carbon_engine.stream_reference.stream_readings` has the same
+        signature, for comparisons).
     """
 
     def __init__(
@@ -90,8 +106,10 @@ class CarbonEngine:
         *,
         accounting: SiteAccounting | None = None,
         n_slots: int | None = None,
+        kernel: Callable[..., tuple[int, int, int]] = st.stream_readings,
     ) -> None:
         self.site = site
+        self._kernel = kernel
         self.registry = registry
         self.model = SeriesModel(site, registry)
         self.accounting = accounting if accounting is not None else SiteAccounting(site, self.model)
@@ -119,26 +137,16 @@ class CarbonEngine:
                 if c >= 0:
                     self.channel_series[c] = s
         self.stats = EngineStats()
-        self.zone = ZoneInfo(site.site.timezone)
 
     # --- feeding -------------------------------------------------------------------
 
-    def ingest(self, batch: ReadingBatch, *, now_s: float | None = None) -> IngestResult:
+    def ingest(self, batch: ReadingBatch) -> IngestResult:
         """Feed one batch (arrival order); return the changed hours and late readings.
 
-        With ``now_s`` (the gateway clock [POSIX s]) readings outside the site's
-        accepted window ``[now - accept_past_h, now + accept_future_s]`` are dropped and
-        counted in ``stats.out_of_window`` (the pipeline's admission step drops them
-        first; this keeps the engine safe on its own).
+        Which readings are acceptable at all (time window, value range) is the
+        pipeline's admission step; whatever arrives, the work and memory here are
+        bounded by the ring.
         """
-        if now_s is not None:
-            w = self.site.ingest
-            lo = int((now_s - w.accept_past_h * 3600.0) * 1e6)
-            hi = int((now_s + w.accept_future_s) * 1e6)
-            inside = (batch.ts_us >= lo) & (batch.ts_us <= hi)
-            if not inside.all():
-                self.stats.out_of_window += int(inside.size - np.count_nonzero(inside))
-                batch = batch.take(inside)
         n = len(batch)
         self.stats.readings += n
         if n == 0:
@@ -173,7 +181,7 @@ class CarbonEngine:
             self.cand_value,
             self.last_rate,
         )
-        result: tuple[int, int, int] = st.stream_readings(
+        result: tuple[int, int, int] = self._kernel(
             batch.series,
             batch.ts_us,
             batch.value,
@@ -281,14 +289,8 @@ class CarbonEngine:
         self.energy[c, slot] = row.delta
         self.estimated[c, slot] = row.estimated
         ev = self.events[c, slot]
-        ev[st.EV_RESET] = row.resets
-        ev[st.EV_ROLLOVER] = row.rollovers
-        ev[st.EV_BACKSTEP] = row.backsteps
-        ev[st.EV_REPLACED] = row.replacements
-        ev[st.EV_REJECTED] = row.rejected
-        ev[st.EV_GAP] = row.gaps
-        ev[st.EV_LATE] = row.late
-        ev[st.EV_DUPLICATE] = row.duplicates
+        for column, code in _EVENT_COLUMNS:
+            ev[code] = getattr(row, column)
         ev[st.EV_SAMPLES] = max(1, int(ev[st.EV_SAMPLES]))
         return True
 
@@ -318,7 +320,7 @@ class CarbonEngine:
         for c, s in enumerate(self.channel_series.tolist()):
             if s >= 0:
                 covered[c] = self.last_ts[s] >= hour_end_us
-        site = self.accounting.site_hours(held, energy, estimated, present, covered)
+        site = self.accounting.site_hours(held, energy, estimated, covered)
         asked = np.isin(held, np.asarray(wanted, np.int64))
         want = asked | self.accounting.months_touched(held, np.asarray(wanted, np.int64))
         out = HourlyResults([], [], [])
@@ -342,15 +344,8 @@ class CarbonEngine:
                         metric=ch.metric,
                         delta=float(energy[c, j]),
                         estimated=float(estimated[c, j]),
-                        resets=int(ev[st.EV_RESET]),
-                        rollovers=int(ev[st.EV_ROLLOVER]),
-                        backsteps=int(ev[st.EV_BACKSTEP]),
-                        replacements=int(ev[st.EV_REPLACED]),
-                        rejected=int(ev[st.EV_REJECTED]),
-                        gaps=int(ev[st.EV_GAP]),
-                        late=int(ev[st.EV_LATE]),
-                        duplicates=int(ev[st.EV_DUPLICATE]),
                         complete=bool(covered[c, j]),
+                        **{column: int(ev[code]) for column, code in _EVENT_COLUMNS},
                     )
                 )
         return out
@@ -363,6 +358,3 @@ class CarbonEngine:
         if self.ring_hour[slot] != hour or self.events[c, slot, st.EV_SAMPLES] == 0:
             raise KeyError(f"no data for {device}/{metric} in hour {_hour_start(hour)}")
         return float(self.energy[c, slot]), float(self.estimated[c, slot])
-
-    def flow_channels(self, flow: Flow) -> list[int]:
-        return [i for i, c in enumerate(self.model.channels) if c.flow is flow]

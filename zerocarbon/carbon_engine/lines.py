@@ -16,8 +16,8 @@ submeter_tolerance_pct``) rather than hide it.
 
 Energy per unit of output is the energy performance indicator (EnPI) of ISO 50006 [1]_;
 emissions per unit follow the allocation by physical relationship of the GHG Protocol
-Product Standard [2]_. Over a period, ratios are ratios of sums (:func:`line_totals`),
-never means of hourly ratios.
+Product Standard [2]_. Over a period, ratios are ratios of sums, never means of hourly
+ratios (the API's roll-ups compute them so).
 
 References
 ----------
@@ -42,8 +42,6 @@ __all__ = [
     "LineMembers",
     "line_hours",
     "line_members",
-    "line_totals",
-    "sum_by_line",
 ]
 
 _Arr = NDArray[np.float64]
@@ -75,10 +73,11 @@ def line_members(site: SiteConfig) -> list[LineMembers]:
     return out
 
 
-# Keys of :func:`line_hours` results (per line and hour) and :func:`line_totals`.
+# Keys of :func:`line_hours` results (per line and hour); the names of HourlyLine's
+# columns where it has them.
 LINE_COLUMNS = (
     "energy_kwh",  # sum of the line's sub-meters [kWh]
-    "units",  # sum of the line's output counters [units]
+    "production_units",  # sum of the line's output counters [units]
     "kwh_per_unit",  # EnPI [kWh/unit]; NaN where units <= 0
     "load_share",  # line energy / site load [-]; 0 where site load <= 0
     "scope1_kg",  # the line's fuel meters [kg CO2]
@@ -88,33 +87,6 @@ LINE_COLUMNS = (
     "kg_per_unit_market",  # (scope1 + scope2 market) / units [kg CO2/unit]; NaN: no units
     "kg_per_unit",  # = kg_per_unit_location (the hourly_line row's column)
 )
-
-
-def sum_by_line(values: _Arr, line_index: NDArray[np.int64], n_lines: int) -> _Arr:
-    """Sum device rows into line rows.
-
-    Parameters
-    ----------
-    values : ndarray of float64, shape (m, n)
-        One row of hours per device (sub-meter [kWh], counter [units], fuel meter [kg]).
-    line_index : ndarray of int64, shape (m,)
-        Line of each device, 0..n_lines-1; -1: on no line (left out).
-    n_lines : int
-
-    Returns
-    -------
-    ndarray of float64, shape (n_lines, n)
-    """
-    values = np.asarray(values, dtype=np.float64)
-    index = np.asarray(line_index, dtype=np.int64)
-    if values.ndim != 2 or values.shape[0] != index.shape[0]:
-        raise ValueError("need one row of hours per device and one line index per device")
-    if np.any(index >= n_lines):
-        raise ValueError(f"line index beyond n_lines={n_lines}")
-    out = np.zeros((n_lines, values.shape[1]), dtype=np.float64)
-    keep = index >= 0
-    np.add.at(out, index[keep], values[keep])
-    return out
 
 
 def _ratio(num: _Arr, den: _Arr) -> _Arr:
@@ -128,7 +100,7 @@ def _per_unit(
 ) -> dict[str, _Arr]:
     out = {
         "energy_kwh": energy,
-        "units": units,
+        "production_units": units,
         "kwh_per_unit": _ratio(energy, units),
         "scope1_kg": scope1,
         "scope2_location_kg": s2_loc,
@@ -152,8 +124,7 @@ def line_hours(
 ) -> dict[str, _Arr]:
     """Energy, output, EnPI and emissions of production lines, hour by hour.
 
-    Works on one line (arrays of shape (n,)) or several (shape (n_lines, n); build them
-    with :func:`sum_by_line`).
+    Works on one line (arrays of shape (n,)) or several (shape (n_lines, n)).
 
     Parameters
     ----------
@@ -190,21 +161,3 @@ def line_hours(
     s2_loc = share * np.asarray(scope2_location_kg, dtype=np.float64)
     s2_mkt = share * np.asarray(scope2_market_kg, dtype=np.float64)
     return _per_unit(energy, out_units, scope1, s2_loc, s2_mkt, share)
-
-
-def line_totals(hours: dict[str, _Arr]) -> dict[str, _Arr]:
-    """Sums over the hours (last axis) of :func:`line_hours` results, ratios of the sums.
-
-    EnPI and carbon per unit of a period are ratios of the period's sums, never means of
-    hourly ratios.
-    """
-    energy = hours["energy_kwh"].sum(axis=-1)
-    units = hours["units"].sum(axis=-1)
-    return _per_unit(
-        energy,
-        units,
-        hours["scope1_kg"].sum(axis=-1),
-        hours["scope2_location_kg"].sum(axis=-1),
-        hours["scope2_market_kg"].sum(axis=-1),
-        None,
-    )

@@ -60,15 +60,15 @@ _POWER_CHANNELS: dict[DeviceRole, tuple[tuple[str, Flow] | None, tuple[str, Flow
     DeviceRole.LOAD: (("energy_import_kwh", Flow.LOAD), None),
 }
 
-# (role, counter metric) -> flow, for counters
+# (role, counter metric) -> flow, for counters: the energy counters the power channels
+# stand in for, plus output and fuel counters
 _COUNTER_FLOWS: dict[tuple[DeviceRole, str], Flow] = {
-    (DeviceRole.GRID, "energy_import_kwh"): Flow.GRID_IMPORT,
-    (DeviceRole.GRID, "energy_export_kwh"): Flow.GRID_EXPORT,
-    (DeviceRole.PV, "energy_generated_kwh"): Flow.PV,
-    (DeviceRole.WIND, "energy_generated_kwh"): Flow.WIND,
-    (DeviceRole.BATTERY, "energy_charged_kwh"): Flow.BATTERY_CHARGE,
-    (DeviceRole.BATTERY, "energy_discharged_kwh"): Flow.BATTERY_DISCHARGE,
-    (DeviceRole.LOAD, "energy_import_kwh"): Flow.LOAD,
+    **{
+        (role, side[0]): side[1]
+        for role, pair in _POWER_CHANNELS.items()
+        for side in pair
+        if side is not None
+    },
     (DeviceRole.PRODUCTION, "production_count_units"): Flow.PRODUCTION,
     (DeviceRole.FUEL, "gas_volume_nm3"): Flow.FUEL,
     (DeviceRole.FUEL, "fuel_mass_kg"): Flow.FUEL,
@@ -100,7 +100,6 @@ class Channel:
     device: str
     metric: str
     flow: Flow | None
-    integrated: bool  # from power samples rather than a counter
 
 
 class SeriesModel:
@@ -117,12 +116,10 @@ class SeriesModel:
         self.gap_us: NDArray[np.int64] = np.zeros(n, np.int64)
         self.channels: list[Channel] = []
         self.channel_of: dict[tuple[str, str], int] = {}
-        self.device_channels: dict[str, list[int]] = {}
 
-        def channel(device: str, metric: str, flow: Flow | None, integrated: bool) -> int:
+        def channel(device: str, metric: str, flow: Flow | None) -> int:
             self.channel_of[(device, metric)] = len(self.channels)
-            self.channels.append(Channel(device, metric, flow, integrated))
-            self.device_channels.setdefault(device, []).append(len(self.channels) - 1)
+            self.channels.append(Channel(device, metric, flow))
             return len(self.channels) - 1
 
         for device in site.devices:
@@ -134,9 +131,7 @@ class SeriesModel:
             for m in counters:
                 s = registry.id(device.id, m)
                 self.kind[s] = COUNTER
-                self.pos_channel[s] = channel(
-                    device.id, m, _COUNTER_FLOWS.get((device.role, m)), False
-                )
+                self.pos_channel[s] = channel(device.id, m, _COUNTER_FLOWS.get((device.role, m)))
                 self.wrap[s] = metrics[m]
                 self.max_rate[s] = kwh_rate if m.startswith("energy_") else np.inf
                 self.gap_us[s] = int(gap_s * 1e6)
@@ -151,9 +146,9 @@ class SeriesModel:
             s = registry.id(device.id, "active_power_kw")
             self.kind[s] = POWER
             if missing_pos and pos is not None:
-                self.pos_channel[s] = channel(device.id, pos[0], pos[1], True)
+                self.pos_channel[s] = channel(device.id, pos[0], pos[1])
             if missing_neg and neg is not None:
-                self.neg_channel[s] = channel(device.id, neg[0], neg[1], True)
+                self.neg_channel[s] = channel(device.id, neg[0], neg[1])
             self.max_rate[s] = kwh_rate
             self.gap_us[s] = int(gap_s * 1e6)
 

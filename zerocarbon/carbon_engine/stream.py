@@ -304,21 +304,12 @@ def stream_readings(
         v = value[i]
         ch = pos_channel[s]
         ech = ch if ch >= 0 else neg_channel[s]  # the channel events are counted on
-        if v != v:  # NaN: never a value (admission drops them first)
+        # NaN is never a value (admission drops it first); power beyond the rating
+        if v != v or (k == POWER and not abs(v) <= max_rate[s] * 3600.0):
             _event(ech, t, EV_REJECTED, ring, hour_lo, hour_hi)
             continue
         prev_t = last_ts[s]
-        if prev_t == NO_TS:
-            if k == POWER and abs(v) > max_rate[s] * 3600.0:
-                _event(
-                    ech,
-                    t,
-                    EV_REJECTED,
-                    ring,
-                    hour_lo,
-                    hour_hi,
-                )
-                continue
+        if prev_t == NO_TS:  # the first reading only sets the baseline
             last_ts[s] = t
             last_value[s] = v
             n_used += 1
@@ -333,238 +324,113 @@ def stream_readings(
             continue
         prev_v = last_value[s]
         gap = t - prev_t > gap_us[s]
+        amount = 0.0  # energy of the interval (prev_t, t) [unit]
+        extra = 0.0  # its estimated part lost before a counter reset [unit]
+        c = ch  # the channel it goes to
         if k == POWER:
-            if abs(v) > max_rate[s] * 3600.0:
-                _event(
-                    ech,
-                    t,
-                    EV_REJECTED,
-                    ring,
-                    hour_lo,
-                    hour_hi,
-                )
-                continue
             dt_h = float(t - prev_t) / HOUR_US
-            if gap:
-                _event(ech, t, EV_GAP, ring, hour_lo, hour_hi)
-            if (prev_v >= 0.0) == (v >= 0.0):
-                e = 0.5 * (prev_v + v) * dt_h
-                c = ch if e >= 0.0 else neg_channel[s]
-                if (
-                    c >= 0
-                    and not gap
-                    and prev_t >= cur_lo
-                    and t <= cur_hi
-                    and ring_hour[cur_slot] == cur_hour
-                ):
-                    energy[c, cur_slot] += abs(e)
-                    events[c, cur_slot, EV_SAMPLES] += 1
-                    dirty[cur_slot] = True
-                else:
-                    n_expired += _spread(
-                        c,
-                        prev_t,
-                        t,
-                        abs(e),
-                        gap,
-                        ring,
-                        hour_lo,
-                        hour_hi,
-                    )
-                    hour = (t - 1) // HOUR_US
-                    if hour_lo <= hour <= hour_hi:
-                        cur_hour = hour
-                        cur_lo = hour * HOUR_US
-                        cur_hi = cur_lo + HOUR_US
-                        cur_slot = hour % n_slots
-            else:
+            if (prev_v >= 0.0) != (v >= 0.0):
                 # sign change: split at the zero crossing of the linear interpolant
                 frac = prev_v / (prev_v - v)
                 tz = prev_t + int(frac * float(t - prev_t))
                 e0 = 0.5 * prev_v * frac * dt_h
                 e1 = 0.5 * v * (1.0 - frac) * dt_h
+                if gap:
+                    _event(ech, t, EV_GAP, ring, hour_lo, hour_hi)
                 c0 = ch if e0 >= 0.0 else neg_channel[s]
                 c1 = ch if e1 >= 0.0 else neg_channel[s]
-                n_expired += _spread(
-                    c0,
-                    prev_t,
-                    tz,
-                    abs(e0),
-                    gap,
-                    ring,
-                    hour_lo,
-                    hour_hi,
-                )
-                n_expired += _spread(
-                    c1,
-                    tz,
-                    t,
-                    abs(e1),
-                    gap,
-                    ring,
-                    hour_lo,
-                    hour_hi,
-                )
-            last_ts[s] = t
-            last_value[s] = v
-            n_used += 1
-            continue
-        # counters
-        rate = max_rate[s]
-        allow = rate * (float(t - prev_t) / 1e6 + JITTER_S)
-        d = v - prev_v
-        if cand_ts[s] != NO_TS:
-            if 0.0 <= d <= allow:
-                # the candidate was a spike
-                _event(
-                    ech,
-                    cand_ts[s],
-                    EV_REJECTED,
-                    ring,
-                    hour_lo,
-                    hour_hi,
-                )
-                cand_ts[s] = NO_TS
-            else:
+                n_expired += _spread(c0, prev_t, tz, abs(e0), gap, ring, hour_lo, hour_hi)
+                n_expired += _spread(c1, tz, t, abs(e1), gap, ring, hour_lo, hour_hi)
+                last_ts[s] = t
+                last_value[s] = v
+                n_used += 1
+                continue
+            e = 0.5 * (prev_v + v) * dt_h
+            amount = abs(e)
+            c = ch if e >= 0.0 else neg_channel[s]
+        else:  # counters
+            rate = max_rate[s]
+            allow = rate * (float(t - prev_t) / 1e6 + JITTER_S)
+            d = v - prev_v
+            if cand_ts[s] != NO_TS:
                 ct = cand_ts[s]
-                cv = cand_value[s]
-                dc = v - cv
-                allow_c = rate * (float(t - ct) / 1e6 + JITTER_S)
-                if 0.0 <= dc <= allow_c:
+                dc = v - cand_value[s]
+                if 0.0 <= d <= allow:  # the candidate was a spike
+                    _event(ech, ct, EV_REJECTED, ring, hour_lo, hour_hi)
+                    cand_ts[s] = NO_TS
+                elif 0.0 <= dc <= rate * (float(t - ct) / 1e6 + JITTER_S):
                     # meter replaced at the candidate: estimate (prev, cand) at the new
                     # meter's rate, then count (cand, t)
                     est = dc / float(t - ct) * float(ct - prev_t)
-                    _event(
-                        ech,
-                        ct,
-                        EV_REPLACED,
-                        ring,
-                        hour_lo,
-                        hour_hi,
-                    )
-                    n_expired += _spread(
-                        ch,
-                        prev_t,
-                        ct,
-                        est,
-                        True,
-                        ring,
-                        hour_lo,
-                        hour_hi,
-                    )
-                    n_expired += _spread(
-                        ch,
-                        ct,
-                        t,
-                        dc,
-                        t - ct > gap_us[s],
-                        ring,
-                        hour_lo,
-                        hour_hi,
-                    )
+                    _event(ech, ct, EV_REPLACED, ring, hour_lo, hour_hi)
+                    n_expired += _spread(ch, prev_t, ct, est, True, ring, hour_lo, hour_hi)
+                    n_expired += _spread(ch, ct, t, dc, t - ct > gap_us[s], ring, hour_lo, hour_hi)
                     cand_ts[s] = NO_TS
                     last_ts[s] = t
                     last_value[s] = v
                     last_rate[s] = dc / float(t - ct)
                     n_used += 1
                     continue
-                # neither: the old candidate was a spike, this one is held instead
-                _event(
-                    ech,
-                    ct,
-                    EV_REJECTED,
-                    ring,
-                    hour_lo,
-                    hour_hi,
-                )
-                cand_ts[s] = t
-                cand_value[s] = v
-                continue
-        amount = 0.0
-        extra = 0.0  # estimated energy lost before a reset [unit]
-        if d >= 0.0:
-            if d > allow:
-                cand_ts[s] = t
-                cand_value[s] = v
-                continue
-            amount = d
-        else:
-            w = wrap[s]
-            wrapped = w - prev_v + v
-            if w > 0.0 and 0.0 <= wrapped <= min(allow, ROLLOVER_WINDOW * w):
-                amount = wrapped
-                _event(
-                    ech,
-                    t,
-                    EV_ROLLOVER,
-                    ring,
-                    hour_lo,
-                    hour_hi,
-                )
-            elif v >= 0.0 and v <= allow and v < 0.5 * prev_v:
-                amount = v
-                # the energy before the reset instant is gone from the register:
-                # estimate the whole interval at the last known rate
-                extra = max(last_rate[s] * float(t - prev_t) - v, 0.0)
-                _event(ech, t, EV_RESET, ring, hour_lo, hour_hi)
-            elif -d <= BACKSTEP_FRACTION * prev_v + (allow if allow < 1e300 else 0.0):
-                # keep the baseline at prev: nothing counted twice
-                _event(
-                    ech,
-                    t,
-                    EV_BACKSTEP,
-                    ring,
-                    hour_lo,
-                    hour_hi,
-                )
-                last_ts[s] = t
-                n_used += 1
-                continue
+                else:  # neither: the old candidate was a spike, this one is held instead
+                    _event(ech, ct, EV_REJECTED, ring, hour_lo, hour_hi)
+                    cand_ts[s] = t
+                    cand_value[s] = v
+                    continue
+            if d >= 0.0:
+                if d > allow:
+                    cand_ts[s] = t
+                    cand_value[s] = v
+                    continue
+                amount = d
             else:
-                cand_ts[s] = t
-                cand_value[s] = v
-                continue
+                w = wrap[s]
+                wrapped = w - prev_v + v
+                if w > 0.0 and 0.0 <= wrapped <= min(allow, ROLLOVER_WINDOW * w):
+                    amount = wrapped
+                    _event(ech, t, EV_ROLLOVER, ring, hour_lo, hour_hi)
+                elif v >= 0.0 and v <= allow and v < 0.5 * prev_v:
+                    amount = v
+                    # the energy before the reset instant is gone from the register:
+                    # estimate the whole interval at the last known rate
+                    extra = max(last_rate[s] * float(t - prev_t) - v, 0.0)
+                    _event(ech, t, EV_RESET, ring, hour_lo, hour_hi)
+                elif -d <= BACKSTEP_FRACTION * prev_v + (allow if allow < 1e300 else 0.0):
+                    # keep the baseline at prev: nothing counted twice
+                    _event(ech, t, EV_BACKSTEP, ring, hour_lo, hour_hi)
+                    last_ts[s] = t
+                    n_used += 1
+                    continue
+                else:
+                    cand_ts[s] = t
+                    cand_value[s] = v
+                    continue
+            last_rate[s] = (amount + extra) / float(t - prev_t)
+        # the interval (prev_t, t) carries amount (+ extra) to channel c
         if gap:
             _event(ech, t, EV_GAP, ring, hour_lo, hour_hi)
-        elif extra == 0.0 and prev_t >= cur_lo and t <= cur_hi and ring_hour[cur_slot] == cur_hour:
+        if (
+            c >= 0
+            and not gap
+            and extra == 0.0
+            and prev_t >= cur_lo
+            and t <= cur_hi
+            and ring_hour[cur_slot] == cur_hour
+        ):
             # fast path: the whole interval lies in the cached hour
-            energy[ch, cur_slot] += amount
-            events[ch, cur_slot, EV_SAMPLES] += 1
+            energy[c, cur_slot] += amount
+            events[c, cur_slot, EV_SAMPLES] += 1
             dirty[cur_slot] = True
-            last_ts[s] = t
-            last_value[s] = v
-            last_rate[s] = amount / float(t - prev_t)
-            n_used += 1
-            continue
-        n_expired += _spread(
-            ch,
-            prev_t,
-            t,
-            amount,
-            gap,
-            ring,
-            hour_lo,
-            hour_hi,
-        )
-        if extra > 0.0:
-            n_expired += _spread(
-                ch,
-                prev_t,
-                t,
-                extra,
-                True,
-                ring,
-                hour_lo,
-                hour_hi,
-            )
-        hour = (t - 1) // HOUR_US
-        if hour_lo <= hour <= hour_hi:
-            cur_hour = hour
-            cur_lo = hour * HOUR_US
-            cur_hi = cur_lo + HOUR_US
-            cur_slot = hour % n_slots
+        else:
+            n_expired += _spread(c, prev_t, t, amount, gap, ring, hour_lo, hour_hi)
+            if extra > 0.0:
+                n_expired += _spread(c, prev_t, t, extra, True, ring, hour_lo, hour_hi)
+            hour = (t - 1) // HOUR_US
+            if hour_lo <= hour <= hour_hi:
+                cur_hour = hour
+                cur_lo = hour * HOUR_US
+                cur_hi = cur_lo + HOUR_US
+                cur_slot = hour % n_slots
         last_ts[s] = t
         last_value[s] = v
-        last_rate[s] = (amount + extra) / float(t - prev_t)
         n_used += 1
     return n_late, n_used, n_expired

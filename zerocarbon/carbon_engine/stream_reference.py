@@ -154,13 +154,10 @@ def _step(
     """One reading through the state machine; returns (readings used, whether the
     reading is now the series' baseline with its own time and value)."""
     ech = ch if ch >= 0 else neg  # the channel events are counted on
-    if v != v:  # NaN
+    if v != v or (k == POWER and not abs(v) <= rate * 3600.0):  # NaN, beyond the rating
         ops.event(i, 0, ech, t, EV_REJECTED)
         return 0, False
     if st.last_ts == _NO_TS:
-        if k == POWER and abs(v) > rate * 3600.0:
-            ops.event(i, 0, ech, t, EV_REJECTED)
-            return 0, False
         st.last_ts, st.last_value = t, v
         return 1, True
     prev_t, prev_v = st.last_ts, st.last_value
@@ -173,9 +170,6 @@ def _step(
         return 0, False
     gap = t - prev_t > gap_us
     if k == POWER:
-        if abs(v) > rate * 3600.0:
-            ops.event(i, 0, ech, t, EV_REJECTED)
-            return 0, False
         if gap:
             ops.event(i, 0, ech, t, EV_GAP)
         dt_h = float(t - prev_t) / HOUR_US

@@ -90,16 +90,6 @@ def encode(value: float, register_type: RegisterType, word_order: WordOrder) -> 
     return words
 
 
-_INTEGER_RANGE: dict[RegisterType, int] = {
-    RegisterType.INT16: 2**16,
-    RegisterType.UINT16: 2**16,
-    RegisterType.INT32: 2**32,
-    RegisterType.UINT32: 2**32,
-    RegisterType.INT64: 2**64,
-    RegisterType.UINT64: 2**64,
-}
-
-
 def counter_wrap(register_type: RegisterType, scale: float) -> float:
     """Value at which a counter read from ``register_type`` x ``scale`` wraps to 0.
 
@@ -112,5 +102,6 @@ def counter_wrap(register_type: RegisterType, scale: float) -> float:
     float
         Wrap value in the counter's unit (``2**n * scale``), or 0.0 for float types.
     """
-    counts = _INTEGER_RANGE.get(register_type)
-    return 0.0 if counts is None else float(counts) * scale
+    if not is_integer(register_type):
+        return 0.0
+    return float(2 ** (16 * register_count(register_type))) * scale

@@ -60,7 +60,7 @@ from zerocarbon.config import (
     SiteConfig,
 )
 from zerocarbon.metering.metrics import METRICS_BY_NAME, MetricKind
-from zerocarbon.metering.registers import RegisterType, is_integer
+from zerocarbon.metering.registers import RegisterType, counter_wrap, is_integer
 from zerocarbon.simulators.ground_truth import GroundTruth
 from zerocarbon.simulators.noise import seeded_rng
 from zerocarbon.simulators.register_bank import RegisterBank, raw_limits
@@ -119,8 +119,8 @@ def counter_register(register_type: RegisterType, unit: float, what: str) -> Cou
         )
     if unit <= 0:
         raise FaultError(f"{what}: one count is worth {unit}, must be > 0 to wrap")
-    lo, hi = raw_limits(register_type)
-    return CounterRegister(register_type, lo * unit, (hi - lo + 1.0) * unit)
+    lo, _hi = raw_limits(register_type)
+    return CounterRegister(register_type, lo * unit, counter_wrap(register_type, unit))
 
 
 @dataclass(slots=True)

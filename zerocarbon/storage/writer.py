@@ -30,7 +30,7 @@ import asyncpg
 import numpy as np
 from numpy.typing import NDArray
 
-from zerocarbon.batch import ReadingBatch, SeriesRegistry, us_to_datetime
+from zerocarbon.batch import MAX_TS_US, MIN_TS_US, ReadingBatch, SeriesRegistry, us_to_datetime
 from zerocarbon.metering.metrics import METRICS
 from zerocarbon.storage.copy_binary import READING_COLUMNS, encode_readings
 from zerocarbon.storage.database import Registry
@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["READING_COLUMNS", "ReadingWriter", "WriterStats", "latest_rows"]
 
-# Rows must fit a Python datetime (latest_values, the API) as well as PostgreSQL:
-# 0001-01-01T00:00Z .. 9999-12-31T23:59:59.999999Z as POSIX microseconds [us].
-MIN_TS_US = -62_135_596_800_000_000
-MAX_TS_US = 253_402_300_799_999_999
 
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS readings_in (LIKE readings INCLUDING DEFAULTS)

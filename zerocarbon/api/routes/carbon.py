@@ -6,24 +6,18 @@ from fastapi import APIRouter
 
 from zerocarbon.api import queries
 from zerocarbon.api.deps import HourRangeDep, PeriodRangeDep, PoolDep, SiteTimezoneDep
-from zerocarbon.api.ranges import MAX_SPAN, UNPROCESSABLE
-from zerocarbon.api.rollup import MAX_PERIODS, Period
+from zerocarbon.api.ranges import HOURLY_RANGE_ERRORS, ROLLUP_RANGE_ERRORS
+from zerocarbon.api.rollup import Period
 from zerocarbon.api.schemas import CarbonRollup, HourlyCarbon
 
 router = APIRouter(prefix="/api/v1/carbon", tags=["carbon"])
-
-ROLLUP_LIMITS = ", ".join(f"{MAX_PERIODS[p]} for {p.value}" for p in Period)
 
 
 @router.get(
     "/hourly",
     summary="Hourly energy and carbon",
     response_model=list[HourlyCarbon],
-    responses={
-        UNPROCESSABLE: {
-            "description": f"Not ISO 8601, start >= end, or a span over {MAX_SPAN.days} days"
-        }
-    },
+    responses=HOURLY_RANGE_ERRORS,
 )
 async def hourly_carbon(pool: PoolDep, span: HourRangeDep) -> list[HourlyCarbon]:
     """Hourly rows with ``start <= hour_start < end``, oldest first.
@@ -43,12 +37,7 @@ async def hourly_carbon(pool: PoolDep, span: HourRangeDep) -> list[HourlyCarbon]
     "/{period}",
     summary="Daily, monthly or yearly energy and carbon",
     response_model=list[CarbonRollup],
-    responses={
-        UNPROCESSABLE: {
-            "description": "A period other than daily, monthly, yearly; a start or end that "
-            f"is not YYYY-MM-DD; start >= end; or more periods than {ROLLUP_LIMITS}"
-        }
-    },
+    responses=ROLLUP_RANGE_ERRORS,
 )
 async def carbon_rollup(
     period: Period, pool: PoolDep, tz: SiteTimezoneDep, span: PeriodRangeDep

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from zerocarbon.api import queries
 from zerocarbon.api.deps import HourRangeDep, PoolDep
-from zerocarbon.api.ranges import MAX_SPAN, UNPROCESSABLE
+from zerocarbon.api.ranges import HOURLY_RANGE_ERRORS
 from zerocarbon.api.schemas import HourlyEnergy
 
 router = APIRouter(prefix="/api/v1/energy", tags=["energy"])
@@ -20,9 +20,7 @@ router = APIRouter(prefix="/api/v1/energy", tags=["energy"])
     response_model=list[HourlyEnergy],
     responses={
         status.HTTP_404_NOT_FOUND: {"description": "No device with that id"},
-        UNPROCESSABLE: {
-            "description": f"Not ISO 8601, start >= end, or a span over {MAX_SPAN.days} days"
-        },
+        **HOURLY_RANGE_ERRORS,
     },
 )
 async def hourly_energy(

@@ -8,13 +8,12 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from zerocarbon.api import queries
 from zerocarbon.api.deps import HourRangeDep, PeriodRangeDep, PoolDep, SiteTimezoneDep
-from zerocarbon.api.ranges import MAX_SPAN, UNPROCESSABLE
-from zerocarbon.api.rollup import MAX_PERIODS, Period
+from zerocarbon.api.ranges import HOURLY_RANGE_ERRORS, ROLLUP_RANGE_ERRORS
+from zerocarbon.api.rollup import Period
 from zerocarbon.api.schemas import HourlyLine, Line, LineRollup
 
 router = APIRouter(prefix="/api/v1/lines", tags=["lines"])
 
-ROLLUP_LIMITS = ", ".join(f"{MAX_PERIODS[p]} for {p.value}" for p in Period)
 LineQuery = Annotated[str | None, Query(description="A line id; all lines without")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     status.HTTP_404_NOT_FOUND: {"description": "No line with that id"}
@@ -39,9 +38,7 @@ async def list_lines(pool: PoolDep) -> list[Line]:
     response_model=list[HourlyLine],
     responses={
         **NOT_FOUND,
-        UNPROCESSABLE: {
-            "description": f"Not ISO 8601, start >= end, or a span over {MAX_SPAN.days} days"
-        },
+        **HOURLY_RANGE_ERRORS,
     },
 )
 async def hourly_lines(
@@ -67,10 +64,7 @@ async def hourly_lines(
     response_model=list[LineRollup],
     responses={
         **NOT_FOUND,
-        UNPROCESSABLE: {
-            "description": "A period other than daily, monthly, yearly; a start or end that "
-            f"is not YYYY-MM-DD; start >= end; or more periods than {ROLLUP_LIMITS}"
-        },
+        **ROLLUP_RANGE_ERRORS,
     },
 )
 async def line_rollup(

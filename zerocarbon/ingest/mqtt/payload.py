@@ -14,13 +14,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
-from zerocarbon.batch import BatchBuilder, SeriesRegistry, datetime_to_us
+from zerocarbon.batch import MAX_TS_US, MIN_TS_US, BatchBuilder, SeriesRegistry, datetime_to_us
 from zerocarbon.config import MqttDevice
-
-MIN_TS_US = datetime_to_us(datetime(1, 1, 1, tzinfo=UTC))  # 0001-01-01T00:00:00Z [us]
-MAX_TS_US = datetime_to_us(datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC))  # [us]
 
 
 class PayloadError(ValueError):
