@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from zerocarbon.carbon_engine.fuels import fuel_errors
+from zerocarbon.carbon_engine.hour_start import parse_hour_start
 from zerocarbon.carbon_engine.instruments import InstrumentError, load_contract_volumes
 from zerocarbon.config import SiteConfig
 
@@ -445,17 +446,9 @@ def _empty_series(fallback: GridFactors, source: str = "") -> HourlyFactorSeries
 
 def _parse_hour(text: str, where: str) -> int:
     try:
-        ts = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise FactorError(f"{where}: hour_start {text!r} is not ISO 8601") from None
-    if ts.tzinfo is None:
-        raise FactorError(
-            f"{where}: hour_start {text!r} has no UTC offset (write e.g. 2026-06-01T08:00+08:00)"
-        )
-    seconds = ts.timestamp()
-    if seconds % HOUR_S != 0:
-        raise FactorError(f"{where}: hour_start {text!r} does not start a UTC hour")
-    return int(seconds)
+        return parse_hour_start(text)
+    except ValueError as exc:
+        raise FactorError(f"{where}: {exc}") from None
 
 
 def _parse_factor(value: Any, name: str, where: str, required: bool) -> float:

@@ -54,6 +54,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from numpy.typing import NDArray
 
+from zerocarbon.carbon_engine.hour_start import parse_hour_start
 from zerocarbon.config import CertificateBatch, GreenPowerContract, SiteConfig
 
 __all__ = [
@@ -312,15 +313,9 @@ def allocate_instruments(
 
 def _parse_hour(text: str, where: str) -> int:
     try:
-        ts = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InstrumentError(f"{where}: hour_start {text!r} is not ISO 8601") from None
-    if ts.tzinfo is None:
-        raise InstrumentError(f"{where}: hour_start {text!r} has no UTC offset")
-    seconds = ts.timestamp()
-    if seconds % HOUR_S != 0:
-        raise InstrumentError(f"{where}: hour_start {text!r} does not start a UTC hour")
-    return int(seconds)
+        return parse_hour_start(text)
+    except ValueError as exc:
+        raise InstrumentError(f"{where}: {exc}") from None
 
 
 def _load_hourly_csv(contract_id: str, path: Path, key: str) -> ContractVolumes:

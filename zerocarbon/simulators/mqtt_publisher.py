@@ -197,7 +197,11 @@ class MqttPublisher:
         try:
             yield client
         except BaseException as exc:
-            await client.__aexit__(type(exc), exc, exc.__traceback__)
+            # aiomqtt's disconnect can time out (MqttError) under load; raised here it
+            # would replace ``exc``, and a CancelledError turned into an MqttError makes
+            # run() reconnect instead of stopping
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         await client.__aexit__(None, None, None)
 
