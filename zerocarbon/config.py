@@ -157,6 +157,34 @@ class IngestConfig(_Frozen):
     accept_future_s: float = Field(default=300.0, ge=0)  # clock skew allowed ahead [s]
 
 
+class SpoolConfig(_Frozen):
+    """The store-and-forward spool ([storage.spool]): every admitted batch is written here
+    first (and acknowledged to the collectors once there), then forwarded to the database
+    in order; it fills while the database is down or slower than ingest."""
+
+    dir: str | None = None  # None: <data dir>/spool; a relative path is to the site file
+    segment_mib: int = Field(default=64, ge=1, le=4096)  # size of one segment file [MiB]
+    quota_mib: int = Field(default=2048, ge=1)  # disk the spool may use [MiB]
+    alarm_percent: float = Field(default=80.0, gt=0, le=100)  # alarm above this use [%]
+    # "always": fsync every appended batch before it is acknowledged (survives a power
+    # cut); "interval": fsync at most every fsync_interval_s (survives a process crash);
+    # "never": leave it to the operating system
+    fsync: Literal["always", "interval", "never"] = "always"
+    fsync_interval_s: float = Field(default=1.0, gt=0)  # with fsync = "interval" [s]
+
+
+class StorageConfig(_Frozen):
+    """How readings are kept ([storage]). With TimescaleDB, ``readings`` is a hypertable
+    with compression and retention policies; without it, native daily range partitions
+    are created ahead and dropped by retention."""
+
+    retention_days: int | None = Field(default=None, ge=1)  # raw readings kept; None: all
+    compress_after_days: int = Field(default=7, ge=1)  # TimescaleDB: compress older chunks
+    chunk_interval_h: float | None = Field(default=None, gt=0)  # None: from the ingest rate
+    partitions_ahead_days: int = Field(default=3, ge=1)  # plain PostgreSQL: days made ahead
+    spool: SpoolConfig = SpoolConfig()
+
+
 class AccountingConfig(_Frozen):
     """Data-quality checks of the hourly balance ([accounting])."""
 
@@ -403,6 +431,7 @@ class SiteConfig(_Frozen):
     green_power: tuple[GreenPowerContract, ...] = ()
     certificates: tuple[CertificateBatch, ...] = ()
     ingest: IngestConfig = IngestConfig()
+    storage: StorageConfig = StorageConfig()
     accounting: AccountingConfig = AccountingConfig()
     simulation: SimulationConfig = SimulationConfig()
     base_dir: Path | None = Field(default=None, exclude=True)  # folder of the site file
