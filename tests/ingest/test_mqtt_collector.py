@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -16,6 +18,7 @@ from zerocarbon.ingest.admission import Admission
 from zerocarbon.ingest.mqtt.broker import local_broker
 from zerocarbon.ingest.mqtt.collector import MqttCollector
 from zerocarbon.ingest.pipeline import Pipeline
+from zerocarbon.ingest.reading import Ack, BatchSink
 from zerocarbon.netutil import free_tcp_port
 
 
@@ -26,7 +29,7 @@ async def test_subscribes_maps_and_survives_bad_payloads(
     registry = SeriesRegistry.for_site(demo_site)
     received: list[Reading] = []
 
-    async def sink(batch: ReadingBatch) -> None:
+    async def sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
         assert type(batch) is ReadingBatch
         received.extend(batch.readings(registry))
 
@@ -68,7 +71,7 @@ async def test_survives_a_broker_restart(demo_site: SiteConfig) -> None:
     registry = SeriesRegistry.for_site(demo_site)
     received: list[Reading] = []
 
-    async def sink(batch: ReadingBatch) -> None:
+    async def sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
         assert type(batch) is ReadingBatch
         received.extend(batch.readings(registry))
 
@@ -178,16 +181,14 @@ async def test_stop_is_not_lost_when_disconnect_fails(
     registry = SeriesRegistry.for_site(demo_site)
     real_aexit = aiomqtt.Client.__aexit__
 
-    async def slow_disconnect(
-        self: aiomqtt.Client, exc_type: Any, exc: Any, tb: Any
-    ) -> None:
+    async def slow_disconnect(self: aiomqtt.Client, exc_type: Any, exc: Any, tb: Any) -> None:
         await real_aexit(self, exc_type, exc, tb)
         if exc_type is asyncio.CancelledError:
             raise aiomqtt.MqttError("Operation timed out")
 
     monkeypatch.setattr(aiomqtt.Client, "__aexit__", slow_disconnect)
 
-    async def sink(batch: ReadingBatch) -> None:
+    async def sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
         pass
 
     collector = MqttCollector(
@@ -204,3 +205,58 @@ async def test_stop_is_not_lost_when_disconnect_fails(
     finally:
         task.cancel()
         await asyncio.wait({task}, timeout=5)  # never hangs, even if the stop were lost
+
+
+async def test_unacknowledged_message_is_redelivered_to_the_next_session(
+    mqtt_url: str, mqtt_broker_kind: str, demo_site: SiteConfig
+) -> None:
+    """PUBACK is sent only when the pipeline acknowledges the readings: a message the
+    first session never acknowledged (its gateway died before spooling it) comes again
+    to the next session of the same client id; acknowledged ones do not."""
+    if mqtt_broker_kind == "amqtt":
+        pytest.skip("amqtt does not redeliver to a resumed session (Mosquitto is not installed)")
+    assert demo_site.mqtt is not None
+    mqtt = demo_site.mqtt.model_copy(update={"client_id": f"zc-ack-{secrets.token_hex(4)}"})
+    registry = SeriesRegistry.for_site(demo_site)
+    first: list[float] = []
+    second: list[float] = []
+
+    async def withholding_sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
+        values = [r.value for r in batch.readings(registry)]
+        first.extend(values)
+        if ack is not None and values != [200.0]:
+            ack()
+
+    async def acking_sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
+        second.extend(r.value for r in batch.readings(registry))
+        if ack is not None:
+            ack()
+
+    async def session(sink: BatchSink, until: Callable[[], bool]) -> MqttCollector:
+        collector = MqttCollector(
+            mqtt, demo_site.mqtt_devices, SystemClock(), sink, registry, url=mqtt_url
+        )
+        task = asyncio.create_task(collector.run())
+        try:
+            async with asyncio.timeout(10):
+                await collector.subscribed.wait()
+                if sink is withholding_sink:
+                    await publish([1.0, 200.0, 3.0])
+                while not until():
+                    await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return collector
+
+    async def publish(values: list[float]) -> None:
+        url = urlparse(mqtt_url)
+        async with aiomqtt.Client(url.hostname or "127.0.0.1", port=url.port or 1883) as pub:
+            for v in values:
+                await pub.publish("factory/line_b/meter", json.dumps({"power_kw": v}), qos=1)
+
+    one = await session(withholding_sink, lambda: len(first) == 3)
+    assert first == [1.0, 200.0, 3.0] and one.stats.acked == 2
+    two = await session(acking_sink, lambda: len(second) >= 1)
+    assert second == [200.0] and two.stats.acked == 1

@@ -6,9 +6,17 @@ the stream: everything put before it is delivered before ``run`` returns. The ba
 takes queued batches until it holds ``batch_rows`` readings or ``flush_interval_s``
 (real seconds) has passed, concatenates their arrays into one batch, passes it through
 the :class:`~zerocarbon.ingest.admission.Admission` step (when given) and hands the
-result to each sink in order (storage first, then the carbon engine). No Python object
-per reading is made on the way. A failing sink is logged and counted; the other sinks
-still get the batch.
+result to each sink in order (in the gateway: the store-and-forward spool). No Python
+object per reading is made on the way. A failing sink is logged and counted; the other
+sinks still get the batch.
+
+Acknowledgement: a ``put`` may carry an ``ack`` callback (the MQTT collector's PUBACK).
+It is called, in put order, once every sink has taken the batch holding its readings —
+so a message is acknowledged to the broker only after its readings are in the spool.
+A batch a sink failed on is not acknowledged (the broker redelivers it). While a part
+awaits its ack the batcher does not linger for more: it hands over what is queued as
+soon as the queue is empty (group commit), so acknowledgement latency stays that of one
+spool append, whatever ``flush_interval_s`` is.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import Protocol
 
 from zerocarbon.batch import ReadingBatch
 from zerocarbon.ingest.admission import Admission
+from zerocarbon.ingest.reading import Ack
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,9 @@ class PipelineStats:
     sink_failures: int = 0
     queue_full_waits: int = 0
     admission_failures: int = 0  # batches delivered unchecked after an admission error
+    acked: int = 0  # ack callbacks called
+    ack_failures: int = 0  # ack callbacks that raised (the source redelivers)
+    unacked_after_failure: int = 0  # acks withheld because a sink failed on their batch
 
 
 class Pipeline:
@@ -59,18 +71,22 @@ class Pipeline:
         self._sinks = list(sinks)
         self.admission = admission
         # None is the end-of-stream marker put by close(); max_queued counts batches
-        self._queue: asyncio.Queue[ReadingBatch | None] = asyncio.Queue(maxsize=max_queued)
+        self._queue: asyncio.Queue[tuple[ReadingBatch, Ack | None] | None] = asyncio.Queue(
+            maxsize=max_queued
+        )
         self._batch_rows = batch_rows
         self._flush_interval_s = flush_interval_s
         self.stats = PipelineStats()
 
-    async def put(self, batch: ReadingBatch) -> None:
-        """Queue the batch of one poll/message (waits while the queue is full)."""
-        if len(batch) == 0:
+    async def put(self, batch: ReadingBatch, ack: Ack | None = None) -> None:
+        """Queue the batch of one poll/message (waits while the queue is full); ``ack``
+        is called once every sink took it (an empty batch with an ack is acknowledged in
+        its turn, keeping acks in order)."""
+        if len(batch) == 0 and ack is None:
             return
         if self._queue.full():
             self.stats.queue_full_waits += 1
-        await self._queue.put(batch)
+        await self._queue.put((batch, ack))
         self.stats.readings_in += len(batch)
 
     async def close(self) -> None:
@@ -84,7 +100,7 @@ class Pipeline:
         ``close``; cancelling ``run`` instead may lose the batch being assembled.
         """
         while True:
-            parts, closing = await self._next_parts()
+            parts, acks, closing = await self._next_parts()
             if parts:
                 batch = ReadingBatch.concat(parts)
                 if self.admission is not None:
@@ -93,37 +109,61 @@ class Pipeline:
                     except Exception:  # a bug there must not stop the pipeline
                         self.stats.admission_failures += 1
                         log.exception("admission failed on a batch of %d readings", len(batch))
-                if len(batch):
-                    await self._deliver(batch)
+                delivered = await self._deliver(batch) if len(batch) else True
+                self._acknowledge(acks, delivered)
             if closing:
                 return
 
-    async def _next_parts(self) -> tuple[list[ReadingBatch], bool]:
+    async def _next_parts(self) -> tuple[list[ReadingBatch], list[Ack], bool]:
         first = await self._queue.get()
         if first is None:
-            return [], True
-        parts = [first]
-        rows = len(first)
+            return [], [], True
+        parts: list[ReadingBatch] = []
+        acks: list[Ack] = []
+
+        def take(item: tuple[ReadingBatch, Ack | None]) -> int:
+            parts.append(item[0])
+            if item[1] is not None:
+                acks.append(item[1])
+            return len(item[0])
+
+        rows = take(first)
         deadline = time.monotonic() + self._flush_interval_s
         while rows < self._batch_rows:
             while not self._queue.empty() and rows < self._batch_rows:
                 item = self._queue.get_nowait()
                 if item is None:
-                    return parts, True
-                parts.append(item)
-                rows += len(item)
+                    return parts, acks, True
+                rows += take(item)
             remaining = deadline - time.monotonic()
-            if rows >= self._batch_rows or remaining <= 0:
-                break
+            if rows >= self._batch_rows or remaining <= 0 or acks:
+                break  # a source waits for its ack: no lingering
             await asyncio.sleep(min(_POLL_S, remaining))
-        return parts, False
+        return parts, acks, False
 
-    async def _deliver(self, batch: ReadingBatch) -> None:
+    async def _deliver(self, batch: ReadingBatch) -> bool:
+        """Hand ``batch`` to every sink; False when one of them failed."""
         self.stats.batches += 1
         self.stats.readings_out += len(batch)
+        ok = True
         for sink in self._sinks:
             try:
                 await sink.write_batch(batch)
             except Exception:  # a sink's failure must not cost the other sinks the batch
+                ok = False
                 self.stats.sink_failures += 1
                 log.exception("sink %s failed on a batch of %d readings", sink.name, len(batch))
+        return ok
+
+    def _acknowledge(self, acks: list[Ack], delivered: bool) -> None:
+        if not delivered:
+            self.stats.unacked_after_failure += len(acks)
+            return
+        for ack in acks:
+            try:
+                ack()
+            except Exception:  # the source redelivers what it did not see acknowledged
+                self.stats.ack_failures += 1
+                log.exception("acknowledging a delivered batch failed")
+            else:
+                self.stats.acked += 1

@@ -4,6 +4,13 @@ Subscribes to each device's topic, turns each JSON payload into one
 :class:`~zerocarbon.batch.ReadingBatch` and hands it to the pipeline. A bad payload is
 logged (naming device and topic) and counted; it never stops the collector. A lost
 broker connection is retried with backoff and counted.
+
+At QoS 1 a message is acknowledged (PUBACK) only once the pipeline has its readings in
+the spool, in the order the messages came (MQTT 3.1.1 §4.6 asks PUBACKs in order): a
+message the gateway did not store — it died, its spool was full — is redelivered by
+the broker. With ``[mqtt] client_id`` set the session is persistent, so the broker also
+keeps what arrives while the gateway is away (see deploy/mosquitto/zerocarbon.conf for
+the queue limits that must not drop it).
 """
 
 from __future__ import annotations
@@ -13,12 +20,13 @@ import logging
 from dataclasses import dataclass
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
-from zerocarbon.batch import BatchBuilder, SeriesRegistry
+from zerocarbon.batch import BatchBuilder, ReadingBatch, SeriesRegistry
 from zerocarbon.clock import Clock
 from zerocarbon.config import MqttConfig, MqttDevice, SiteConfig
 from zerocarbon.ingest.mqtt.payload import PayloadError, field_series, parse_payload
-from zerocarbon.ingest.reading import BatchSink
+from zerocarbon.ingest.reading import Ack, BatchSink
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,7 @@ class MqttStats:
     connection_failures: int = 0
     connected: bool = False
     last_error: str = ""
+    acked: int = 0  # PUBACKs sent after the readings were spooled (QoS 1)
 
 
 class MqttCollector:
@@ -94,6 +103,9 @@ class MqttCollector:
             clean_session=cfg.client_id is None,
             timeout=self._timeout_s,
         ) as client:
+            paho = client._client  # aiomqtt has no manual-ack option; paho has
+            manual = cfg.qos == 1
+            paho.manual_ack_set(manual)
             self.stats.connections += 1
             self.stats.connected = True
             for topic in self._by_topic:
@@ -101,14 +113,28 @@ class MqttCollector:
             self.subscribed.set()
             log.info("MQTT: subscribed to %d topics on %s", len(self._by_topic), cfg.url)
             async for message in client.messages:
-                await self._handle(str(message.topic), message.payload)
+                ack = None
+                if manual and message.qos == 1:
+                    ack = self._acker(paho, message.mid)
+                await self._sink(self._handle(str(message.topic), message.payload), ack)
 
-    async def _handle(self, topic: str, payload: object) -> None:
+    def _acker(self, paho: mqtt.Client, mid: int) -> Ack:
+        """The PUBACK of message ``mid`` on the connection it came on (a message of a
+        connection since lost is redelivered on the next one, never acked there)."""
+
+        def ack() -> None:
+            paho.ack(mid, 1)
+            self.stats.acked += 1
+
+        return ack
+
+    def _handle(self, topic: str, payload: object) -> ReadingBatch:
+        """The readings of one message (an empty batch when it holds none)."""
         self.stats.messages += 1
         device = self._by_topic.get(topic)
         if device is None:
             self.stats.unknown_topics += 1
-            return
+            return self._builder.build()
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
         arrival_us = round(self._clock.now_s() * 1_000_000)
@@ -118,16 +144,16 @@ class MqttCollector:
             )
         except PayloadError as exc:
             self._bad(str(exc))
-            return
+            return self._builder.build()
         except Exception as exc:  # a parser bug must cost one message, not the collector
             self._builder.build()  # discard anything half-appended
             log.exception("device %r topic %r: payload not parsed", device.id, topic)
             self._bad(f"device {device.id!r} topic {topic!r}: {type(exc).__name__}: {exc}")
-            return
+            return self._builder.build()
         for problem in problems:
             self._bad(problem)
         self.stats.readings += count
-        await self._sink(self._builder.build())
+        return self._builder.build()
 
     def _bad(self, problem: str) -> None:
         self.stats.bad_payloads += 1
