@@ -32,6 +32,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_SITE = REPO_ROOT / "examples" / "demo-site.toml"
 
 
+@pytest.fixture(autouse=True)
+def _own_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test its own ZEROCARBON_DATA_DIR: a spool left by one test (a gateway that
+    stopped with the database away) is never replayed into another test's database."""
+    monkeypatch.setenv("ZEROCARBON_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     """URL of a PostgreSQL server's maintenance database."""

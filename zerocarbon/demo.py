@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,6 +41,14 @@ async def _report_progress(center: EnergyCenter, clock: Clock, every_s: float) -
             f" | newest hourly carbon row: {hour}",
             flush=True,
         )
+
+
+def fresh_spool(settings: Settings) -> Path:
+    """The demo's own spool, emptied: its database is recreated at every start, and
+    readings an earlier demo left spooled belong to that one."""
+    folder = settings.data_dir / "demo-spool"
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 async def run_demo(
@@ -73,6 +82,7 @@ async def run_demo(
                     database_url=db_url,
                     mqtt_url=mqtt_url,
                     http=HttpOptions(host, port),
+                    spool_dir=fresh_spool(settings),
                 ) as center,
             ):
                 print(

@@ -1,10 +1,13 @@
 """Wiring: database, collectors, pipeline, carbon engine and the web server.
 
 :class:`EnergyCenter` runs one site: it opens the database (creating the schema and
-registering the devices), starts a collector task per Modbus link and one MQTT
-subscriber, the pipeline that feeds storage and the carbon engine, and optionally the
-HTTP server. Leaving the context stops collection first, then drains the pipeline,
-writes the last hourly rows and closes the database, so the data stays consistent.
+registering the devices), opens the store-and-forward spool, starts a collector task
+per Modbus link and one MQTT subscriber, the pipeline that feeds the spool, the
+forwarder that moves the spool into the database and hands stored readings to the
+carbon engine, and optionally the HTTP server. Leaving the context stops collection
+first, then drains the pipeline into the spool and the spool into the database (what
+the database cannot take stays spooled for the next start), writes the last hourly
+rows and closes the database, so the data stays consistent.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import asyncpg
@@ -34,12 +38,38 @@ from zerocarbon.ingest.pipeline import Pipeline
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import create_schema, ensure_database, open_pool, register_site
 from zerocarbon.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from zerocarbon.storage.forwarder import SpoolForwarder
+from zerocarbon.storage.spool import Spool, SpoolError
+from zerocarbon.storage.spool_series import SpoolSeries
 from zerocarbon.storage.writer import ReadingWriter
 from zerocarbon.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-PIPELINE_DRAIN_TIMEOUT_S = 60.0  # at shutdown, time allowed to store what is queued [s]
+PIPELINE_DRAIN_TIMEOUT_S = 60.0  # at shutdown, time allowed to spool what is queued [s]
+SPOOL_DRAIN_TIMEOUT_S = 30.0  # at shutdown, time allowed to forward the spool [s]
+
+
+def spool_directory(site: SiteConfig, settings: Settings) -> Path:
+    """``[storage.spool] dir`` (relative to the site file), else ``<data dir>/spool``."""
+    configured = site.storage.spool.dir
+    return site.resolve_path(configured) if configured else settings.data_dir / "spool"
+
+
+def open_spool(site: SiteConfig, directory: Path) -> Spool:
+    """The site's spool in ``directory``, per ``[storage.spool]``."""
+    cfg = site.storage.spool
+    try:
+        return Spool(
+            directory,
+            segment_bytes=cfg.segment_mib << 20,
+            quota_bytes=cfg.quota_mib << 20,
+            alarm_fraction=cfg.alarm_percent / 100,
+            fsync=cfg.fsync,
+            fsync_interval_s=cfg.fsync_interval_s,
+        )
+    except (SpoolError, OSError) as exc:
+        raise StartupError(f"storage.spool: cannot open the spool in {directory}: {exc}") from exc
 
 
 @contextlib.asynccontextmanager
@@ -112,6 +142,7 @@ class EnergyCenter:
         mqtt_url: str | None = None,
         http: HttpOptions | None = None,
         carbon_flush_interval_s: float = 1.0,
+        spool_dir: Path | None = None,
     ) -> None:
         self.site = site
         self.settings = settings.model_copy(
@@ -125,7 +156,11 @@ class EnergyCenter:
         self._mqtt_url = mqtt_url
         self._http = http
         self._carbon_flush_interval_s = carbon_flush_interval_s
+        self.spool_dir = spool_dir or spool_directory(site, self.settings)
         self._pool: asyncpg.Pool | None = None
+        self._spool: Spool | None = None
+        self._forwarder_task: asyncio.Task[None] | None = None
+        self.forwarder: SpoolForwarder | None = None
         self._collector_tasks: list[asyncio.Task[None]] = []
         self._pipeline_task: asyncio.Task[None] | None = None
         self._http_server: uvicorn.Server | None = None
@@ -169,8 +204,16 @@ class EnergyCenter:
         )
         await self.carbon.restore()
         await self.carbon.warm_up()
+        self._spool = spool = open_spool(self.site, self.spool_dir)
+        self.forwarder = SpoolForwarder(
+            spool,
+            self.writer,
+            consumers=[self.carbon.write_batch],
+            series=SpoolSeries(self.spool_dir, series, spool.last_seq + 1),
+        )
+        self._forwarder_task = asyncio.create_task(self.forwarder.run(), name="forwarder")
         self.admission = Admission(self.site, series, self.clock)
-        self.pipeline = Pipeline([self.writer, self.carbon], admission=self.admission)
+        self.pipeline = Pipeline([self.forwarder], admission=self.admission)
         self._pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
         self.modbus = link_collectors(self.site, self.clock, self.pipeline.put, series)
         self.mqtt = mqtt_collector(
@@ -228,6 +271,25 @@ class EnergyCenter:
             except Exception:
                 log.exception("the pipeline had stopped with an error")
             self._pipeline_task = None
+        if self._forwarder_task is not None and self.forwarder is not None:
+            task = self._forwarder_task
+            self.forwarder.request_stop()
+            try:
+                await asyncio.wait_for(task, SPOOL_DRAIN_TIMEOUT_S)
+            except TimeoutError:
+                log.error("forwarding the spool at shutdown took over %s s", SPOOL_DRAIN_TIMEOUT_S)
+            except Exception:
+                log.exception("the spool forwarder had stopped with an error")
+            self._forwarder_task = None
+            if self.forwarder.spool.depth_records:
+                log.warning(
+                    "%d readings stay in the spool %s: they are stored at the next start",
+                    self.forwarder.spool.depth_rows,
+                    self.spool_dir,
+                )
+        if self._spool is not None:
+            await asyncio.to_thread(self._spool.close)
+            self._spool = None
         if self.carbon is not None:
             await self.carbon.flush()
         if self._http_server is not None and self._http_task is not None:

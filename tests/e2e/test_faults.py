@@ -262,5 +262,7 @@ def test_fault_hours_are_flagged(fault_run: FaultRun) -> None:
 def test_nothing_lost(fault_run: FaultRun) -> None:
     center = fault_run.center
     assert sorted(fault_run.carbon) == compared_hours()
-    assert center.writer is not None and center.writer.stats.rows_dropped == 0
+    assert center.forwarder is not None and center.forwarder.stats.write_failures == 0
+    stats = center.forwarder.stats
+    assert stats.readings_forwarded == stats.readings_acknowledged
     assert center.pipeline is not None and center.pipeline.stats.sink_failures == 0

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import numpy as np
+import pytest
 
 from zerocarbon.batch import Quality, Reading, ReadingBatch, SeriesRegistry, datetime_to_us
 from zerocarbon.config import SiteConfig
@@ -127,9 +128,11 @@ async def test_unknown_device_is_skipped_and_counted(
     assert await pg_conn.fetchval("SELECT count(*) FROM readings") == 1
 
 
-async def test_database_down_keeps_batch_for_retry(
+async def test_a_failed_write_raises_and_keeps_nothing(
     pg_url: str, pg_conn: asyncpg.Connection, demo_site: SiteConfig
 ) -> None:
+    """The writer holds no rows of its own: a failure is the caller's (the spool's) to
+    retry, and the next write stores only what it is given."""
     registry = await register_site(pg_conn, demo_site)
     series = SeriesRegistry.for_site(demo_site)
     pool = await open_pool(pg_url)
@@ -137,43 +140,15 @@ async def test_database_down_keeps_batch_for_retry(
     power = series.id("battery", "active_power_kw")
     await pg_conn.execute("ALTER TABLE readings RENAME TO readings_away")
     try:
-        await writer.write_batch(ReadingBatch.of([power], [datetime_to_us(T0)], [1.0]))
+        with pytest.raises(asyncpg.UndefinedTableError):
+            await writer.store(ReadingBatch.of([power], [datetime_to_us(T0)], [1.0]))
         assert writer.stats.failures == 1 and writer.stats.rows_written == 0
     finally:
         await pg_conn.execute("ALTER TABLE readings_away RENAME TO readings")
-    await writer.write_batch(ReadingBatch.of([power], [datetime_to_us(T0) + 1], [2.0]))
+    assert await writer.store(ReadingBatch.of([power], [datetime_to_us(T0) + 1], [2.0])) == 1
     await pool.close()
-    assert writer.stats.rows_written == 2
-    assert await pg_conn.fetchval("SELECT count(*) FROM readings") == 2
-    assert await pg_conn.fetchval("SELECT value FROM latest_values") == 2.0
-
-
-async def test_pending_rows_are_bounded_oldest_dropped_first(
-    pg_url: str, pg_conn: asyncpg.Connection, demo_site: SiteConfig
-) -> None:
-    registry = await register_site(pg_conn, demo_site)
-    series = SeriesRegistry.for_site(demo_site)
-    pool = await open_pool(pg_url)
-    writer = ReadingWriter(pool, registry, series, max_pending_rows=5)
-    power = series.id("battery", "active_power_kw")
-    t = datetime_to_us(T0)
-    await pg_conn.execute("ALTER TABLE readings RENAME TO readings_away")
-    try:
-        for k in range(3):
-            await writer.write_batch(
-                ReadingBatch.of(
-                    [power] * 3,
-                    [t + 3 * k, t + 3 * k + 1, t + 3 * k + 2],  # one microsecond apart
-                    [3 * k, 3 * k + 1, 3 * k + 2],
-                )
-            )
-    finally:
-        await pg_conn.execute("ALTER TABLE readings_away RENAME TO readings")
-    await writer.write_batch(ReadingBatch.empty())
-    await pool.close()
-    assert writer.stats.rows_dropped == 4 and writer.stats.rows_written == 5
-    stored = await pg_conn.fetch("SELECT value FROM readings ORDER BY value")
-    assert [r["value"] for r in stored] == [4.0, 5.0, 6.0, 7.0, 8.0]
+    assert writer.stats.rows_written == 1
+    assert await pg_conn.fetchval("SELECT count(*) FROM readings") == 1
 
 
 def test_latest_rows_one_per_series_newest_later_row_wins_ties() -> None:

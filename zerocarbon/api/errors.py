@@ -22,18 +22,11 @@ import asyncpg
 from fastapi import FastAPI, Request, Response, status
 from fastapi.responses import JSONResponse
 
+from zerocarbon.storage.faults import database_unavailable
+
 log = logging.getLogger(__name__)
 
-_UNAVAILABLE_CLASSES = ("08", "53", "57")
-_UNAVAILABLE_STATES = frozenset({"55000"})
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """Whether an exception means the database cannot be reached or used right now."""
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", None) or ""
-        return state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES
-    return isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError)
+__all__ = ["DatabaseState", "add_error_handling", "database_unavailable"]
 
 
 class DatabaseState:

@@ -15,16 +15,17 @@ through a session-local staging table and ``INSERT ... ON CONFLICT DO NOTHING``,
 each reading is stored once and the skipped ones are counted (``bench/ingest.py``
 measures both paths).
 
-When the database is unavailable the rows are kept in memory (bounded by
-``max_pending_rows``, oldest dropped first and counted) and written with the next
-batch. An on-disk spool that survives restarts is future work (see
-docs/architecture.md).
+The writer itself keeps nothing: a failed write raises, and the caller (the spool's
+:class:`~zerocarbon.storage.forwarder.SpoolForwarder`) keeps the rows on disk and
+tries again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 import numpy as np
@@ -37,7 +38,24 @@ from zerocarbon.storage.database import Registry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["READING_COLUMNS", "ReadingWriter", "WriterStats", "latest_rows"]
+__all__ = [
+    "READING_COLUMNS",
+    "ReadingLayout",
+    "ReadingWriter",
+    "WriterStats",
+    "latest_rows",
+]
+
+
+class ReadingLayout(Protocol):
+    """The table layout's part in a write: make sure a time range can be stored (daily
+    partitions on plain PostgreSQL; nothing to do on a TimescaleDB hypertable)."""
+
+    async def cover(self, conn: asyncpg.Connection, min_ts_us: int, max_ts_us: int) -> None: ...
+
+
+WrittenHook = Callable[[int, int], None]
+"""Told the time range [min_ts_us, max_ts_us] of each committed write (rollup refresh)."""
 
 
 _STAGING_DDL = """
@@ -61,10 +79,9 @@ WHERE latest_values.ts <= EXCLUDED.ts
 
 @dataclass(slots=True)
 class WriterStats:
-    rows_written: int = 0
+    rows_written: int = 0  # new rows stored
     batches_written: int = 0
-    failures: int = 0
-    rows_dropped: int = 0  # pending rows dropped while the database was unavailable
+    failures: int = 0  # writes that raised (the caller keeps the rows and retries)
     unknown_series: int = 0  # series without a devices/metrics row
     out_of_range: int = 0  # times outside 0001..9999 (admission normally drops them first)
     duplicates_skipped: int = 0  # readings already stored (redelivered, replayed)
@@ -85,7 +102,7 @@ def latest_rows(series: NDArray[np.int32], ts_us: NDArray[np.int64]) -> NDArray[
 
 
 class ReadingWriter:
-    """The pipeline's storage sink (``write_batch(batch)``)."""
+    """Stores batches in ``readings`` (``store(batch)``; also a pipeline sink)."""
 
     name = "storage"
 
@@ -95,11 +112,13 @@ class ReadingWriter:
         registry: Registry,
         series: SeriesRegistry,
         *,
-        max_pending_rows: int = 1_000_000,
+        layout: ReadingLayout | None = None,
+        on_written: WrittenHook | None = None,
     ) -> None:
         self._pool = pool
         self._series = series
-        self._max_pending_rows = max_pending_rows
+        self._layout = layout
+        self._on_written = on_written
         # series id -> devices.id / metrics.id; -1 where the database has no row
         device_db = np.array(
             [registry.device_ids.get(d, -1) for d in series.device_ids], dtype=np.int32
@@ -110,38 +129,29 @@ class ReadingWriter:
                 metric_db[m.id] = registry.metric_ids.get(m.name, -1)
         self._device_of: NDArray[np.int32] = device_db[series.device_index_of]
         self._metric_of: NDArray[np.int32] = metric_db[series.metric_id_of]
-        self._pending: list[ReadingBatch] = []
-        self._pending_rows = 0
         self._unknown_reports = 0
         self.stats = WriterStats()
 
     async def write_batch(self, batch: ReadingBatch) -> None:
-        """Write ``batch`` (after anything kept from failed writes) in one transaction."""
-        batch = self._storable(batch)
-        if len(batch):
-            self._pending.append(batch)
-            self._pending_rows += len(batch)
-        overflow = self._pending_rows - self._max_pending_rows
-        if overflow > 0:
-            rows = ReadingBatch.concat(self._pending)
-            self._pending = [rows.take(np.arange(overflow, len(rows)))]
-            self._pending_rows -= overflow
-            self.stats.rows_dropped += overflow
-            log.error("database unavailable too long: dropped %d oldest readings", overflow)
-        if not self._pending_rows:
-            return
-        rows = ReadingBatch.concat(self._pending)
-        self._pending = [rows]  # concatenated once, also for the retry
+        """Pipeline sink: :meth:`store` (a failure raises)."""
+        await self.store(batch)
+
+    async def store(self, batch: ReadingBatch) -> int:
+        """Store ``batch`` in one transaction, each reading once; returns the rows that
+        were new. Raises the database's error (nothing is kept here)."""
+        rows = self._storable(batch)
+        if not len(rows):
+            return 0
         try:
             inserted = await self._write(rows)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except BaseException:
             self.stats.failures += 1
-            log.warning("writing %d readings failed (%s); kept for retry", len(rows), exc)
-            return
+            raise
         self.stats.rows_written += inserted
         self.stats.batches_written += 1
-        self._pending = []
-        self._pending_rows = 0
+        if self._on_written is not None:
+            self._on_written(int(rows.ts_us.min()), int(rows.ts_us.max()))
+        return inserted
 
     def _storable(self, batch: ReadingBatch) -> ReadingBatch:
         """The rows with a devices/metrics row and a representable time; counts the rest."""
@@ -194,6 +204,8 @@ class ReadingWriter:
             rows.quality[newest].tolist(),
         )
         async with self._pool.acquire() as conn, conn.transaction():
+            if self._layout is not None:
+                await self._layout.cover(conn, int(rows.ts_us.min()), int(rows.ts_us.max()))
             try:
                 async with conn.transaction():  # a savepoint: the fast path may fail
                     await conn.copy_to_table(
