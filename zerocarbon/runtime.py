@@ -43,6 +43,7 @@ from zerocarbon.storage.spool import Spool, SpoolError
 from zerocarbon.storage.spool_series import SpoolSeries
 from zerocarbon.storage.writer import ReadingWriter
 from zerocarbon.tasks import cancel_and_wait
+from zerocarbon.telemetry import GatewayTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,20 @@ class EnergyCenter:
         self.writer: ReadingWriter | None = None
         self.carbon: CarbonService | None = None
         self.pipeline: Pipeline | None = None
+        self.admission: Admission | None = None
+        self.telemetry = GatewayTelemetry(self)
+
+    @property
+    def mqtt_url(self) -> str | None:
+        """The broker the MQTT collector uses (None: no MQTT devices)."""
+        if self.site.mqtt is None or not self.site.mqtt_devices:
+            return None
+        return self._mqtt_url or self.site.mqtt.url
+
+    @property
+    def forwarder_running(self) -> bool:
+        task = self._forwarder_task
+        return task is not None and not task.done()
 
     async def __aenter__(self) -> EnergyCenter:
         try:
@@ -229,7 +244,7 @@ class EnergyCenter:
             await self._start_http(self._http)
 
     async def _start_http(self, http: HttpOptions) -> None:
-        app = create_app(self.settings, pool=self._pool)
+        app = create_app(self.settings, pool=self._pool, telemetry=self.telemetry)
         config = uvicorn.Config(
             app,
             host=http.host,

@@ -22,6 +22,8 @@ from zerocarbon.api.docs import add_offline_docs, offline_docs_assets
 from zerocarbon.api.errors import add_error_handling
 from zerocarbon.api.live import KEEPALIVE_S, LiveStreams
 from zerocarbon.api.routes import carbon, devices, energy, health, lines, live, status
+from zerocarbon.api.routes.health import metrics_registry
+from zerocarbon.api.telemetry import Telemetry
 from zerocarbon.dashboards.page import add_dashboard
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import open_pool
@@ -55,13 +57,15 @@ def create_app(
     *,
     live_keepalive_s: float = KEEPALIVE_S,
     pool: asyncpg.Pool | None = None,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
     """Build the API and the live page for ``settings``.
 
     ``settings.database_url`` is required (the caller starts an embedded server when
     there is none); ``settings.site_timezone`` must be an IANA name. With ``pool`` the
     app uses that pool (the runtime's: one pool per process) and leaves closing it to
-    its owner; without, the lifespan opens and closes one of its own.
+    its owner; without, the lifespan opens and closes one of its own. ``telemetry``
+    (the running gateway's) feeds ``/readyz`` and ``/metrics``.
     """
     database_url = settings.database_url
     if not database_url:
@@ -122,6 +126,8 @@ def create_app(
     app.state.settings = settings
     app.state.site_timezone = site_timezone
     app.state.live_streams = streams
+    app.state.telemetry = telemetry
+    app.state.metrics_registry = metrics_registry(telemetry)
     if docs_assets is not None:
         add_offline_docs(app, docs_assets)
     for module in (health, devices, carbon, energy, lines, live, status):

@@ -1,0 +1,159 @@
+"""GET /readyz and GET /metrics of a running gateway: a real database, broker and spool."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import aiomqtt
+import asyncpg
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from zerocarbon.api.app import create_app
+from zerocarbon.clock import SystemClock
+from zerocarbon.config import SiteConfig, parse_site
+from zerocarbon.runtime import EnergyCenter
+from zerocarbon.settings import Settings
+from zerocarbon.storage.database import drop_database, ensure_database
+
+
+def tiny_site(mqtt_url: str) -> SiteConfig:
+    return parse_site(
+        {
+            "mqtt": {"url": mqtt_url, "client_id": f"zc-readyz-{secrets.token_hex(3)}"},
+            "devices": [
+                {
+                    "id": "grid",
+                    "role": "grid",
+                    "protocol": "mqtt",
+                    "topic": f"zc-test/{secrets.token_hex(3)}/grid",
+                    "fields": {"p": "active_power_kw"},
+                }
+            ],
+        }
+    )
+
+
+def metric_values(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.labels:
+                out[sample.name] = sample.value
+    return out
+
+
+async def until(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def own_database(pg_server_url: str) -> AsyncIterator[tuple[str, str]]:
+    name = f"zc_test_ready_{secrets.token_hex(3)}"
+    url = await ensure_database(pg_server_url, name)
+    yield url, name
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    finally:
+        await admin.close()
+    await drop_database(pg_server_url, name)
+
+
+async def test_readyz_and_metrics_follow_the_database_and_the_spool(
+    own_database: tuple[str, str], pg_server_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    url, name = own_database
+    site = tiny_site(mqtt_url)
+    device = site.mqtt_devices[0]
+    broker = urlparse(mqtt_url)
+
+    async def publish(values: list[float]) -> None:
+        async with aiomqtt.Client(broker.hostname or "", port=broker.port or 1883) as pub:
+            for i, v in enumerate(values):
+                ts = datetime.now(UTC).timestamp() - 10 + i * 0.001
+                await pub.publish(device.topic, json.dumps({"ts": ts, "p": v}), qos=1)
+
+    async with EnergyCenter(
+        site, Settings(), SystemClock(), database_url=url, spool_dir=tmp_path / "spool"
+    ) as center:
+        app = create_app(Settings(database_url=url), pool=center._pool, telemetry=center.telemetry)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                assert center.mqtt is not None
+                await asyncio.wait_for(center.mqtt.subscribed.wait(), 10)
+                res = await client.get("/readyz")
+                assert res.status_code == 200, res.text
+                body = res.json()
+                assert body["ready"] and body["database"]["ok"] and body["broker"]["ok"]
+                assert body["spool"]["depth_readings"] == 0
+                assert body["spool"]["oldest_unreplayed_age_s"] is None
+
+                await publish([1.0, 2.0, 3.0])
+                assert center.forwarder is not None
+                await until(lambda: center.forwarder.stats.readings_stored == 3)
+                res = await client.get("/metrics")
+                assert res.status_code == 200
+                assert res.headers["content-type"].startswith("text/plain")
+                m = metric_values(res.text)
+                assert m["zerocarbon_readings_acknowledged_total"] == 3
+                assert m["zerocarbon_readings_stored_total"] == 3
+                assert m["zerocarbon_mqtt_acknowledged_total"] == 3
+                assert m["zerocarbon_database_up"] == 1 and m["zerocarbon_mqtt_connected"] == 1
+
+                admin = await asyncpg.connect(pg_server_url)
+                try:
+                    await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                    await admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                        name,
+                    )
+                    await publish([4.0, 5.0])
+                    await until(lambda: not center.forwarder.database_up)
+                    await until(lambda: center.forwarder.health().spool_depth_readings == 2)
+                    res = await client.get("/readyz")
+                    assert res.status_code == 503
+                    body = res.json()
+                    assert not body["ready"] and not body["database"]["ok"]
+                    assert "accepting connections" in body["database"]["detail"]
+                    assert body["spool"]["depth_readings"] == 2
+                    assert body["spool"]["oldest_unreplayed_age_s"] >= 0
+                    m = metric_values((await client.get("/metrics")).text)
+                    assert m["zerocarbon_database_up"] == 0
+                    assert m["zerocarbon_spool_depth_readings"] == 2
+                    assert m["zerocarbon_readings_acknowledged_total"] == 5
+                finally:
+                    await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+                    await admin.close()
+                await until(lambda: center.forwarder.stats.readings_stored == 5)
+                res = await client.get("/readyz")
+                assert res.status_code == 200 and res.json()["spool"]["depth_readings"] == 0
+                m = metric_values((await client.get("/metrics")).text)
+                assert m["zerocarbon_database_outages_total"] == 1
+                assert m["zerocarbon_database_up"] == 1
+
+
+async def test_readyz_without_a_gateway_checks_the_database(pg_url: str) -> None:
+    app = create_app(Settings(database_url=pg_url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            res = await client.get("/readyz")
+            assert res.status_code == 200
+            assert res.json() == {
+                "ready": True,
+                "database": {"ok": True, "detail": "", "down_s": None},
+                "broker": None,
+                "spool": None,
+            }
+            assert (await client.get("/metrics")).status_code == 200

@@ -1,0 +1,248 @@
+"""The running gateway's health and counters, for ``/readyz`` and ``/metrics``.
+
+:class:`GatewayTelemetry` reads the counters the parts already keep (pipeline,
+admission, Modbus links, MQTT, spool forwarder, carbon service) at scrape time: no
+second bookkeeping, nothing on the ingest path. Metric names follow Prometheus'
+conventions (``_total`` counters, base units: seconds, bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from zerocarbon.api.app import redact_url
+from zerocarbon.api.telemetry import BrokerState, DatabaseState, Readiness, SpoolState
+
+if TYPE_CHECKING:
+    from zerocarbon.runtime import EnergyCenter
+
+
+class GatewayTelemetry:
+    """Health and counters of one :class:`~zerocarbon.runtime.EnergyCenter`."""
+
+    def __init__(self, center: EnergyCenter) -> None:
+        self._center = center
+
+    def readiness(self, database_ok: bool, database_detail: str) -> Readiness:
+        center = self._center
+        forwarder = center.forwarder
+        down_s = None
+        detail = database_detail
+        if forwarder is not None:
+            health = forwarder.health()
+            down_s = health.database_down_s
+            if not health.database_up:
+                database_ok = False
+                detail = detail or health.last_error
+        database = DatabaseState(ok=database_ok, detail=detail, down_s=down_s)
+        broker = None
+        if center.mqtt is not None:
+            stats = center.mqtt.stats
+            broker = BrokerState(
+                ok=stats.connected,
+                detail="" if stats.connected else stats.last_error or "not connected",
+                url=redact_url(center.mqtt_url) if center.mqtt_url else None,
+            )
+        spool = None
+        if forwarder is not None:
+            h = forwarder.health()
+            problems = []
+            if h.spool_full:
+                problems.append("full: collection is held back")
+            elif h.spool_alarm:
+                problems.append("above its alarm level")
+            if not center.forwarder_running:
+                problems.append("the forwarder has stopped")
+            spool = SpoolState(
+                ok=not problems,
+                detail="; ".join(problems),
+                depth_readings=h.spool_depth_readings,
+                depth_batches=h.spool_depth_batches,
+                used_bytes=h.spool_used_bytes,
+                quota_bytes=h.spool_quota_bytes,
+                alarm=h.spool_alarm,
+                full=h.spool_full,
+                oldest_unreplayed_age_s=h.oldest_unreplayed_age_s,
+            )
+        ready = database.ok and (broker is None or broker.ok) and (spool is None or spool.ok)
+        return Readiness(ready=ready, database=database, broker=broker, spool=spool)
+
+    def collector(self) -> Collector:
+        return _GatewayCollector(self._center)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+class _GatewayCollector(Collector):
+    def __init__(self, center: EnergyCenter) -> None:
+        self._center = center
+
+    def collect(self) -> Iterator[Metric]:
+        center = self._center
+        if center.pipeline is not None:
+            p = center.pipeline.stats
+            yield _counter(
+                "zerocarbon_pipeline_readings_in",
+                "Readings handed over by collectors",
+                p.readings_in,
+            )
+            yield _counter(
+                "zerocarbon_pipeline_readings_admitted",
+                "Readings past admission, handed to the spool",
+                p.readings_out,
+            )
+            yield _counter(
+                "zerocarbon_pipeline_queue_full_waits",
+                "Collector hand-overs that waited for a full pipeline queue",
+                p.queue_full_waits,
+            )
+            yield _counter(
+                "zerocarbon_pipeline_sink_failures", "Batches a sink failed on", p.sink_failures
+            )
+        if center.admission is not None:
+            drops = CounterMetricFamily(
+                "zerocarbon_admission_dropped_readings",
+                "Readings admission refused, per device and reason",
+                labels=["device", "reason"],
+            )
+            for device, d in sorted(center.admission.stats.by_device.items()):
+                for reason in ("unknown_series", "not_finite", "out_of_window", "counter_range"):
+                    drops.add_metric([device, reason], getattr(d, reason))
+            yield drops
+        if center.forwarder is not None:
+            yield from self._store()
+        if center.mqtt is not None:
+            m = center.mqtt.stats
+            yield _gauge("zerocarbon_mqtt_connected", "1 when connected to the broker", m.connected)
+            yield _counter("zerocarbon_mqtt_messages", "MQTT messages received", m.messages)
+            yield _counter(
+                "zerocarbon_mqtt_acknowledged",
+                "MQTT messages acknowledged (PUBACK) after their readings were spooled",
+                m.acked,
+            )
+            yield _counter(
+                "zerocarbon_mqtt_bad_payloads",
+                "MQTT payloads that could not be read",
+                m.bad_payloads,
+            )
+            yield _counter(
+                "zerocarbon_mqtt_connection_failures",
+                "Lost or refused broker connections",
+                m.connection_failures,
+            )
+        if center.modbus:
+            yield from self._modbus()
+        if center.carbon is not None:
+            c = center.carbon
+            yield _counter(
+                "zerocarbon_carbon_hour_upserts", "Hourly carbon rows written", c.upserts
+            )
+            yield _counter(
+                "zerocarbon_carbon_flush_failures",
+                "Hourly result writes that failed (retried)",
+                c.flush_failures,
+            )
+
+    def _store(self) -> Iterator[Metric]:
+        forwarder = self._center.forwarder
+        assert forwarder is not None
+        s = forwarder.stats
+        h = forwarder.health()
+        yield _counter(
+            "zerocarbon_readings_acknowledged",
+            "Readings appended to the spool (acknowledged to their source)",
+            s.readings_acknowledged,
+        )
+        yield _counter(
+            "zerocarbon_readings_stored", "New rows stored in readings", s.readings_stored
+        )
+        yield _counter(
+            "zerocarbon_readings_duplicates_skipped",
+            "Readings already stored (redelivered or replayed), not stored again",
+            s.duplicates_skipped,
+        )
+        yield _counter(
+            "zerocarbon_readings_replayed",
+            "Readings forwarded from what an earlier run left in the spool",
+            s.replayed_readings,
+        )
+        yield _counter(
+            "zerocarbon_readings_quarantined",
+            "Readings set aside because the database kept refusing them",
+            s.quarantined_readings,
+        )
+        yield _gauge(
+            "zerocarbon_database_up", "1 when the last database write worked", h.database_up
+        )
+        yield _counter("zerocarbon_database_outages", "Times the database went away", s.outages)
+        yield _counter(
+            "zerocarbon_database_write_failures", "Database writes that failed", s.write_failures
+        )
+        yield _gauge(
+            "zerocarbon_spool_depth_readings",
+            "Readings acknowledged but not yet in the database",
+            h.spool_depth_readings,
+        )
+        yield _gauge(
+            "zerocarbon_spool_depth_batches",
+            "Spooled batches not yet forwarded",
+            h.spool_depth_batches,
+        )
+        yield _gauge("zerocarbon_spool_used_bytes", "Disk used by the spool", h.spool_used_bytes)
+        yield _gauge("zerocarbon_spool_quota_bytes", "The spool's disk quota", h.spool_quota_bytes)
+        yield _gauge("zerocarbon_spool_alarm", "1 above the spool's alarm level", h.spool_alarm)
+        yield _gauge(
+            "zerocarbon_spool_full", "1 while collection waits for spool space", h.spool_full
+        )
+        yield _gauge(
+            "zerocarbon_spool_oldest_unreplayed_age_seconds",
+            "How long the oldest spooled batch has waited (0 when empty)",
+            h.oldest_unreplayed_age_s or 0.0,
+        )
+        yield _counter(
+            "zerocarbon_spool_full_waits",
+            "Times collection was held back by a full spool",
+            s.full_waits,
+        )
+        yield _counter(
+            "zerocarbon_spool_full_wait_seconds",
+            "Time collection was held back by a full spool",
+            s.full_wait_s,
+        )
+        yield _counter(
+            "zerocarbon_spool_errors", "Spool appends that failed (disk), retried", s.spool_errors
+        )
+
+    def _modbus(self) -> Iterator[Metric]:
+        names = {
+            "polls": "Poll cycles",
+            "readings": "Readings decoded",
+            "timeouts": "Requests that timed out",
+            "errors": "Exception responses and connection failures",
+            "skipped_cycles": "Poll cycles skipped because the link was late",
+            "rejected_values": "Values the decoder rejected",
+        }
+        families = {
+            key: CounterMetricFamily(f"zerocarbon_modbus_{key}", doc, labels=["device"])
+            for key, doc in names.items()
+        }
+        available = GaugeMetricFamily(
+            "zerocarbon_modbus_device_available", "1 when the device answers", labels=["device"]
+        )
+        for link in self._center.modbus:
+            for device, stats in sorted(link.stats().items()):
+                for key, family in families.items():
+                    family.add_metric([device], getattr(stats, key))
+                available.add_metric([device], stats.available)
+        yield from families.values()
+        yield available
