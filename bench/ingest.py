@@ -9,9 +9,12 @@ Ceilings, into an identical readings table (same unique index), batch by batch:
 
 Measured, with ingest idempotent (the unique index on series and time is always on):
 
-- the pipeline (``Pipeline.put`` of collector-sized batches, admission off) into
-  ``ReadingWriter``: new rows take the binary COPY path;
-- ``ReadingWriter.write_batch`` of rows already stored (a replay or a redelivery): the
+- the gateway's path: ``Pipeline.put`` of collector-sized batches (admission off) ->
+  the on-disk spool (fsync per batch, the default policy) -> the forwarder -> the
+  ``ReadingWriter`` (binary COPY of new rows), timed until the last row is stored: the
+  value of the JSON line;
+- the same without the spool (the pipeline straight into the writer);
+- ``ReadingWriter.store`` of rows already stored (a replay or a redelivery): the
   insert-only-new path through a staging table.
 
 Prints rows/s of each and the ratios, medians over ``--repeat`` runs, and last the JSON
@@ -29,12 +32,14 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import numpy as np
 
 from zerocarbon.batch import ReadingBatch, SeriesRegistry, datetime_to_us, us_to_datetime
@@ -43,6 +48,7 @@ from zerocarbon.ingest.pipeline import Pipeline
 from zerocarbon.metering.metrics import METRICS
 from zerocarbon.storage.copy_binary import encode_readings
 from zerocarbon.storage.database import (
+    Registry,
     create_schema,
     drop_database,
     ensure_database,
@@ -50,6 +56,8 @@ from zerocarbon.storage.database import (
     register_site,
 )
 from zerocarbon.storage.embedded import EmbeddedPostgres
+from zerocarbon.storage.forwarder import SpoolForwarder
+from zerocarbon.storage.spool import Spool
 from zerocarbon.storage.writer import READING_COLUMNS, ReadingWriter
 
 SITE = Path(__file__).resolve().parents[1] / "examples" / "demo-site.toml"
@@ -98,6 +106,7 @@ async def bench(server_url: str, rows: int, batch: int, repeat: int) -> None:
             for c in chunks
         ]
         copy_rates, records_rates, writer_rates, replay_rates = [], [], [], []
+        spooled_rates: list[float] = []
         for _ in range(repeat):
             async with pool.acquire() as conn:
                 await conn.execute("TRUNCATE bare, readings, latest_values")
@@ -112,6 +121,9 @@ async def bench(server_url: str, rows: int, batch: int, repeat: int) -> None:
                 for recs in records:
                     await conn.copy_records_to_table("bare", records=recs, columns=READING_COLUMNS)
                 records_rates.append(rows / (time.perf_counter() - start))
+            spooled_rates.append(await spooled_run(pool, registry, series, chunks, batch))
+            async with pool.acquire() as conn:
+                await conn.execute("TRUNCATE readings, latest_values")
             writer = ReadingWriter(pool, registry, series)
             pipeline = Pipeline([writer], max_queued=len(chunks) + 1, batch_rows=batch)
             start = time.perf_counter()
@@ -125,20 +137,23 @@ async def bench(server_url: str, rows: int, batch: int, repeat: int) -> None:
             again = ReadingWriter(pool, registry, series)
             start = time.perf_counter()
             for chunk in chunks:
-                await again.write_batch(chunk)
+                await again.store(chunk)
             replay_rates.append(rows / (time.perf_counter() - start))
             assert again.stats.rows_written == 0 and again.stats.duplicates_skipped == rows
-        copy, recs, mine, replay = (
-            statistics.median(r) for r in (copy_rates, records_rates, writer_rates, replay_rates)
+        copy, recs, direct, replay, mine = (
+            statistics.median(r)
+            for r in (copy_rates, records_rates, writer_rates, replay_rates, spooled_rates)
         )
         print(f"rows={rows} batch={batch} repeat={repeat} (medians)")
         print(f"copy_records_to_table of the same rows (ceiling): {recs:,.0f} rows/s")
         print(f"bare binary COPY of the same bytes:               {copy:,.0f} rows/s")
-        print(f"pipeline -> ReadingWriter, new rows:              {mine:,.0f} rows/s")
+        print(f"pipeline -> spool -> forwarder -> writer:         {mine:,.0f} rows/s")
+        print(f"pipeline -> writer (no spool):                    {direct:,.0f} rows/s")
         print(f"ReadingWriter replaying stored rows (skipped):    {replay:,.0f} rows/s")
-        print(f"ratio pipeline/copy_records_to_table:  {mine / recs:.2f}")
-        print(f"ratio pipeline/bare binary COPY:       {mine / copy:.2f}")
-        print(f"ratio replay/copy_records_to_table:    {replay / recs:.2f}")
+        print(f"ratio gateway path/copy_records_to_table:  {mine / recs:.2f}")
+        print(f"ratio gateway path/bare binary COPY:       {mine / copy:.2f}")
+        print(f"ratio no-spool/copy_records_to_table:      {direct / recs:.2f}")
+        print(f"ratio replay/copy_records_to_table:        {replay / recs:.2f}")
         print(
             json.dumps(
                 {
@@ -152,6 +167,39 @@ async def bench(server_url: str, rows: int, batch: int, repeat: int) -> None:
     finally:
         await pool.close()
         await drop_database(server_url, "zc_bench_ingest")
+
+
+async def spooled_run(
+    pool: asyncpg.Pool,
+    registry: Registry,
+    series: SeriesRegistry,
+    chunks: list[ReadingBatch],
+    batch: int,
+) -> float:
+    """rows/s of the gateway's path, from the first put to the last row stored."""
+    rows = sum(len(c) for c in chunks)
+    async with pool.acquire() as conn:
+        await conn.execute("TRUNCATE readings, latest_values")
+    folder = Path(tempfile.mkdtemp(prefix="zc-bench-spool-", dir="/tmp"))
+    spool = Spool(folder, fsync="always")
+    forwarder = SpoolForwarder(spool, ReadingWriter(pool, registry, series))
+    pipeline = Pipeline([forwarder], max_queued=len(chunks) + 1, batch_rows=batch)
+    try:
+        start = time.perf_counter()
+        forwarding = asyncio.create_task(forwarder.run())
+        runner = asyncio.create_task(pipeline.run())
+        for chunk in chunks:
+            await pipeline.put(chunk)
+        await pipeline.close()
+        await runner
+        forwarder.request_stop()
+        await forwarding
+        elapsed = time.perf_counter() - start
+    finally:
+        spool.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    assert forwarder.stats.readings_stored == rows, forwarder.stats
+    return rows / elapsed
 
 
 def main() -> None:

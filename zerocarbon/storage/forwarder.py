@@ -60,7 +60,7 @@ class ForwarderStats:
     outages: int = 0  # times the database went away
     full_waits: int = 0  # appends that found the spool full (back-pressure)
     full_wait_s: float = 0.0  # time the pipeline waited for spool space [s]
-    spool_errors: int = 0  # appends that failed for another reason (disk), retried
+    spool_errors: int = 0  # appends or reads that failed for another reason (disk), retried
     quarantined_readings: int = 0  # set aside: the database refused them repeatedly
     consumer_failures: int = 0  # consumers (carbon engine) that raised on a stored batch
 
@@ -194,7 +194,16 @@ class SpoolForwarder:
         spooled for the next start."""
         backoff_s = self._retry_min_s
         while True:
-            records = await asyncio.to_thread(self.spool.read, self._cursor, self._max_rows)
+            try:
+                records = await asyncio.to_thread(self.spool.read, self._cursor, self._max_rows)
+            except (SpoolError, OSError) as exc:  # a disk error: try again, never stop
+                self.stats.spool_errors += 1
+                log.error("spool %s: read failed: %s; retrying", self.spool.directory, exc)
+                if self._stopping:
+                    return
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, self._retry_max_s)
+                continue
             if not records:
                 if self._stopping:
                     return
