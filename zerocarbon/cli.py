@@ -275,5 +275,88 @@ def check_config(site: SiteOption) -> None:
         )
 
 
+db_app = typer.Typer(
+    help="The database: schema migrations and the layout of readings.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(db_app, name="db")
+
+
+def _db_command(site_path: Path, upgrade: bool) -> None:
+    """Open the database as ``run`` does, upgrade it if asked, print its status."""
+    import asyncpg
+
+    from zerocarbon.api.app import redact_url
+    from zerocarbon.runtime import StartupError, database
+    from zerocarbon.storage.database import create_schema
+    from zerocarbon.storage.migrations import SchemaError
+    from zerocarbon.storage.status import describe, storage_status
+    from zerocarbon.storage.timescale import expected_rows_per_day
+
+    site_config = _load(site_path)
+    settings = Settings()
+
+    async def main() -> None:
+        async with database(settings) as url:
+            typer.echo(f"database: {redact_url(url)}")
+            try:
+                conn = await asyncpg.connect(url)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise StartupError(
+                    f"cannot connect to the database {redact_url(url)}: {type(exc).__name__}: {exc}"
+                ) from exc
+            try:
+                if upgrade:
+                    applied = await create_schema(
+                        conn,
+                        site_config.storage,
+                        rows_per_day=expected_rows_per_day(site_config),
+                    )
+                    for m in applied:
+                        typer.echo(f"applied {m.version} {m.name} ({m.duration_ms:.0f} ms)")
+                    if not applied:
+                        typer.echo("no migration pending")
+                status = await storage_status(conn)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, SchemaError) as exc:
+                raise StartupError(
+                    f"database {redact_url(url)}: {type(exc).__name__}: {exc}"
+                ) from exc
+            finally:
+                await conn.close()
+            for line in describe(status, site_config.storage):
+                typer.echo(line)
+
+    try:
+        asyncio.run(main())
+    except StartupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade(site: SiteOption, verbose: VerboseOption = False) -> None:
+    """Apply the pending schema migrations, then print the status.
+
+    A gateway does the same at start-up; run this to upgrade ahead of it (a long
+    migration of a big readings table, a server's first TimescaleDB layout). Database:
+    ZEROCARBON_DATABASE_URL, else the embedded PostgreSQL in ZEROCARBON_DATA_DIR, as
+    for `run`.
+    """
+    _setup_logging(verbose)
+    if not verbose:  # the migrations applied are printed below
+        logging.getLogger("zerocarbon.storage").setLevel(logging.WARNING)
+    _db_command(site, upgrade=True)
+
+
+@db_app.command("status")
+def db_status(site: SiteOption) -> None:
+    """Print the schema version and pending migrations, the layout of readings
+    (TimescaleDB or native daily partitions), its partitions or chunks, the
+    compression and retention policies and the power rollups. Changes nothing.
+    """
+    _db_command(site, upgrade=False)
+
+
 def main() -> None:
     app()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from zerocarbon.config import SiteConfig
+from zerocarbon.config import SiteConfig, StorageConfig
 from zerocarbon.metering.metrics import METRICS
-from zerocarbon.storage.schema import SCHEMA_SQL, SCHEMA_VERSION
+from zerocarbon.storage import timescale
+from zerocarbon.storage.migrations import AppliedMigration, upgrade
+from zerocarbon.storage.partitions import DailyPartitions, open_layout
+
+log = logging.getLogger(__name__)
 
 
 def with_database(url: str, database: str) -> str:
@@ -51,14 +56,32 @@ class Registry:
     metric_ids: dict[str, int]  # metric name -> metrics.id
 
 
-async def create_schema(conn: asyncpg.Connection) -> None:
-    """Create every table (idempotent). Serialised with an advisory lock."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(727001)")
-        await conn.execute(SCHEMA_SQL)
-        current = await conn.fetchval("SELECT max(version) FROM schema_info")
-        if current is None:
-            await conn.execute("INSERT INTO schema_info (version) VALUES ($1)", SCHEMA_VERSION)
+async def create_schema(
+    conn: asyncpg.Connection,
+    storage: StorageConfig | None = None,
+    *,
+    rows_per_day: float | None = None,
+    timescaledb: bool | None = None,
+) -> list[AppliedMigration]:
+    """Bring the schema to the latest version and ready ``readings`` for writing;
+    returns the migrations applied (each is logged). Idempotent; concurrent callers are
+    serialised (:func:`zerocarbon.storage.migrations.upgrade`, which explains
+    ``rows_per_day`` and ``timescaledb``).
+
+    Then, with native partitions, today's partition and ``partitions_ahead_days`` after
+    it are made (by the database's clock); with TimescaleDB and a ``storage`` given, the
+    chunk interval and the compression and retention policies become the site file's
+    (without ``storage`` they are left as they are).
+    """
+    applied = await upgrade(conn, storage, rows_per_day=rows_per_day, timescaledb=timescaledb)
+    layout = await open_layout(conn, storage or StorageConfig())
+    if isinstance(layout, DailyPartitions):
+        await layout.ensure_ahead(conn, await conn.fetchval("SELECT now()"))
+    elif storage is not None:
+        interval = await timescale.readings_chunk_interval(conn, storage, rows_per_day)
+        for change in await timescale.apply_policies(conn, storage, interval):
+            log.info("readings hypertable: %s", change)
+    return applied
 
 
 async def register_site(conn: asyncpg.Connection, site: SiteConfig) -> Registry:

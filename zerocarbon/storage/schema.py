@@ -1,15 +1,17 @@
-"""The database schema, created (idempotently) at start-up.
+"""The tables' DDL, as the schema migrations (:mod:`zerocarbon.storage.migrations`)
+create them.
 
 Narrow readings table (ts, device_id, metric_id, value, quality), small integer keys
 resolved through ``devices`` and ``metrics``; hourly results keyed by ``hour_start``
-(UTC) so that recomputing an hour is an upsert.
+(UTC) so that recomputing an hour is an upsert. The hourly tables' columns are the row
+types' fields (:mod:`zerocarbon.rows`): a change of a row type needs a migration of its
+own that alters the table (written with ``IF NOT EXISTS``, since a fresh database gets
+the new shape from :func:`hourly_ddl` already).
 """
 
 from __future__ import annotations
 
 from zerocarbon.rows import ROW_TABLES, sql_columns
-
-SCHEMA_VERSION = 3
 
 # primary keys of the hourly tables (their columns are the row types' fields)
 ROW_KEYS: dict[str, tuple[str, ...]] = {
@@ -31,7 +33,8 @@ def stored_columns(table: str) -> list[tuple[str, str, bool]]:
     return out
 
 
-def _hourly_ddl() -> str:
+def hourly_ddl() -> str:
+    """The hourly tables and their ``computed_at`` indexes (idempotent)."""
     parts = []
     for table in ROW_TABLES:
         cols = [
@@ -41,38 +44,16 @@ def _hourly_ddl() -> str:
         cols.append("    computed_at timestamptz NOT NULL DEFAULT now()")
         cols.append(f"    PRIMARY KEY ({', '.join(ROW_KEYS[table])})")
         parts.append(f"CREATE TABLE IF NOT EXISTS {table} (\n" + ",\n".join(cols) + "\n);")
+    parts.append(
+        "CREATE INDEX IF NOT EXISTS hourly_carbon_computed_at ON hourly_carbon (computed_at);\n"
+        "CREATE INDEX IF NOT EXISTS hourly_line_computed_at ON hourly_line (computed_at);"
+    )
     return "\n".join(parts)
 
 
-# Version 1 kept fewer hourly columns: its derived tables are rebuilt (the engine
-# recomputes what it holds; raw readings are untouched).
-UPGRADE_SQL = """
-DO $$
-DECLARE v integer;
-BEGIN
-  IF to_regclass('schema_info') IS NOT NULL THEN
-    EXECUTE 'SELECT max(version) FROM schema_info' INTO v;
-    IF v < 2 THEN
-      DROP TABLE IF EXISTS hourly_energy, hourly_carbon;
-      EXECUTE 'UPDATE schema_info SET version = 2';
-      v := 2;
-    END IF;
-    IF v < 3 THEN
-      -- readings stored twice before ingest was idempotent: keep one of each
-      EXECUTE 'DELETE FROM readings a USING readings b WHERE a.ctid < b.ctid '
-              'AND a.device_id = b.device_id AND a.metric_id = b.metric_id AND a.ts = b.ts';
-      EXECUTE 'DROP INDEX IF EXISTS readings_series_ts';
-      EXECUTE 'UPDATE schema_info SET version = 3';
-    END IF;
-  END IF;
-END $$;
-"""
-
-SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS schema_info (
-    version integer NOT NULL
-);
-
+# Version 1 of the schema: the registry, raw readings and latest values. Idempotent, as
+# databases made before the migrations existed have these tables already.
+BASE_TABLES_SQL = """
 CREATE TABLE IF NOT EXISTS metrics (
     id smallint PRIMARY KEY,
     name text NOT NULL UNIQUE,
@@ -92,8 +73,7 @@ CREATE TABLE IF NOT EXISTS devices (
     active boolean NOT NULL DEFAULT true,  -- false: no longer in the site file
     updated_at timestamptz NOT NULL DEFAULT now()
 );
-
--- added after the first schema: keep databases created before it working
+-- added after the first release: databases of that release lack it
 ALTER TABLE devices ADD COLUMN IF NOT EXISTS active boolean NOT NULL DEFAULT true;
 
 CREATE TABLE IF NOT EXISTS readings (
@@ -103,8 +83,6 @@ CREATE TABLE IF NOT EXISTS readings (
     value double precision NOT NULL,
     quality smallint NOT NULL DEFAULT 0
 );
--- one row per (series, time): a reading delivered twice is stored once
-CREATE UNIQUE INDEX IF NOT EXISTS readings_series_ts_key ON readings (device_id, metric_id, ts);
 
 CREATE TABLE IF NOT EXISTS latest_values (
     device_id smallint NOT NULL,
@@ -114,15 +92,17 @@ CREATE TABLE IF NOT EXISTS latest_values (
     quality smallint NOT NULL DEFAULT 0,
     PRIMARY KEY (device_id, metric_id)
 );
-
 """
 
-SCHEMA_SQL = (
-    UPGRADE_SQL
-    + SCHEMA_SQL
-    + _hourly_ddl()
-    + """
-CREATE INDEX IF NOT EXISTS hourly_carbon_computed_at ON hourly_carbon (computed_at);
-CREATE INDEX IF NOT EXISTS hourly_line_computed_at ON hourly_line (computed_at);
+# Readings stored twice before ingest was idempotent (schema_info version < 3): keep
+# one of each, then make (device, metric, ts) unique.
+DEDUPLICATE_READINGS_SQL = """
+DELETE FROM readings a USING readings b
+WHERE a.ctid < b.ctid
+  AND a.device_id = b.device_id AND a.metric_id = b.metric_id AND a.ts = b.ts;
 """
-)
+UNIQUE_READINGS_SQL = """
+DROP INDEX IF EXISTS readings_series_ts;
+-- one row per (series, time): a reading delivered twice is stored once
+CREATE UNIQUE INDEX IF NOT EXISTS readings_series_ts_key ON readings (device_id, metric_id, ts);
+"""
