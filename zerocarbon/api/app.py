@@ -21,7 +21,7 @@ from zerocarbon import __version__
 from zerocarbon.api.docs import add_offline_docs, offline_docs_assets
 from zerocarbon.api.errors import add_error_handling
 from zerocarbon.api.live import KEEPALIVE_S, LiveStreams
-from zerocarbon.api.routes import carbon, devices, energy, health, lines, live, status
+from zerocarbon.api.routes import carbon, devices, energy, health, lines, live, power, status
 from zerocarbon.api.routes.health import metrics_registry
 from zerocarbon.api.telemetry import Telemetry
 from zerocarbon.dashboards.page import add_dashboard
@@ -130,7 +130,7 @@ def create_app(
     app.state.metrics_registry = metrics_registry(telemetry)
     if docs_assets is not None:
         add_offline_docs(app, docs_assets)
-    for module in (health, devices, carbon, energy, lines, live, status):
+    for module in (health, devices, carbon, energy, lines, live, status, power):
         app.include_router(module.router)
     add_dashboard(app)
     add_error_handling(app)
