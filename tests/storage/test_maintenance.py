@@ -10,6 +10,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import asyncpg
 import numpy as np
@@ -235,7 +236,7 @@ async def test_the_database_away_is_retried_next_round(
 ) -> None:
     rng = np.random.default_rng(4)
     await site.writer.store(_batch(site.series, rng, T0, 20, 500))
-    name = site.url.rsplit("/", 1)[1]
+    name = urlsplit(site.url).path.lstrip("/")
     await _set_connections(pg_server_url, name, allowed=False)
     try:
         with caplog.at_level(logging.INFO, logger="zerocarbon.storage.maintenance"):

@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -90,7 +91,7 @@ async def tsdb(ts_server_url: str) -> AsyncIterator[str]:
     finally:
         await conn.close()
     yield url
-    await drop_database(ts_server_url, url.rsplit("/", 1)[1])
+    await drop_database(ts_server_url, urlsplit(url).path.lstrip("/"))
 
 
 @pytest.fixture
@@ -143,7 +144,7 @@ async def test_the_chunk_interval_follows_the_ingest_rate(ts_server_url: str) ->
         assert (await hypertable_info(conn)).chunk_interval == expected < timedelta(days=7)
     finally:
         await conn.close()
-        await drop_database(ts_server_url, url.rsplit("/", 1)[1])
+        await drop_database(ts_server_url, urlsplit(url).path.lstrip("/"))
 
 
 async def test_a_version_3_database_becomes_a_hypertable_with_its_rows(
@@ -160,7 +161,7 @@ async def test_a_version_3_database_becomes_a_hypertable_with_its_rows(
         assert await conn.fetchval("SELECT sum(samples) FROM power_1min") == count // 2
     finally:
         await conn.close()
-        await drop_database(ts_server_url, url.rsplit("/", 1)[1])
+        await drop_database(ts_server_url, urlsplit(url).path.lstrip("/"))
 
 
 def _pv_batch(series: SeriesRegistry, times: list[datetime], value: float) -> ReadingBatch:
@@ -223,7 +224,7 @@ async def test_rollups_and_the_api_answer_as_on_plain_postgresql(
         for url, timescaledb in ((tsdb, None), (plain_url, False)):
             answers.append(await _rollup_and_ask(url, demo_site, timescaledb))
     finally:
-        await drop_database(pg_server_url, plain_url.rsplit("/", 1)[1])
+        await drop_database(pg_server_url, urlsplit(plain_url).path.lstrip("/"))
     ts_rows, ts_api = answers[0]
     plain_rows, plain_api = answers[1]
     assert len(ts_rows) == len(plain_rows) > 0
