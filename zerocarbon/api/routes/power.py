@@ -110,8 +110,8 @@ async def device_power(
     """Mean, minimum and maximum of the device's readings of ``metric`` per bucket, with
     ``start <= bucket < end`` (buckets aligned on UTC). Without ``start`` and ``end``,
     the 24 hours up to the end of the bucket of the device's newest reading of the
-    metric; with one of them, 24 hours from or before it. At most 7 days of 1-minute or 31 days of 15-minute
-    buckets per request. Buckets without readings are left out."""
+    metric; with one of them, 24 hours from or before it. At most 7 days of 1-minute or
+    31 days of 15-minute buckets per request. Buckets without readings are left out."""
     if metric not in GAUGES:
         raise unprocessable(f"metric {metric!r} is not a gauge; gauges: {', '.join(GAUGES)}")
     m = METRICS_BY_NAME[metric]
