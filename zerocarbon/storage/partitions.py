@@ -54,6 +54,13 @@ PARTITION_PREFIX = "readings_p"  # + YYYYMMDD of the UTC day
 MAX_COVER_DAYS = 31  # a batch spanning more days gets its end days; the rest go to default
 LOCK_TIMEOUT_MS = 5_000  # wait for locks when making a partition beside ingest [ms]
 PARTITION_LOCK_KEY = 727_002  # advisory lock serialising partition DDL
+# server errors that end the session: not a partition problem
+_CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+)
 _EPOCH = date(1970, 1, 1)
 _LAST_DAY = (date.max - _EPOCH).days  # 9999-12-31
 
@@ -258,13 +265,15 @@ class DailyPartitions:
         """Make the partitions of the days from ``min_ts_us`` to ``max_ts_us`` [us]
         (UTC days) that this object has not seen; nearly free when it has seen them.
 
-        Call it before writing a batch, outside a transaction (or the partition is only
-        there once the caller's transaction commits). A day that cannot be made now is
-        logged (once) and counted, and its rows go to the default partition: the batch
-        does not fail for it. Over :data:`MAX_COVER_DAYS` days, only the first and last
-        day are made here (a batch holding a reading from long ago); the days between
-        that hold rows are made by :meth:`drain_default`. Connection errors propagate
-        (the batch could not be written either)."""
+        Call it before writing a batch. Inside the writer's transaction, a partition is
+        made in a savepoint and commits with the batch (should that transaction roll
+        back, the day stays remembered and its rows go to the default partition until
+        :meth:`drain_default` makes it). A day that cannot be made now is logged (once)
+        and counted, and its rows go to the default partition: the batch does not fail
+        for it. Over :data:`MAX_COVER_DAYS` days, only the first and last day are made
+        here (a batch holding a reading from long ago); the days between that hold rows
+        are made by :meth:`drain_default`. Connection errors propagate (the batch could
+        not be written either)."""
         first, last = day_of(min_ts_us), day_of(max_ts_us)
         if first in self._days and last in self._days and last - first <= 1:
             return
@@ -277,6 +286,8 @@ class DailyPartitions:
         try:
             moved = await create_partition(conn, day, lock_timeout_ms=self._lock_timeout_ms)
         except asyncpg.PostgresError as exc:
+            if isinstance(exc, _CONNECTION_LOST):
+                raise
             self.problems.failed("partition", f"making partition {partition_name(day)}", exc)
             return False
         self.problems.succeeded("partition", "making partitions")
