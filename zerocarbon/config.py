@@ -111,8 +111,8 @@ class GreenPowerContract(_Frozen):
 
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")]
     name: str = ""
-    monthly_kwh: dict[Annotated[str, Field(pattern=_MONTH)], Annotated[float, Field(ge=0)]] = (
-        Field(default_factory=dict)
+    monthly_kwh: dict[Annotated[str, Field(pattern=_MONTH)], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict
     )
     hourly_csv: str | None = None  # path, relative to the site file
 
@@ -294,9 +294,7 @@ class MqttDevice(_DeviceBase):
 
     @field_validator("fields")
     @classmethod
-    def _known_metrics(
-        cls, value: dict[str, str | MqttField]
-    ) -> dict[str, str | MqttField]:
+    def _known_metrics(cls, value: dict[str, str | MqttField]) -> dict[str, str | MqttField]:
         if not value:
             raise ValueError("must map at least one JSON key to a metric")
         for key, spec in value.items():

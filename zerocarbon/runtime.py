@@ -39,8 +39,11 @@ from zerocarbon.settings import Settings
 from zerocarbon.storage.database import create_schema, ensure_database, open_pool, register_site
 from zerocarbon.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from zerocarbon.storage.forwarder import SpoolForwarder
+from zerocarbon.storage.maintenance import StorageMaintenance
+from zerocarbon.storage.partitions import open_layout
 from zerocarbon.storage.spool import Spool, SpoolError
 from zerocarbon.storage.spool_series import SpoolSeries
+from zerocarbon.storage.timescale import expected_rows_per_day
 from zerocarbon.storage.writer import ReadingWriter
 from zerocarbon.tasks import cancel_and_wait
 from zerocarbon.telemetry import GatewayTelemetry
@@ -161,7 +164,9 @@ class EnergyCenter:
         self._pool: asyncpg.Pool | None = None
         self._spool: Spool | None = None
         self._forwarder_task: asyncio.Task[None] | None = None
+        self._maintenance_task: asyncio.Task[None] | None = None
         self.forwarder: SpoolForwarder | None = None
+        self.maintenance: StorageMaintenance | None = None
         self._collector_tasks: list[asyncio.Task[None]] = []
         self._pipeline_task: asyncio.Task[None] | None = None
         self._http_server: uvicorn.Server | None = None
@@ -200,8 +205,11 @@ class EnergyCenter:
         try:
             self._pool = pool = await open_pool(url)
             async with pool.acquire() as conn:
-                await create_schema(conn)
+                await create_schema(
+                    conn, self.site.storage, rows_per_day=expected_rows_per_day(self.site)
+                )
                 registry = await register_site(conn, self.site)
+                layout = await open_layout(conn, self.site.storage)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StartupError(
                 f"cannot use the database {redact_url(url)}: {type(exc).__name__}: {exc}"
@@ -210,7 +218,13 @@ class EnergyCenter:
         if errors:
             raise StartupError("the site's emission factors:\n" + "\n".join(errors))
         self.series = series = SeriesRegistry.for_site(self.site)
-        self.writer = ReadingWriter(pool, registry, series)
+        self.maintenance = StorageMaintenance(pool, layout, self.clock)
+        self.writer = ReadingWriter(
+            pool, registry, series, layout=layout, on_written=self.maintenance.note_times
+        )
+        self._maintenance_task = asyncio.create_task(
+            self.maintenance.run(), name="storage maintenance"
+        )
         self.carbon = CarbonService(
             CarbonEngine(self.site, series),
             pool,
@@ -302,6 +316,9 @@ class EnergyCenter:
                     self.forwarder.spool.depth_rows,
                     self.spool_dir,
                 )
+        if self._maintenance_task is not None:
+            await cancel_and_wait([self._maintenance_task])
+            self._maintenance_task = None
         if self._spool is not None:
             await asyncio.to_thread(self._spool.close)
             self._spool = None

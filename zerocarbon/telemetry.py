@@ -142,6 +142,20 @@ class _GatewayCollector(Collector):
             )
         if center.modbus:
             yield from self._modbus()
+        if center.maintenance is not None:
+            failures = CounterMetricFamily(
+                "zerocarbon_storage_maintenance_failures",
+                "Storage maintenance steps that failed (partitions, retention, rollups)",
+                labels=["kind"],
+            )
+            for kind, count in sorted(center.maintenance.problems.counts.items()):
+                failures.add_metric([kind], count)
+            yield failures
+            yield _counter(
+                "zerocarbon_storage_maintenance_rounds",
+                "Storage maintenance rounds run",
+                center.maintenance.rounds,
+            )
         if center.carbon is not None:
             c = center.carbon
             yield _counter(
@@ -217,7 +231,7 @@ class _GatewayCollector(Collector):
         yield _counter(
             "zerocarbon_spool_full_wait_seconds",
             "Time collection was held back by a full spool",
-            s.full_wait_s,
+            forwarder.full_wait_s(),
         )
         yield _counter(
             "zerocarbon_spool_errors", "Spool appends that failed (disk), retried", s.spool_errors

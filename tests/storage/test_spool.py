@@ -275,6 +275,27 @@ def test_quota_refuses_then_commit_frees(tmp_path: Path) -> None:
     spool.close()
 
 
+def test_a_wholly_committed_active_segment_gives_its_space_back(tmp_path: Path) -> None:
+    """A quota of one segment: once all of it is stored, a refused append must not stay
+    refused (the active segment is closed and deleted to make room)."""
+    size = record_bytes(1)
+    seg = SEGMENT_HEADER_BYTES + 3 * size
+    one = ReadingBatch.of([1], [2], [3.0])
+    spool = Spool(tmp_path, segment_bytes=seg, quota_bytes=seg, fsync="never")
+    for _ in range(3):
+        spool.append(one)
+    with pytest.raises(SpoolFull):
+        spool.append(one)
+    spool.commit(2)  # part of the active segment: still no room
+    with pytest.raises(SpoolFull):
+        spool.append(one)
+    spool.commit(3)
+    assert spool.append(one) == 4
+    assert spool.used_bytes == disk_bytes(tmp_path) == SEGMENT_HEADER_BYTES + size
+    assert [r.seq for r in spool.read(3, 100)] == [4]
+    spool.close()
+
+
 def test_alarm_at_the_fraction_of_the_quota(tmp_path: Path) -> None:
     size = record_bytes(1)
     one = ReadingBatch.of([1], [2], [3.0])

@@ -247,7 +247,7 @@ async def _rollup_and_ask(
         series = SeriesRegistry.for_site(site)
         maintenance = StorageMaintenance(pool, layout, ManualClock(NOW))
         writer = ReadingWriter(
-            pool, registry, series, layout=layout, on_written=maintenance.note_written
+            pool, registry, series, layout=layout, on_written=maintenance.note_times
         )
         rng = np.random.default_rng(11)
         t0 = datetime_to_us(NOW - timedelta(hours=3))

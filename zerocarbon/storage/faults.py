@@ -5,7 +5,8 @@ SQLSTATE classes 08 (connection exception), 53 (insufficient resources: disk ful
 of memory, too many connections) and 57 (operator intervention: shutting down, starting
 up, a cancelled statement), and 55000 (object not in prerequisite state, e.g. "the
 database system is not accepting connections"); or a failure at the socket (connection
-refused or reset, a timeout). PostgreSQL's Appendix A lists the codes.
+refused or reset, a timeout, a connection broken mid-operation). PostgreSQL's
+Appendix A lists the codes.
 """
 
 from __future__ import annotations
@@ -21,4 +22,8 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
         return state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES
-    return isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError)
+    # InternalClientError: the connection broke in the middle of an operation ("cannot
+    # switch to state ...") when the server went away during a write
+    return isinstance(
+        exc, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError | TimeoutError
+    )

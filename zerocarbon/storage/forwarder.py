@@ -121,6 +121,7 @@ class SpoolForwarder:
         self._down_since: float | None = None
         self._last_error = ""
         self._full = False
+        self._full_since: float | None = None
         self._alarm_logged = False
         self._failures_on_head = 0
         self.stats = ForwarderStats()
@@ -146,14 +147,14 @@ class SpoolForwarder:
                 break
             except SpoolFull:
                 if waited_since is None:
-                    waited_since = time.monotonic()
+                    waited_since = self._full_since = time.monotonic()
                     self.stats.full_waits += 1
                     if not self._full:
                         log.error(
-                            "spool full (%d of %d MiB, %d readings waiting): collection is "
-                            "held back until the database takes readings again",
-                            self.spool.used_bytes >> 20,
-                            self.spool.quota_bytes >> 20,
+                            "spool full (%.1f of %.1f MiB, %d readings waiting): collection "
+                            "is held back until the database takes readings again",
+                            self.spool.used_bytes / 2**20,
+                            self.spool.quota_bytes / 2**20,
                             self.spool.depth_rows,
                         )
                     self._full = True
@@ -164,6 +165,7 @@ class SpoolForwarder:
             await asyncio.sleep(self._full_retry_s)
         if waited_since is not None:
             self.stats.full_wait_s += time.monotonic() - waited_since
+            self._full_since = None
             if self._full:
                 self._full = False
                 log.warning("spool has room again: collection goes on")
@@ -176,14 +178,16 @@ class SpoolForwarder:
         alarm = self.spool.alarm
         if alarm and not self._alarm_logged:
             log.error(
-                "spool %s above its alarm level: %d of %d MiB used, %d readings waiting",
+                "spool %s above its alarm level: %.1f of %.1f MiB used, %d readings waiting",
                 self.spool.directory,
-                self.spool.used_bytes >> 20,
-                self.spool.quota_bytes >> 20,
+                self.spool.used_bytes / 2**20,
+                self.spool.quota_bytes / 2**20,
                 self.spool.depth_rows,
             )
         elif not alarm and self._alarm_logged:
-            log.warning("spool back below its alarm level (%d MiB)", self.spool.used_bytes >> 20)
+            log.warning(
+                "spool back below its alarm level (%.1f MiB)", self.spool.used_bytes / 2**20
+            )
         self._alarm_logged = alarm
 
     # -- the database side -------------------------------------------------------------
@@ -339,6 +343,11 @@ class SpoolForwarder:
     @property
     def database_up(self) -> bool:
         return self._database_up
+
+    def full_wait_s(self) -> float:
+        """Time collection has waited for spool space, the wait in progress included [s]."""
+        ongoing = 0.0 if self._full_since is None else time.monotonic() - self._full_since
+        return self.stats.full_wait_s + ongoing
 
     def health(self) -> StoreHealth:
         spool = self.spool

@@ -572,6 +572,12 @@ class Spool:
         with self._io_lock:
             self._check_open()
             active = self._active
+            if active is not None and active.seqs and self._used + size > self._quota:
+                with self._lock:
+                    done = active.last_seq <= self._committed
+                if done:  # all of it stored: close it so that its space comes back
+                    self._seal()
+                    active = None
             rotate = (
                 active is None
                 or self._must_rotate

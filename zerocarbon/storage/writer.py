@@ -54,8 +54,8 @@ class ReadingLayout(Protocol):
     async def cover(self, conn: asyncpg.Connection, min_ts_us: int, max_ts_us: int) -> None: ...
 
 
-WrittenHook = Callable[[int, int], None]
-"""Told the time range [min_ts_us, max_ts_us] of each committed write (rollup refresh)."""
+WrittenHook = Callable[[NDArray[np.int64]], None]
+"""Told the reading times [us] of each committed write (the rollups' refresh)."""
 
 
 _STAGING_DDL = """
@@ -150,7 +150,7 @@ class ReadingWriter:
         self.stats.rows_written += inserted
         self.stats.batches_written += 1
         if self._on_written is not None:
-            self._on_written(int(rows.ts_us.min()), int(rows.ts_us.max()))
+            self._on_written(rows.ts_us)
         return inserted
 
     def _storable(self, batch: ReadingBatch) -> ReadingBatch:

@@ -96,16 +96,17 @@ class MqttCollector:
 
     async def _session(self) -> None:
         cfg = self._config
-        async with aiomqtt.Client(
+        client = aiomqtt.Client(
             cfg.host,
             port=cfg.port,
             identifier=cfg.client_id,
             clean_session=cfg.client_id is None,
             timeout=self._timeout_s,
-        ) as client:
-            paho = client._client  # aiomqtt has no manual-ack option; paho has
-            manual = cfg.qos == 1
-            paho.manual_ack_set(manual)
+        )
+        paho = client._client  # aiomqtt has no manual-ack option; paho has
+        manual = cfg.qos == 1
+        paho.manual_ack_set(manual)  # before connecting: no message is acked automatically
+        async with client:
             self.stats.connections += 1
             self.stats.connected = True
             for topic in self._by_topic:
