@@ -1,6 +1,7 @@
 """Ingest throughput: readings from the pipeline into the indexed readings table.
 
-Ceilings, into an identical readings table (same unique index), batch by batch:
+Ceilings, into a table like readings (same unique index, same kind: a hypertable with
+the same chunk interval, or daily range partitions), batch by batch:
 
 - bare ``copy_records_to_table`` of pre-built Python records (asyncpg's own encoder):
   the ceiling of the JSON line;
@@ -36,19 +37,18 @@ import shutil
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import numpy as np
 
 from zerocarbon.batch import ReadingBatch, SeriesRegistry, datetime_to_us, us_to_datetime
-from zerocarbon.config import load_site
+from zerocarbon.config import StorageConfig, load_site
 from zerocarbon.ingest.pipeline import Pipeline
 from zerocarbon.metering.metrics import METRICS
 from zerocarbon.storage.copy_binary import encode_readings
 from zerocarbon.storage.database import (
-    Registry,
     create_schema,
     drop_database,
     ensure_database,
@@ -57,10 +57,13 @@ from zerocarbon.storage.database import (
 )
 from zerocarbon.storage.embedded import EmbeddedPostgres
 from zerocarbon.storage.forwarder import SpoolForwarder
+from zerocarbon.storage.partitions import open_layout
 from zerocarbon.storage.spool import Spool
+from zerocarbon.storage.timescale import is_hypertable
 from zerocarbon.storage.writer import READING_COLUMNS, ReadingWriter
 
 SITE = Path(__file__).resolve().parents[1] / "examples" / "demo-site.toml"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)  # the rows span about three hours from here
 
 
 async def bench(server_url: str, rows: int, batch: int, repeat: int) -> None:
@@ -71,9 +74,10 @@ async def bench(server_url: str, rows: int, batch: int, repeat: int) -> None:
         async with pool.acquire() as conn:
             await create_schema(conn)
             registry = await register_site(conn, site)
-            await conn.execute("CREATE TABLE IF NOT EXISTS bare (LIKE readings INCLUDING ALL)")
+            layout = await open_layout(conn, StorageConfig())
+            kind = await create_bare_like_readings(conn)
         series = SeriesRegistry.for_site(site)
-        t0_us = datetime_to_us(datetime(2026, 1, 1, tzinfo=UTC))
+        t0_us = datetime_to_us(T0)
         i = np.arange(rows)
         devices = np.array([series.device_index(d.id) for d in site.devices])[i % 6]
         power = series.id(site.devices[0].id, "active_power_kw") % 64
@@ -121,10 +125,14 @@ async def bench(server_url: str, rows: int, batch: int, repeat: int) -> None:
                 for recs in records:
                     await conn.copy_records_to_table("bare", records=recs, columns=READING_COLUMNS)
                 records_rates.append(rows / (time.perf_counter() - start))
-            spooled_rates.append(await spooled_run(pool, registry, series, chunks, batch))
+            spooled_rates.append(
+                await spooled_run(
+                    pool, ReadingWriter(pool, registry, series, layout=layout), chunks
+                )
+            )
             async with pool.acquire() as conn:
                 await conn.execute("TRUNCATE readings, latest_values")
-            writer = ReadingWriter(pool, registry, series)
+            writer = ReadingWriter(pool, registry, series, layout=layout)
             pipeline = Pipeline([writer], max_queued=len(chunks) + 1, batch_rows=batch)
             start = time.perf_counter()
             runner = asyncio.create_task(pipeline.run())
@@ -134,7 +142,7 @@ async def bench(server_url: str, rows: int, batch: int, repeat: int) -> None:
             await runner
             writer_rates.append(rows / (time.perf_counter() - start))
             assert writer.stats.rows_written == rows
-            again = ReadingWriter(pool, registry, series)
+            again = ReadingWriter(pool, registry, series, layout=layout)
             start = time.perf_counter()
             for chunk in chunks:
                 await again.store(chunk)
@@ -144,7 +152,7 @@ async def bench(server_url: str, rows: int, batch: int, repeat: int) -> None:
             statistics.median(r)
             for r in (copy_rates, records_rates, writer_rates, replay_rates, spooled_rates)
         )
-        print(f"rows={rows} batch={batch} repeat={repeat} (medians)")
+        print(f"rows={rows} batch={batch} repeat={repeat} (medians); readings: {kind}")
         print(f"copy_records_to_table of the same rows (ceiling): {recs:,.0f} rows/s")
         print(f"bare binary COPY of the same bytes:               {copy:,.0f} rows/s")
         print(f"pipeline -> spool -> forwarder -> writer:         {mine:,.0f} rows/s")
@@ -169,12 +177,37 @@ async def bench(server_url: str, rows: int, batch: int, repeat: int) -> None:
         await drop_database(server_url, "zc_bench_ingest")
 
 
+async def create_bare_like_readings(conn: asyncpg.Connection) -> str:
+    """The ceiling's table ``bare``: the same columns and unique index as ``readings``,
+    and the same kind of table (a hypertable with the same chunk interval, or daily
+    range partitions with the day the bench writes); returns which kind."""
+    await conn.execute("DROP TABLE IF EXISTS bare")
+    await conn.execute("CREATE TABLE bare (LIKE readings INCLUDING DEFAULTS)")
+    if await is_hypertable(conn):
+        interval = await conn.fetchval(
+            "SELECT time_interval FROM timescaledb_information.dimensions "
+            "WHERE hypertable_name = 'readings'"
+        )
+        await conn.execute("CREATE UNIQUE INDEX ON bare (device_id, metric_id, ts)")
+        await conn.execute(
+            "SELECT create_hypertable('bare', by_range('ts', $1::interval))", interval
+        )
+        return f"TimescaleDB hypertables, chunk interval {interval}"
+    await conn.execute("DROP TABLE bare")
+    await conn.execute(
+        "CREATE TABLE bare (LIKE readings INCLUDING DEFAULTS) PARTITION BY RANGE (ts)"
+    )
+    await conn.execute("CREATE UNIQUE INDEX ON bare (device_id, metric_id, ts)")
+    await conn.execute(
+        f"CREATE TABLE bare_day PARTITION OF bare FOR VALUES FROM ('{T0:%Y-%m-%d}') "
+        f"TO ('{T0 + timedelta(days=1):%Y-%m-%d}')"
+    )
+    await conn.execute("CREATE TABLE bare_default PARTITION OF bare DEFAULT")
+    return "native daily partitions"
+
+
 async def spooled_run(
-    pool: asyncpg.Pool,
-    registry: Registry,
-    series: SeriesRegistry,
-    chunks: list[ReadingBatch],
-    batch: int,
+    pool: asyncpg.Pool, writer: ReadingWriter, chunks: list[ReadingBatch]
 ) -> float:
     """rows/s of the gateway's path, from the first put to the last row stored."""
     rows = sum(len(c) for c in chunks)
@@ -182,8 +215,8 @@ async def spooled_run(
         await conn.execute("TRUNCATE readings, latest_values")
     folder = Path(tempfile.mkdtemp(prefix="zc-bench-spool-", dir="/tmp"))
     spool = Spool(folder, fsync="always")
-    forwarder = SpoolForwarder(spool, ReadingWriter(pool, registry, series))
-    pipeline = Pipeline([forwarder], max_queued=len(chunks) + 1, batch_rows=batch)
+    forwarder = SpoolForwarder(spool, writer)
+    pipeline = Pipeline([forwarder], max_queued=len(chunks) + 1, batch_rows=len(chunks[0]))
     try:
         start = time.perf_counter()
         forwarding = asyncio.create_task(forwarder.run())
