@@ -2,8 +2,10 @@
 policies, late readings into a compressed chunk stored once, the rollups, and the same
 API answer as on plain PostgreSQL.
 
-Needs ``ZEROCARBON_TEST_TIMESCALEDB_URL``: a server with the extension preloaded
-(``shared_preload_libraries = 'timescaledb'``); skipped otherwise. The policies' jobs
+Runs on ``ZEROCARBON_TEST_TIMESCALEDB_URL`` (a server with the extension preloaded,
+``shared_preload_libraries = 'timescaledb'``) when set, else on a server of its own
+started from an installed PostgreSQL that has the extension (``pg_config``); skipped,
+with the reason, when there is neither. The policies' jobs
 are unscheduled in each test database, so that nothing runs behind the tests' back.
 """
 
@@ -20,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.e2e.processes import PostgresProcess, remove_tree, scratch_dir, timescaledb_bin_dir
 from zerocarbon.api.app import create_app
 from zerocarbon.batch import ReadingBatch, SeriesRegistry, datetime_to_us
 from zerocarbon.config import SiteConfig, StorageConfig
@@ -52,20 +55,41 @@ OLD_DAY = datetime(2026, 6, 10, tzinfo=UTC)  # compressed by the policy's age (7
 
 
 @pytest.fixture(scope="module")
-async def ts_server_url() -> str:
+async def ts_server_url() -> AsyncIterator[str]:
     url = os.environ.get("ZEROCARBON_TEST_TIMESCALEDB_URL")
-    if not url:
+    if url:
+        yield await _usable(url)
+        return
+    bin_dir = timescaledb_bin_dir()
+    if bin_dir is None:
         pytest.skip(
-            "ZEROCARBON_TEST_TIMESCALEDB_URL is not set: these tests need a PostgreSQL "
-            "server with the timescaledb extension in shared_preload_libraries"
+            "ZEROCARBON_TEST_TIMESCALEDB_URL is not set and no PostgreSQL with the "
+            "timescaledb extension is installed: these tests need a server with it in "
+            "shared_preload_libraries"
         )
+    base = scratch_dir("zc-tsdb-")
+    base.chmod(0o755)
+    server = PostgresProcess(
+        base,
+        bin_dir=bin_dir,
+        settings=["shared_preload_libraries=timescaledb", "timescaledb.telemetry_level=off"],
+    )
+    try:
+        server.start()
+        yield await _usable(server.url)
+    finally:
+        server.close()
+        remove_tree(base)
+
+
+async def _usable(url: str) -> str:
     conn = await asyncpg.connect(url)
     try:
         availability = await timescaledb_availability(conn)
     finally:
         await conn.close()
     if not availability.usable:
-        pytest.skip(f"ZEROCARBON_TEST_TIMESCALEDB_URL ({url}): {availability.reason()}")
+        pytest.skip(f"TimescaleDB server {url}: {availability.reason()}")
     return url
 
 
