@@ -68,26 +68,40 @@ class HourRange:
         hour_start); with one, 24 hours from or before it. 422 when start >= end or the
         range is longer than :data:`MAX_SPAN`.
         """
-        start, end = self.start, self.end
-        if start is None and end is None:
-            if newest is None:
-                return None
-            end = newest + HOUR
-        if start is None:
-            assert end is not None
-            start = end - DEFAULT_SPAN
-        if end is None:
-            end = start + DEFAULT_SPAN
-        if start >= end:
-            raise unprocessable(
-                f"start ({start.isoformat()}) must be before end ({end.isoformat()})"
-            )
-        if end - start > MAX_SPAN:
-            raise unprocessable(
-                f"the range {start.isoformat()} .. {end.isoformat()} spans {end - start}; "
-                f"at most {MAX_SPAN.days} days per request"
-            )
-        return start, end
+        open_end = None if newest is None else newest + HOUR
+        return resolve_span(self.start, self.end, open_end, default=DEFAULT_SPAN, longest=MAX_SPAN)
+
+
+def resolve_span(
+    start: datetime | None,
+    end: datetime | None,
+    open_end: datetime | None,
+    *,
+    default: timedelta,
+    longest: timedelta,
+    what: str = "",
+) -> tuple[datetime, datetime] | None:
+    """``[start, end)`` of a request: without both bounds, ``default`` up to
+    ``open_end`` (None: nothing to show); with one, ``default`` from or before it. 422
+    when start >= end or the range is longer than ``longest`` (``what``: of which rows,
+    for the message)."""
+    if start is None and end is None:
+        if open_end is None:
+            return None
+        end = open_end
+    if start is None:
+        assert end is not None
+        start = end - default
+    if end is None:
+        end = start + default
+    if start >= end:
+        raise unprocessable(f"start ({start.isoformat()}) must be before end ({end.isoformat()})")
+    if end - start > longest:
+        raise unprocessable(
+            f"the range {start.isoformat()} .. {end.isoformat()} spans {end - start}; "
+            f"at most {longest.days} days{what} per request"
+        )
+    return start, end
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from zerocarbon.api.deps import PoolDep
-from zerocarbon.api.ranges import UNPROCESSABLE, as_utc, unprocessable
+from zerocarbon.api.ranges import UNPROCESSABLE, as_utc, resolve_span, unprocessable
 from zerocarbon.batch import datetime_to_us, us_to_datetime
 from zerocarbon.metering.metrics import METRICS_BY_NAME, MetricKind
 from zerocarbon.storage.rollups import VIEWS, Step
@@ -67,24 +67,18 @@ def _range(
 ) -> tuple[datetime, datetime] | None:
     """``[start, end)``: without both, the 24 hours up to the end of the newest reading's
     bucket; with one, 24 hours from or before it. None when there is nothing to show."""
-    if start is None and end is None:
-        if newest is None:
-            return None
-        view = VIEWS[step]  # the end of the newest reading's bucket
-        end = us_to_datetime(view.floor_us(datetime_to_us(newest)) + view.width_us)
-    if start is None:
-        assert end is not None
-        start = end - DEFAULT_SPAN
-    if end is None:
-        end = start + DEFAULT_SPAN
-    if start >= end:
-        raise unprocessable(f"start ({start.isoformat()}) must be before end ({end.isoformat()})")
-    if end - start > MAX_SPAN[step]:
-        raise unprocessable(
-            f"the range {start.isoformat()} .. {end.isoformat()} spans {end - start}; at most "
-            f"{MAX_SPAN[step].days} days of {step} buckets per request"
-        )
-    return start, end
+    open_end = None
+    if newest is not None:  # the end of the newest reading's bucket
+        view = VIEWS[step]
+        open_end = us_to_datetime(view.floor_us(datetime_to_us(newest)) + view.width_us)
+    return resolve_span(
+        start,
+        end,
+        open_end,
+        default=DEFAULT_SPAN,
+        longest=MAX_SPAN[step],
+        what=f" of {step} buckets",
+    )
 
 
 @router.get(
