@@ -233,7 +233,7 @@ class _DeviceBase(_Frozen):
 class ModbusTcpDevice(_DeviceBase):
     protocol: Literal["modbus_tcp"]
     profile: str  # bundled profile name or path to a profile TOML (relative to the site file)
-    host: str = "127.0.0.1"
+    host: Annotated[str, Field(min_length=1)]  # required: no silent default to this machine
     port: int = Field(default=502, ge=1, le=65535)
     device_id: int = Field(default=1, ge=0, le=255)  # Modbus unit identifier
     poll_interval_s: float = Field(default=1.0, gt=0)

@@ -44,6 +44,7 @@ def _site(base_dir: Path | None = None, **sections: Any) -> SiteConfig:
                 "id": "grid_meter",
                 "role": "grid",
                 "protocol": "modbus_tcp",
+                "host": "127.0.0.1",
                 "profile": "eastron_sdm630",
             },
             {
@@ -180,6 +181,7 @@ def test_site_factor_errors_collects_all_problems() -> None:
                 "id": "grid_meter",
                 "role": "grid",
                 "protocol": "modbus_tcp",
+                "host": "127.0.0.1",
                 "profile": "eastron_sdm630",
             },
             {

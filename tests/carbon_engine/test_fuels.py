@@ -16,7 +16,13 @@ from zerocarbon.carbon_engine.fuels import (
 )
 from zerocarbon.config import SiteConfig, parse_site
 
-GRID = {"id": "grid_meter", "role": "grid", "protocol": "modbus_tcp", "profile": "eastron_sdm630"}
+GRID = {
+    "id": "grid_meter",
+    "role": "grid",
+    "protocol": "modbus_tcp",
+    "host": "127.0.0.1",
+    "profile": "eastron_sdm630",
+}
 
 
 def _fuel_meter(ident: str, fuel: str, metric: str) -> dict[str, Any]:

@@ -212,6 +212,7 @@ def _site(tmp_path: Path, **extra: Any) -> SiteConfig:
                 "id": "grid_meter",
                 "role": "grid",
                 "protocol": "modbus_tcp",
+                "host": "127.0.0.1",
                 "profile": "eastron_sdm630",
             }
         ],

@@ -58,6 +58,7 @@ def test_line_members_from_the_site_file() -> None:
                     "id": "grid_meter",
                     "role": "grid",
                     "protocol": "modbus_tcp",
+                    "host": "127.0.0.1",
                     "profile": "eastron_sdm630",
                 },
                 {

@@ -112,3 +112,14 @@ def test_example_hourly_files_load_with_the_demo_site() -> None:
     assert site_factor_errors(site) == []
     (ppa,) = load_contract_volumes(site)
     assert ppa.hourly_kwh is not None and ppa.hourly_kwh.sum() == 8 * 120.0 + 16 * 40.0
+
+
+def test_a_modbus_device_without_a_host_is_an_error() -> None:
+    """No silent default: a meter without an address must not be polled on this
+    machine's 127.0.0.1."""
+    data = _demo()
+    del data["devices"][1]["host"]
+    message = _error(data)
+    assert "devices[1].host" in message and "required" in message.lower()
+    data["devices"][1]["host"] = ""
+    assert "devices[1].host" in _error(data)

@@ -189,3 +189,27 @@ async def test_window_follows_the_injected_clock(demo_site: SiteConfig) -> None:
     clock.advance(timedelta(hours=721).total_seconds())
     assert len(admission.admit(batch)) == 0
     assert admission.stats.by_device["battery"].out_of_window == 1
+
+
+async def test_power_beyond_the_rating_is_stored_flagged_suspect_and_counted(
+    demo_site: SiteConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PV inverter rated 600 kW cannot report 6 MW (or -6 MW): kept, never as good."""
+    registry = SeriesRegistry.for_site(demo_site)
+    admission = Admission(demo_site, registry, ManualClock(NOW))
+    pv = registry.id("pv_roof", "active_power_kw")
+    grid = registry.id("grid_meter", "active_power_kw")  # no rating: never flagged
+    batch = ReadingBatch.of(
+        [pv, pv, pv, pv, grid],
+        [NOW_US - 4, NOW_US - 3, NOW_US - 2, NOW_US - 1, NOW_US],
+        [500.0, 6000.0, -6000.0, 899.0, 1e6],
+    )
+    with caplog.at_level(logging.WARNING, logger="zerocarbon.ingest.admission"):
+        out = admission.admit(batch)
+    assert len(out) == 5 and out.value.tolist() == batch.value.tolist()
+    assert out.quality.tolist() == [0, 2, 2, 0, 0]  # GOOD, SUSPECT, SUSPECT, GOOD, GOOD
+    assert batch.quality.tolist() == [0] * 5  # the input is not changed
+    assert admission.stats.flagged == {"pv_roof": 2}
+    assert admission.stats.dropped == 0
+    lines = [r.getMessage() for r in caplog.records if "rated power" in r.getMessage()]
+    assert len(lines) == 1 and "pv_roof" in lines[0] and "6000.0" in lines[0]

@@ -37,6 +37,7 @@ def site_data(faults: dict[str, Any] | None = None) -> dict[str, Any]:
             "id": "sub_meter",
             "role": "load",
             "protocol": "modbus_tcp",
+            "host": "127.0.0.1",
             "profile": LOCAL_PROFILE,
             "port": 15023,
             "rated_power_kw": 400,

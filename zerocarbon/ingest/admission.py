@@ -10,7 +10,13 @@ A reading is dropped, and counted against its device, when
 - it is a counter (:attr:`~zerocarbon.metering.metrics.MetricKind.COUNTER`) below zero
   or above :data:`MAX_COUNTER_VALUE`.
 
-A reading fails on the first of these reasons, in this order. Each (device, reason)
+A reading fails on the first of these reasons, in this order.
+
+A reading that passes but that the device cannot physically have produced — active
+power beyond :data:`RATED_MARGIN` times the device's ``rated_power_kw`` (in either
+direction) — is kept but flagged :attr:`~zerocarbon.batch.Quality.SUSPECT`, counted
+per device (``stats.flagged``) and logged like a drop: it is stored, never as good
+(the carbon engine rejects the same readings as spikes). Each (device, reason)
 is logged at most once per :data:`LOG_INTERVAL_S` of clock time, naming the device,
 the metric, one bad value and time, and how many readings were dropped since the last
 line. The check is a few array operations over the whole batch; Python only loops
@@ -27,10 +33,16 @@ from enum import StrEnum
 import numpy as np
 from numpy.typing import NDArray
 
-from zerocarbon.batch import METRIC_SLOTS, ReadingBatch, SeriesRegistry, us_to_datetime
+from zerocarbon.batch import (
+    METRIC_SLOTS,
+    Quality,
+    ReadingBatch,
+    SeriesRegistry,
+    us_to_datetime,
+)
 from zerocarbon.clock import Clock
 from zerocarbon.config import SiteConfig
-from zerocarbon.metering.metrics import METRICS, MetricKind
+from zerocarbon.metering.metrics import METRICS, METRICS_BY_NAME, MetricKind
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +51,10 @@ MAX_COUNTER_VALUE = 1e12
 1,000 TWh, about twice Germany's yearly electricity use and ten years of the largest
 power station's output; for units, kg, Nm3 and litres it is equally out of reach of a
 factory meter. Beyond it float64 also stops resolving 0.001 (a meter's last digit)."""
+
+RATED_MARGIN = 1.5
+"""Power beyond this multiple of the rated power is flagged suspect (the carbon engine's
+spike limit is the same multiple)."""
 
 LOG_INTERVAL_S = 60.0  # at most one log line per device and reason per this clock time [s]
 UNKNOWN_DEVICE = "<no device>"  # stats key of series ids beyond the registry's devices
@@ -81,6 +97,7 @@ class AdmissionStats:
     admitted: int = 0
     dropped: int = 0
     by_device: dict[str, DeviceDrops] = field(default_factory=dict)  # device id -> drops
+    flagged: dict[str, int] = field(default_factory=dict)  # device id -> flagged suspect
 
 
 class Admission:
@@ -95,6 +112,15 @@ class Admission:
         counter[[m.id for m in METRICS if m.kind is MetricKind.COUNTER]] = True
         self._counter_slot: NDArray[np.bool_] = counter
         self._n_devices = len(registry.device_ids)
+        # per series id: largest plausible |active power| [kW] (inf: no rating or no power)
+        limit = np.full(max(registry.size, 1), np.inf)
+        power_slot = METRICS_BY_NAME["active_power_kw"].id
+        for device in site.devices:
+            if device.rated_power_kw is not None and device.id in registry.device_ids:
+                sid = registry.device_index(device.id) * METRIC_SLOTS + power_slot
+                limit[sid] = RATED_MARGIN * device.rated_power_kw
+        self._power_limit: NDArray[np.float64] = limit
+        self._flag_last_log_s: dict[str, float] = {}
         self._since_log: dict[tuple[str, DropReason], int] = {}
         self._last_log_s: dict[tuple[str, DropReason], float] = {}
         self.stats = AdmissionStats()
@@ -121,6 +147,10 @@ class Admission:
         ok = known & finite & in_window & ~counter_bad
         admitted = int(np.count_nonzero(ok))
         self.stats.admitted += admitted
+        with np.errstate(invalid="ignore"):
+            beyond = ok & (np.abs(value) > self._power_limit[np.where(known, series, 0)])
+        if beyond.any():
+            batch = self._flag(batch, beyond)
         if admitted == n:
             return batch
         self.stats.dropped += n - admitted
@@ -129,6 +159,32 @@ class Admission:
         ).astype(np.int8)
         self._account(batch, reason)
         return batch.take(ok)
+
+    def _flag(self, batch: ReadingBatch, beyond: NDArray[np.bool_]) -> ReadingBatch:
+        """``batch`` with the readings of ``beyond`` marked suspect, counted and logged."""
+        quality = batch.quality.copy()
+        quality[beyond] = Quality.SUSPECT
+        rows = np.flatnonzero(beyond)
+        devices, first, counts = np.unique(
+            batch.series[rows] // METRIC_SLOTS, return_index=True, return_counts=True
+        )
+        now_s = self._clock.now_s()
+        for d, i, c in zip(devices.tolist(), first.tolist(), counts.tolist(), strict=True):
+            name = self._registry.device_ids[d]
+            self.stats.flagged[name] = self.stats.flagged.get(name, 0) + c
+            last_s = self._flag_last_log_s.get(name)
+            if last_s is None or now_s - last_s >= LOG_INTERVAL_S:
+                self._flag_last_log_s[name] = now_s
+                row = int(rows[i])
+                log.warning(
+                    "device %s: active power %r kW is beyond %g x its rated power: stored "
+                    "as suspect (%d flagged so far)",
+                    name,
+                    float(batch.value[row]),
+                    RATED_MARGIN,
+                    self.stats.flagged[name],
+                )
+        return ReadingBatch(batch.series, batch.ts_us, batch.value, quality)
 
     def _account(self, batch: ReadingBatch, reason: NDArray[np.int8]) -> None:
         now_s = self._clock.now_s()
