@@ -1,4 +1,5 @@
-"""The running gateway's health and counters, for ``/readyz`` and ``/metrics``.
+"""The running gateway's health and counters, for ``/readyz``, ``/metrics`` and
+``/api/v1/devices/{id}/health``.
 
 :class:`GatewayTelemetry` reads the counters the parts already keep (pipeline,
 admission, Modbus links, MQTT, spool forwarder, carbon service) at scrape time: no
@@ -9,13 +10,23 @@ conventions (``_total`` counters, base units: seconds, bytes).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from zerocarbon.api.app import redact_url
-from zerocarbon.api.telemetry import BrokerState, DatabaseState, Readiness, SpoolState
+from zerocarbon.api.telemetry import (
+    BrokerState,
+    DatabaseState,
+    DeviceHealth,
+    Readiness,
+    SpoolState,
+)
+from zerocarbon.config import ModbusTcpDevice, MqttDevice
+from zerocarbon.ingest.modbus.collector import LATENCY_EWMA_ALPHA, DeviceStats
+from zerocarbon.ingest.mqtt.collector import ONLINE_INTERVALS, MqttDeviceStats
 
 if TYPE_CHECKING:
     from zerocarbon.runtime import EnergyCenter
@@ -73,6 +84,76 @@ class GatewayTelemetry:
 
     def collector(self) -> Collector:
         return _GatewayCollector(self._center)
+
+    def device_health(self, device_id: str) -> DeviceHealth | None:
+        """The health of the site's device ``device_id`` (None: no such device). A
+        device whose collector has not started yet shows zero counts, offline."""
+        center = self._center
+        device = next((d for d in center.site.devices if d.id == device_id), None)
+        if device is None:
+            return None
+        now_s = center.clock.now_s()
+        if isinstance(device, ModbusTcpDevice):
+            return _modbus_health(device, _modbus_stats(center, device_id), now_s)
+        return _mqtt_health(device, _mqtt_stats(center, device), now_s)
+
+
+def _modbus_stats(center: EnergyCenter, device_id: str) -> DeviceStats:
+    for link in center.modbus:
+        stats = link.stats().get(device_id)
+        if stats is not None:
+            return stats
+    return DeviceStats()
+
+
+def _mqtt_stats(center: EnergyCenter, device: MqttDevice) -> MqttDeviceStats:
+    stats = None if center.mqtt is None else center.mqtt.device_stats.get(device.id)
+    return stats or MqttDeviceStats(offline_after_s=ONLINE_INTERVALS * device.interval_s)
+
+
+def _seen(last_seen_s: float | None, now_s: float) -> tuple[datetime | None, float | None]:
+    """``last_seen`` as a UTC datetime and its age [s] at ``now_s`` (None, None: never)."""
+    if last_seen_s is None:
+        return None, None
+    return datetime.fromtimestamp(last_seen_s, UTC), max(0.0, now_s - last_seen_s)
+
+
+def _modbus_health(device: ModbusTcpDevice, s: DeviceStats, now_s: float) -> DeviceHealth:
+    last_seen, age_s = _seen(s.last_seen_s, now_s)
+    return DeviceHealth(
+        device=device.id,
+        protocol="modbus_tcp",
+        online=s.available,
+        last_seen=last_seen,
+        age_s=age_s,
+        poll_latency_s=s.latency_last_s,
+        poll_latency_avg_s=s.latency_avg_s,
+        polls=s.polls,
+        readings=s.readings,
+        timeouts=s.timeouts,
+        errors=s.errors,
+        skipped_cycles=s.skipped_cycles,
+        consecutive_failures=s.consecutive_failures,
+        went_offline=s.went_offline,
+        came_online=s.came_online,
+        last_error=s.last_error,
+    )
+
+
+def _mqtt_health(device: MqttDevice, s: MqttDeviceStats, now_s: float) -> DeviceHealth:
+    last_seen, age_s = _seen(s.last_seen_s, now_s)
+    return DeviceHealth(
+        device=device.id,
+        protocol="mqtt",
+        online=s.online(now_s),
+        last_seen=last_seen,
+        age_s=age_s,
+        messages=s.messages,
+        readings=s.readings,
+        bad_payloads=s.bad_payloads,
+        offline_after_s=s.offline_after_s,
+        last_error=s.last_error,
+    )
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -140,8 +221,11 @@ class _GatewayCollector(Collector):
                 "Lost or refused broker connections",
                 m.connection_failures,
             )
+        if center.mqtt is not None:
+            yield from self._mqtt_devices()
         if center.modbus:
             yield from self._modbus()
+        yield from self._device_health()
         if center.maintenance is not None:
             failures = CounterMetricFamily(
                 "zerocarbon_storage_maintenance_failures",
@@ -245,6 +329,8 @@ class _GatewayCollector(Collector):
             "errors": "Exception responses and connection failures",
             "skipped_cycles": "Poll cycles skipped because the link was late",
             "rejected_values": "Values the decoder rejected",
+            "went_offline": "Times the device changed from available to unavailable",
+            "came_online": "Times the device changed from unavailable to available",
         }
         families = {
             key: CounterMetricFamily(f"zerocarbon_modbus_{key}", doc, labels=["device"])
@@ -260,3 +346,61 @@ class _GatewayCollector(Collector):
                 available.add_metric([device], stats.available)
         yield from families.values()
         yield available
+        consecutive = GaugeMetricFamily(
+            "zerocarbon_modbus_consecutive_failures",
+            "Failed polls since the last good one",
+            labels=["device"],
+        )
+        latency = GaugeMetricFamily(
+            "zerocarbon_device_poll_latency_seconds",
+            f"Moving average (EWMA, weight {LATENCY_EWMA_ALPHA} on the newest) of a good "
+            "poll's duration, first request sent to last block decoded",
+            labels=["device"],
+        )
+        for link in self._center.modbus:
+            for device, stats in sorted(link.stats().items()):
+                consecutive.add_metric([device], stats.consecutive_failures)
+                if stats.latency_avg_s is not None:
+                    latency.add_metric([device], stats.latency_avg_s)
+        yield consecutive
+        yield latency
+
+    def _mqtt_devices(self) -> Iterator[Metric]:
+        mqtt = self._center.mqtt
+        assert mqtt is not None
+        names = {
+            "messages": "MQTT messages on the device's topic",
+            "readings": "Readings taken from the device's messages",
+            "bad_payloads": "Problems in the device's payloads",
+        }
+        families = {
+            key: CounterMetricFamily(f"zerocarbon_mqtt_device_{key}", doc, labels=["device"])
+            for key, doc in names.items()
+        }
+        for device, stats in sorted(mqtt.device_stats.items()):
+            for key, family in families.items():
+                family.add_metric([device], getattr(stats, key))
+        yield from families.values()
+
+    def _device_health(self) -> Iterator[Metric]:
+        """Online state and last-seen time of every device, whatever its protocol."""
+        online = GaugeMetricFamily(
+            "zerocarbon_device_online",
+            "1 when the device answers (Modbus: its last poll was good; MQTT: a message "
+            f"with readings within {ONLINE_INTERVALS} of its intervals)",
+            labels=["device", "protocol"],
+        )
+        last_seen = GaugeMetricFamily(
+            "zerocarbon_device_last_seen_timestamp_seconds",
+            "When the device last gave readings (Unix time); absent before the first",
+            labels=["device", "protocol"],
+        )
+        telemetry = self._center.telemetry
+        for device in self._center.site.devices:
+            health = telemetry.device_health(device.id)
+            assert health is not None
+            online.add_metric([device.id, device.protocol], health.online)
+            if health.last_seen is not None:
+                last_seen.add_metric([device.id, device.protocol], health.last_seen.timestamp())
+        yield online
+        yield last_seen

@@ -1,16 +1,19 @@
-"""What the API needs from the running gateway for ``/readyz`` and ``/metrics``.
+"""What the API needs from the running gateway for ``/readyz``, ``/metrics`` and
+``/api/v1/devices/{id}/health``.
 
 The API does not know the gateway's parts; the runtime hands it a :class:`Telemetry`
 (see :mod:`zerocarbon.telemetry`). Without one (the API served on its own), ``/readyz``
-checks the database only and ``/metrics`` has the API's own metrics only.
+checks the database only, ``/metrics`` has the API's own metrics only and device health
+is unavailable (503).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from datetime import datetime
+from typing import Literal, Protocol
 
 from prometheus_client.registry import Collector
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ComponentState(BaseModel):
@@ -49,6 +52,61 @@ class Readiness(BaseModel):
     spool: SpoolState | None = None  # None: the API runs without a gateway
 
 
+class DeviceHealth(BaseModel):
+    """One device's link health, as the gateway sees it now. Counters run from the
+    gateway's start; a field that does not apply to the device's protocol is null."""
+
+    model_config = ConfigDict(frozen=True)
+
+    device: str = Field(description="The device id of the site file")
+    protocol: Literal["modbus_tcp", "mqtt"]
+    online: bool = Field(
+        description="Modbus: the last poll read every register block; MQTT: a message "
+        "with readings came within offline_after_s"
+    )
+    last_seen: datetime | None = Field(
+        description="UTC time of the last good poll (Modbus) or of the last message with "
+        "readings (MQTT); null before the first"
+    )
+    age_s: float | None = Field(description="Time since last_seen [s]; null before the first")
+    poll_latency_s: float | None = Field(
+        default=None,
+        description="Modbus: the last good poll, first request sent to last block decoded [s]",
+    )
+    poll_latency_avg_s: float | None = Field(
+        default=None,
+        description="Modbus: moving average (EWMA, weight 0.2 on the newest poll) of "
+        "poll_latency_s [s]",
+    )
+    polls: int | None = Field(default=None, description="Modbus: poll cycles run")
+    messages: int | None = Field(default=None, description="MQTT: messages on its topic")
+    readings: int = Field(description="Readings taken from the device")
+    timeouts: int | None = Field(default=None, description="Modbus: requests that timed out")
+    errors: int | None = Field(
+        default=None, description="Modbus: exception responses and connection failures"
+    )
+    bad_payloads: int | None = Field(
+        default=None, description="MQTT: problems in its payloads (unreadable JSON or fields)"
+    )
+    skipped_cycles: int | None = Field(
+        default=None, description="Modbus: poll cycles skipped because the link was late"
+    )
+    consecutive_failures: int | None = Field(
+        default=None, description="Modbus: failed polls since the last good one"
+    )
+    went_offline: int | None = Field(
+        default=None, description="Modbus: times it changed from online to offline"
+    )
+    came_online: int | None = Field(
+        default=None, description="Modbus: times it changed from offline to online"
+    )
+    offline_after_s: float | None = Field(
+        default=None,
+        description="MQTT: silence after which it is offline, 3 x its interval_s [s]",
+    )
+    last_error: str = Field(description="The last failure's message; empty if none yet")
+
+
 class Telemetry(Protocol):
     """The gateway's side: its parts' state and counters."""
 
@@ -58,4 +116,8 @@ class Telemetry(Protocol):
 
     def collector(self) -> Collector:
         """A Prometheus collector reading the gateway's counters at scrape time."""
+        ...
+
+    def device_health(self, device_id: str) -> DeviceHealth | None:
+        """The health of one device of the site; None when the site has no such device."""
         ...

@@ -11,6 +11,10 @@ message the gateway did not store — it died, its spool was full — is redeliv
 the broker. With ``[mqtt] client_id`` set the session is persistent, so the broker also
 keeps what arrives while the gateway is away (see deploy/mosquitto/zerocarbon.conf for
 the queue limits that must not drop it).
+
+Per device (:class:`MqttDeviceStats`): messages, readings, bad payloads and the arrival
+time (injected clock) of the last message that gave readings. A device is online while
+such a message is at most :data:`ONLINE_INTERVALS` times its ``interval_s`` old.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ from zerocarbon.ingest.reading import Ack, BatchSink
 
 log = logging.getLogger(__name__)
 
+# A device is online while its last message with readings is at most this many of its
+# expected publish intervals (``interval_s``) old: one or two lost messages are normal.
+ONLINE_INTERVALS = 3
+
 
 @dataclass(slots=True)
 class MqttStats:
@@ -42,6 +50,22 @@ class MqttStats:
     connected: bool = False
     last_error: str = ""
     acked: int = 0  # PUBACKs sent after the readings were spooled (QoS 1)
+
+
+@dataclass(slots=True)
+class MqttDeviceStats:
+    """Messages of one device's topic; read by monitoring and tests."""
+
+    offline_after_s: float  # ONLINE_INTERVALS x the device's interval_s [s]
+    messages: int = 0
+    readings: int = 0
+    bad_payloads: int = 0  # problems found in its payloads (one message can have several)
+    last_seen_s: float | None = None  # arrival (clock time) of the last message with readings
+    last_error: str = ""
+
+    def online(self, now_s: float) -> bool:
+        """Whether a message with readings came within ``offline_after_s`` of ``now_s``."""
+        return self.last_seen_s is not None and now_s - self.last_seen_s <= self.offline_after_s
 
 
 class MqttCollector:
@@ -68,6 +92,9 @@ class MqttCollector:
         self._max_backoff_s = max_backoff_s
         self._timeout_s = timeout_s  # for each broker operation (subscribe, disconnect)
         self.stats = MqttStats()
+        self.device_stats = {
+            d.id: MqttDeviceStats(offline_after_s=ONLINE_INTERVALS * d.interval_s) for d in devices
+        }
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
@@ -138,25 +165,33 @@ class MqttCollector:
             return self._builder.build()
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
-        arrival_us = round(self._clock.now_s() * 1_000_000)
+        dstats = self.device_stats[device.id]
+        dstats.messages += 1
+        arrival_s = self._clock.now_s()
+        arrival_us = round(arrival_s * 1_000_000)
         try:
             count, problems = parse_payload(
                 device, bytes(payload), arrival_us, self._series[topic], self._builder
             )
         except PayloadError as exc:
-            self._bad(str(exc))
+            self._bad(str(exc), dstats)
             return self._builder.build()
         except Exception as exc:  # a parser bug must cost one message, not the collector
             self._builder.build()  # discard anything half-appended
             log.exception("device %r topic %r: payload not parsed", device.id, topic)
-            self._bad(f"device {device.id!r} topic {topic!r}: {type(exc).__name__}: {exc}")
+            self._bad(f"device {device.id!r} topic {topic!r}: {type(exc).__name__}: {exc}", dstats)
             return self._builder.build()
         for problem in problems:
-            self._bad(problem)
+            self._bad(problem, dstats)
         self.stats.readings += count
+        dstats.readings += count
+        if count:
+            dstats.last_seen_s = arrival_s
         return self._builder.build()
 
-    def _bad(self, problem: str) -> None:
+    def _bad(self, problem: str, device: MqttDeviceStats) -> None:
+        device.bad_payloads += 1
+        device.last_error = problem
         self.stats.bad_payloads += 1
         self.stats.last_error = problem
         if self.stats.bad_payloads <= 10 or self.stats.bad_payloads % 1000 == 0:
