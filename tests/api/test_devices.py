@@ -23,7 +23,6 @@ async def test_list_in_site_file_order(
         "name": "Rooftop PV inverter (SunSpec 103)",
         "role": "pv",
         "protocol": "modbus_tcp",
-        "host": "127.0.0.1",
         "line": None,
         "rated_power_kw": 600.0,
     }
