@@ -67,6 +67,8 @@ def test_bad_key_costs_only_that_key(demo_site: SiteConfig) -> None:
         (b'{"ts": "2026-06-21T03:00:00", "power_kw": 1}', "no UTC offset"),
         (b'{"other": 1}', "none of the keys"),
         (b'{"power_kw": NaN}', "finite number"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"power_kw": 1, "pad": "' + b"x" * 300_000 + b'"}', "larger than the 262,144"),
     ],
 )
 def test_bad_payloads_name_device_and_topic(

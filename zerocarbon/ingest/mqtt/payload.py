@@ -20,6 +20,12 @@ from zerocarbon.batch import MAX_TS_US, MIN_TS_US, BatchBuilder, SeriesRegistry,
 from zerocarbon.config import MqttDevice
 
 
+MAX_PAYLOAD_BYTES = 256 * 1024
+"""Largest payload parsed [bytes]. A meter's JSON is a few hundred bytes (a Tasmota or
+Shelly status about 1-2 KiB); anything far larger is refused before parsing, so one
+runaway publisher cannot stall the collector."""
+
+
 class PayloadError(ValueError):
     """A payload that cannot be used; the message names the device and topic."""
 
@@ -74,6 +80,11 @@ def parse_payload(
     :class:`PayloadError` and appends nothing.
     """
     where = f"device {device.id!r} topic {device.topic!r}"
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(
+            f"{where}: payload of {len(payload):,} bytes is larger than the "
+            f"{MAX_PAYLOAD_BYTES:,} bytes accepted"
+        )
     try:
         doc = json.loads(payload)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
