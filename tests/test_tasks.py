@@ -1,10 +1,13 @@
-"""cancel_and_wait: a task that swallows one cancellation is still stopped."""
+"""cancel_and_wait: a task that swallows one cancellation is still stopped; supervise:
+a task that dies is logged, counted and started again."""
 
 from __future__ import annotations
 
 import asyncio
 
-from zerocarbon.tasks import cancel_and_wait
+import pytest
+
+from zerocarbon.tasks import SupervisedState, cancel_and_wait, supervise
 
 
 async def test_a_task_that_swallows_its_first_cancellation_is_stopped() -> None:
@@ -47,3 +50,35 @@ async def test_a_task_that_never_stops_is_left_after_the_attempts() -> None:
     release.set()
     task.cancel()
     await asyncio.wait_for(task, timeout=5)
+
+
+async def test_a_task_that_dies_is_logged_counted_and_started_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs = 0
+    sleeps: list[float] = []
+    restarted = asyncio.Event()
+
+    async def collector() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 3:
+            raise RecursionError("maximum recursion depth exceeded")
+        restarted.set()
+        await asyncio.sleep(3600)
+
+    async def no_wait(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    state = SupervisedState("mqtt collector")
+    task = asyncio.create_task(
+        supervise("mqtt collector", collector, state, min_backoff_s=1, sleep=no_wait)
+    )
+    await asyncio.wait_for(restarted.wait(), 5)
+    assert state.running and state.restarts == 3 and runs == 4
+    assert "RecursionError" in state.last_error
+    assert sleeps == [1, 2, 4]  # back-off doubles
+    died = [r for r in caplog.records if "mqtt collector stopped" in r.getMessage()]
+    assert len(died) == 3 and died[0].exc_info is not None  # the cause, with its traceback
+    await cancel_and_wait([task])
+    assert not state.running

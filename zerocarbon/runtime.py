@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -45,7 +45,7 @@ from zerocarbon.storage.spool import Spool, SpoolError
 from zerocarbon.storage.spool_series import SpoolSeries
 from zerocarbon.storage.timescale import expected_rows_per_day
 from zerocarbon.storage.writer import ReadingWriter
-from zerocarbon.tasks import cancel_and_wait
+from zerocarbon.tasks import SupervisedState, cancel_and_wait, supervise
 from zerocarbon.telemetry import GatewayTelemetry
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ class EnergyCenter:
         self.forwarder: SpoolForwarder | None = None
         self.maintenance: StorageMaintenance | None = None
         self._collector_tasks: list[asyncio.Task[None]] = []
+        self.collectors: dict[str, SupervisedState] = {}  # each collector task's state
         self._pipeline_task: asyncio.Task[None] | None = None
         self._http_server: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -248,12 +249,16 @@ class EnergyCenter:
         self.mqtt = mqtt_collector(
             self.site, self.clock, self.pipeline.put, series, url=self._mqtt_url
         )
-        for collector in self.modbus:
-            self._collector_tasks.append(
-                asyncio.create_task(collector.run(), name=f"modbus {collector.name}")
-            )
+        runs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            (f"modbus collector {c.name}", c.run) for c in self.modbus
+        ]
         if self.mqtt is not None:
-            self._collector_tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt"))
+            runs.append(("mqtt collector", self.mqtt.run))
+        for name, run in runs:
+            state = self.collectors[name] = SupervisedState(name)
+            self._collector_tasks.append(
+                asyncio.create_task(supervise(name, run, state), name=name)
+            )
         if self._http is not None:
             await self._start_http(self._http)
 

@@ -1,10 +1,12 @@
-"""Stopping asyncio tasks for certain."""
+"""Stopping asyncio tasks for certain, and keeping long-running ones alive."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -42,3 +44,57 @@ async def cancel_and_wait(
         else:
             out.append(task.exception())
     return out
+
+
+@dataclass(slots=True)
+class SupervisedState:
+    """What :func:`supervise` knows of one long-running task."""
+
+    name: str
+    running: bool = False
+    restarts: int = 0  # times it ended with an error and was started again
+    last_error: str = ""  # the error it last ended with
+    down_since: float | None = None  # time.monotonic() of the last crash, until restarted
+
+
+async def supervise(
+    name: str,
+    run: Callable[[], Awaitable[None]],
+    state: SupervisedState,
+    *,
+    min_backoff_s: float = 1.0,
+    max_backoff_s: float = 60.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Run ``run()`` until cancelled; when it ends with an error (or returns), log the
+    cause with its traceback, count it in ``state`` and start it again after a back-off
+    doubling from ``min_backoff_s`` to ``max_backoff_s`` [s] (reset after an hour of
+    running). A collector that dies is thus never silent, and never gone for good."""
+    backoff_s = min_backoff_s
+    while True:
+        started = time.monotonic()
+        state.running = True
+        state.down_since = None
+        try:
+            await run()
+        except asyncio.CancelledError:
+            state.running = False
+            raise
+        except Exception as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # an error raised in place of the stop request: the stop still wins
+                state.running = False
+                raise asyncio.CancelledError from exc
+            state.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("%s stopped: %s; restarting in %.0f s", name, state.last_error, backoff_s)
+        else:
+            state.last_error = "returned"
+            log.error("%s returned; restarting in %.0f s", name, backoff_s)
+        state.running = False
+        state.restarts += 1
+        state.down_since = time.monotonic()
+        if time.monotonic() - started > 3600:
+            backoff_s = min_backoff_s
+        await sleep(backoff_s)
+        backoff_s = min(backoff_s * 2, max_backoff_s)

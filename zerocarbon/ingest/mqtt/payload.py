@@ -19,7 +19,6 @@ from datetime import datetime
 from zerocarbon.batch import MAX_TS_US, MIN_TS_US, BatchBuilder, SeriesRegistry, datetime_to_us
 from zerocarbon.config import MqttDevice
 
-
 MAX_PAYLOAD_BYTES = 256 * 1024
 """Largest payload parsed [bytes]. A meter's JSON is a few hundred bytes (a Tasmota or
 Shelly status about 1-2 KiB); anything far larger is refused before parsing, so one
