@@ -104,7 +104,7 @@ async def running(
 
 
 def _meter(device: str, address: str, **kw: object) -> Dlt645Meter:
-    options: dict[str, object] = {"poll_interval_s": 1.0, "timeout_s": 0.1} | kw
+    options: dict[str, object] = {"poll_interval_s": 1.0, "timeout_s": 1.0} | kw
     return Dlt645Meter(device, address, **options)  # type: ignore[arg-type]
 
 
