@@ -123,7 +123,7 @@ class Dlt645Server:
         self.faults_applied: dict[FaultKind, int] = dict.fromkeys(FaultKind, 0)
         self._faults: dict[str, MeterFault] = {}
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     @property
     def port(self) -> int:
@@ -167,8 +167,10 @@ class Dlt645Server:
         if server is None:
             return
         server.close()
-        for task in list(self._connections):
-            task.cancel()
+        # Abort rather than cancel: each connection's task then ends on its own (the
+        # stream machinery reports a cancelled handler task as an error).
+        for writer in self._connections.values():
+            writer.transport.abort()
         await asyncio.gather(*self._connections, return_exceptions=True)
         await server.wait_closed()
 
@@ -187,7 +189,7 @@ class Dlt645Server:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = writer
         buffer = bytearray()
         try:
             while data := await reader.read(READ_BUFFER_BYTES):
@@ -208,9 +210,9 @@ class Dlt645Server:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
     def _meter_for(self, frame: Frame) -> str | None:
