@@ -1,12 +1,16 @@
 """The register image of one simulated Modbus unit, built from its device profile.
 
 The profile is the same file the collectors decode with, so both always agree. A
-point's engineering value ``v`` becomes raw ``v / scale / 10**sf`` (``sf``: the value
-the unit serves in the point's ``scale_factor`` register, SunSpec ``sunssf``), encoded
-by :func:`zerocarbon.metering.registers.encode`. Static blocks are served as given.
+point's engineering value ``v`` becomes raw ``v / scale / 10**sf / ratio`` (``sf``: the
+value the unit serves in the point's ``scale_factor`` register, SunSpec ``sunssf``;
+``ratio``: the profile's PT, CT or PT x CT multiplier of the point), encoded by
+:meth:`zerocarbon.metering.profile.DeviceProfile.encode_raw` in the point's word and
+byte order (a bit field is written into its register, the other bits kept), the exact
+inverse of the collectors' ``decode_raw``. Static blocks are served as given.
 
-Out-of-range values: counters on integer registers roll over modulo the register width
-(as real energy accumulators do); gauges saturate at the type's limits.
+Out-of-range values: counters on integer registers (and bit fields) roll over modulo
+the register (field) width, as real energy accumulators do; gauges saturate at the
+type's limits.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Mapping
 
 from zerocarbon.metering.metrics import METRICS_BY_NAME, MetricKind
 from zerocarbon.metering.profile import DeviceProfile, Point, RegisterTable
-from zerocarbon.metering.registers import RegisterType, WordOrder, decode, encode, is_integer
+from zerocarbon.metering.registers import RegisterType, WordOrder, decode, is_integer
 
 _INTEGER_LIMITS: dict[RegisterType, tuple[int, int]] = {
     RegisterType.INT16: (-(2**15), 2**15 - 1),
@@ -42,8 +46,14 @@ def raw_limits(register_type: RegisterType) -> tuple[float, float]:
     return (-limit, limit)
 
 
-def _wrap(raw: int, register_type: RegisterType) -> int:
-    lo, hi = _INTEGER_LIMITS[register_type]
+def point_raw_limits(point: Point) -> tuple[float, float]:
+    """Smallest and largest raw value of ``point`` (a bit field: 0 .. 2**bits - 1)."""
+    if point.is_bit_field:
+        return (0.0, float(2**point.bit_count - 1))
+    return raw_limits(point.type)
+
+
+def _wrap(raw: int, lo: int, hi: int) -> int:
     span = hi - lo + 1
     return (raw - lo) % span + lo
 
@@ -95,12 +105,12 @@ class RegisterBank:
         return self._exponents.get(point.name, 0)
 
     def unit_value(self, point: Point) -> float:
-        """Engineering value of one raw count of ``point`` (``scale * 10**sf``)."""
-        return point.scale * 10.0 ** self.exponent(point)
+        """Engineering value of one raw count of ``point`` (``scale * 10**sf * ratio``)."""
+        return point.scale * 10.0 ** self.exponent(point) * self.profile.ratio_of(point)
 
     def value_range(self, point: Point) -> tuple[float, float]:
         """Smallest and largest engineering value ``point`` can represent."""
-        lo, hi = raw_limits(point.type)
+        lo, hi = point_raw_limits(point)
         unit = self.unit_value(point)
         return (min(lo * unit, hi * unit), max(lo * unit, hi * unit))
 
@@ -121,24 +131,33 @@ class RegisterBank:
             if value is None:
                 continue
             self.values[point.metric] = value
-            words = self._encode(point, value)
-            regs = self._registers[point.table]
-            for offset, word in enumerate(words):
-                regs[point.address + offset] = word
+            self._store(point, value)
 
-    def _encode(self, point: Point, value: float) -> list[int]:
+    def set_points(self, values: Mapping[str, float]) -> None:
+        """Encode points by point name (engineering values), e.g. status bit fields and
+        other points without a metric."""
+        for name, value in values.items():
+            self._store(self.profile.point(name), value)
+
+    def _store(self, point: Point, value: float) -> None:
+        regs = self._registers[point.table]
+        current = [regs[a] for a in range(point.address, point.end_address)]
+        words = self.profile.encode_raw(point, self._raw(point, value), current)
+        for offset, word in enumerate(words):
+            regs[point.address + offset] = word
+
+    def _raw(self, point: Point, value: float) -> float:
+        """Raw register value of engineering ``value``: wrapped or saturated to fit."""
         raw = value / self.unit_value(point)
-        order = self.profile.word_order_of(point)
-        lo, hi = raw_limits(point.type)
+        lo, hi = point_raw_limits(point)
         if is_integer(point.type):
-            counter = METRICS_BY_NAME[point.metric or ""].kind is MetricKind.COUNTER
+            metric = METRICS_BY_NAME.get(point.metric or "")
+            counter = metric is not None and metric.kind is MetricKind.COUNTER
             raw_int = round(raw)
             if counter:
-                raw_int = _wrap(raw_int, point.type)
-            else:
-                raw_int = int(max(lo, min(hi, raw_int)))
-            return encode(raw_int, point.type, order)
-        return encode(max(lo, min(hi, raw)), point.type, order)
+                return float(_wrap(raw_int, int(lo), int(hi)))
+            return float(max(lo, min(hi, raw_int)))
+        return max(lo, min(hi, raw))
 
     def read(self, table: RegisterTable, address: int, count: int) -> list[int] | None:
         """``count`` registers from ``address``, or None if any of them is unmapped."""

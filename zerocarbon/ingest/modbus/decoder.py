@@ -1,9 +1,11 @@
 """Registers of a device's block reads -> rows of a :class:`~zerocarbon.batch.BatchBuilder`.
 
-``value = decode(registers) * scale * 10**sf`` (see :mod:`zerocarbon.metering.profile`).
-SunSpec marks unimplemented values with sentinels (int16 0x8000, uint16 0xFFFF,
-acc32 0; SunSpec Information Model Reference, "Not Implemented" values): sentinel
-integers and non-finite floats yield no reading and are counted as rejected.
+``value = raw * scale * 10**sf * ratio`` (see :mod:`zerocarbon.metering.profile`; the raw
+value in the point's word and byte order, or its bit field, by the profile's
+``decode_raw``, the inverse of what the simulators encode). SunSpec marks unimplemented
+values with sentinels (int16 0x8000, uint16 0xFFFF, acc32 0; SunSpec Information Model
+Reference, "Not Implemented" values): sentinel integers (whole registers, not bit
+fields) and non-finite floats yield no reading and are counted as rejected.
 
 Series ids are resolved once per device (:func:`point_series`), not per reading.
 """
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from zerocarbon.batch import BatchBuilder, SeriesRegistry
 from zerocarbon.ingest.modbus.planner import ReadBlock
 from zerocarbon.metering.profile import DeviceProfile, Point
-from zerocarbon.metering.registers import RegisterType, decode
+from zerocarbon.metering.registers import RegisterType
 
 _NOT_IMPLEMENTED: dict[RegisterType, float] = {
     RegisterType.INT16: -32768.0,
@@ -62,7 +64,7 @@ def decode_blocks(
         for point in block.points:
             offset = point.address - block.address
             words = regs[offset : offset + point.register_count]
-            raw[point.name] = decode(words, point.type, profile.word_order_of(point))
+            raw[point.name] = profile.decode_raw(point, words)
 
     result = DecodeResult()
     for block in blocks:
@@ -71,7 +73,7 @@ def decode_blocks(
         for point in block.points:
             if point.metric is None:
                 continue
-            value = _scaled(point, raw)
+            value = _scaled(profile, point, raw)
             if value is None:
                 result.rejected.append(point.name)
             else:
@@ -80,9 +82,11 @@ def decode_blocks(
     return result
 
 
-def _scaled(point: Point, raw: Mapping[str, float]) -> float | None:
+def _scaled(profile: DeviceProfile, point: Point, raw: Mapping[str, float]) -> float | None:
     value = raw[point.name]
-    if not math.isfinite(value) or _NOT_IMPLEMENTED.get(point.type) == value:
+    if not math.isfinite(value):
+        return None
+    if not point.is_bit_field and _NOT_IMPLEMENTED.get(point.type) == value:
         return None
     exponent = 0.0
     if point.scale_factor is not None:
@@ -90,4 +94,4 @@ def _scaled(point: Point, raw: Mapping[str, float]) -> float | None:
         if sf is None or sf == _NOT_IMPLEMENTED[RegisterType.INT16] or abs(sf) > 10:
             return None
         exponent = sf
-    return float(value * point.scale * 10.0**exponent)
+    return float(value * point.scale * 10.0**exponent * profile.ratio_of(point))
