@@ -98,10 +98,14 @@ async def test_readyz_and_metrics_follow_the_database_and_the_spool(
                 assert body["ready"] and body["database"]["ok"] and body["broker"]["ok"]
                 assert body["spool"]["depth_readings"] == 0
                 assert body["spool"]["oldest_unreplayed_age_s"] is None
+                assert body["collectors"] == [
+                    {"name": "mqtt collector", "ok": True, "detail": "", "restarts": 0}
+                ]
 
                 await publish([1.0, 2.0, 3.0])
-                assert center.forwarder is not None
-                await until(lambda: center.forwarder.stats.readings_stored == 3)
+                fwd = center.forwarder
+                assert fwd is not None
+                await until(lambda: fwd.stats.readings_stored == 3)
                 res = await client.get("/metrics")
                 assert res.status_code == 200
                 assert res.headers["content-type"].startswith("text/plain")
@@ -110,6 +114,7 @@ async def test_readyz_and_metrics_follow_the_database_and_the_spool(
                 assert m["zerocarbon_readings_stored_total"] == 3
                 assert m["zerocarbon_mqtt_acknowledged_total"] == 3
                 assert m["zerocarbon_database_up"] == 1 and m["zerocarbon_mqtt_connected"] == 1
+                assert 'zerocarbon_collector_up{collector="mqtt collector"} 1.0' in res.text
 
                 admin = await asyncpg.connect(pg_server_url)
                 try:
@@ -119,8 +124,8 @@ async def test_readyz_and_metrics_follow_the_database_and_the_spool(
                         name,
                     )
                     await publish([4.0, 5.0])
-                    await until(lambda: not center.forwarder.database_up)
-                    await until(lambda: center.forwarder.health().spool_depth_readings == 2)
+                    await until(lambda: not fwd.database_up)
+                    await until(lambda: fwd.health().spool_depth_readings == 2)
                     res = await client.get("/readyz")
                     assert res.status_code == 503
                     body = res.json()
@@ -135,7 +140,7 @@ async def test_readyz_and_metrics_follow_the_database_and_the_spool(
                 finally:
                     await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
                     await admin.close()
-                await until(lambda: center.forwarder.stats.readings_stored == 5)
+                await until(lambda: fwd.stats.readings_stored == 5)
                 res = await client.get("/readyz")
                 assert res.status_code == 200 and res.json()["spool"]["depth_readings"] == 0
                 m = metric_values((await client.get("/metrics")).text)
@@ -155,5 +160,45 @@ async def test_readyz_without_a_gateway_checks_the_database(pg_url: str) -> None
                 "database": {"ok": True, "detail": "", "down_s": None},
                 "broker": None,
                 "spool": None,
+                "collectors": [],
             }
             assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_a_dead_collector_shows_in_readyz_and_metrics(
+    own_database: tuple[str, str], mqtt_url: str, tmp_path: Path
+) -> None:
+    """While a collector task is down (it died; its supervisor waits to restart it),
+    /readyz says so with the cause and /metrics has it at 0 with its restarts."""
+    url, _ = own_database
+    site = tiny_site(mqtt_url)
+    async with EnergyCenter(
+        site, Settings(), SystemClock(), database_url=url, spool_dir=tmp_path / "spool"
+    ) as center:
+        app = create_app(Settings(database_url=url), pool=center._pool, telemetry=center.telemetry)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                assert center.mqtt is not None
+                await asyncio.wait_for(center.mqtt.subscribed.wait(), 10)
+                state = center.collectors["mqtt collector"]
+                # what supervise() records when the task dies, until it restarts it
+                state.running, state.restarts = False, 1
+                state.last_error = "RecursionError: maximum recursion depth exceeded"
+                res = await client.get("/readyz")
+                assert res.status_code == 503
+                collectors = res.json()["collectors"]
+                assert collectors == [
+                    {
+                        "name": "mqtt collector",
+                        "ok": False,
+                        "detail": "restarting after: RecursionError: maximum recursion "
+                        "depth exceeded",
+                        "restarts": 1,
+                    }
+                ]
+                text = (await client.get("/metrics")).text
+                assert 'zerocarbon_collector_up{collector="mqtt collector"} 0.0' in text
+                assert 'zerocarbon_collector_restarts_total{collector="mqtt collector"} 1.0' in text
+                state.running = True
+                assert (await client.get("/readyz")).status_code == 200

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from zerocarbon.api.app import redact_url
 from zerocarbon.api.telemetry import (
     BrokerState,
+    CollectorState,
     DatabaseState,
     DeviceHealth,
     Readiness,
@@ -79,8 +80,24 @@ class GatewayTelemetry:
                 full=h.spool_full,
                 oldest_unreplayed_age_s=h.oldest_unreplayed_age_s,
             )
-        ready = database.ok and (broker is None or broker.ok) and (spool is None or spool.ok)
-        return Readiness(ready=ready, database=database, broker=broker, spool=spool)
+        collectors = [
+            CollectorState(
+                name=state.name,
+                ok=state.running,
+                detail="" if state.running else f"restarting after: {state.last_error}",
+                restarts=state.restarts,
+            )
+            for state in center.collectors.values()
+        ]
+        ready = (
+            database.ok
+            and (broker is None or broker.ok)
+            and (spool is None or spool.ok)
+            and all(c.ok for c in collectors)
+        )
+        return Readiness(
+            ready=ready, database=database, broker=broker, spool=spool, collectors=collectors
+        )
 
     def collector(self) -> Collector:
         return _GatewayCollector(self._center)
@@ -170,6 +187,20 @@ class _GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         center = self._center
+        if center.collectors:
+            up = GaugeMetricFamily(
+                "zerocarbon_collector_up", "1 while the collector task runs", labels=["collector"]
+            )
+            restarts = CounterMetricFamily(
+                "zerocarbon_collector_restarts",
+                "Times the collector task died and was started again",
+                labels=["collector"],
+            )
+            for name, state in sorted(center.collectors.items()):
+                up.add_metric([name], state.running)
+                restarts.add_metric([name], state.restarts)
+            yield up
+            yield restarts
         if center.pipeline is not None:
             p = center.pipeline.stats
             yield _counter(

@@ -43,6 +43,14 @@ class SpoolState(ComponentState):
     )
 
 
+class CollectorState(ComponentState):
+    """One collector task (a Modbus link, the MQTT subscriber): ``ok`` while it runs; a
+    task that died is restarted with a back-off and shown down until then."""
+
+    name: str
+    restarts: int = Field(description="times it died and was started again")
+
+
 class Readiness(BaseModel):
     """``GET /readyz``: 200 when every part is fine, 503 otherwise."""
 
@@ -50,6 +58,7 @@ class Readiness(BaseModel):
     database: DatabaseState
     broker: BrokerState | None = None  # None: the site has no MQTT devices
     spool: SpoolState | None = None  # None: the API runs without a gateway
+    collectors: list[CollectorState] = Field(default_factory=list)
 
 
 class DeviceHealth(BaseModel):
