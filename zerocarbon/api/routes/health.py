@@ -83,6 +83,7 @@ async def readyz(pool: PoolDep, request: Request, response: Response) -> Readine
 async def metrics(request: Request) -> Response:
     """The gateway's counters and gauges in Prometheus' text format: readings
     acknowledged, stored, duplicates skipped, spool depth/usage/alarm, database and
-    broker state, per-device Modbus and admission counters."""
+    broker state, collector tasks up and restarted, per-device health (online, last
+    seen, poll latency) and Modbus, MQTT and admission counters."""
     registry: CollectorRegistry = request.app.state.metrics_registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
