@@ -3,8 +3,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -260,3 +262,35 @@ async def test_unacknowledged_message_is_redelivered_to_the_next_session(
     assert first == [1.0, 200.0, 3.0] and one.stats.acked == 2
     two = await session(acking_sink, lambda: len(second) >= 1)
     assert second == [200.0] and two.stats.acked == 1
+
+
+async def test_bad_and_unmapped_messages_are_logged_once_per_topic_per_interval(
+    demo_site: SiteConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flood of bad payloads on one topic gives one warning a minute (clock time),
+    with the count since the last one; another topic gets its own; nothing is silent."""
+    from tests.ingest.clocks import ManualClock
+    from zerocarbon.ingest.mqtt.collector import LOG_INTERVAL_S
+
+    assert demo_site.mqtt is not None
+    clock = ManualClock(datetime(2026, 6, 21, tzinfo=UTC))
+    registry = SeriesRegistry.for_site(demo_site)
+
+    async def sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
+        pass
+
+    collector = MqttCollector(demo_site.mqtt, demo_site.mqtt_devices, clock, sink, registry)
+    caplog.set_level(logging.WARNING, logger="zerocarbon.ingest.mqtt.collector")
+    for _ in range(5):
+        collector._handle("factory/line_a/meter", b"{broken")
+    collector._handle("factory/nobody/meter", b"{}")
+    clock.advance(LOG_INTERVAL_S)
+    collector._handle("factory/line_a/meter", b"{broken")
+    lines = [r.getMessage() for r in caplog.records]
+    line_a = [m for m in lines if "factory/line_a/meter" in m]
+    assert len(line_a) == 2
+    assert "(1 since the last report; 1 in all)" in line_a[0]
+    assert "(5 since the last report; 6 in all)" in line_a[1]
+    unmapped = [m for m in lines if "factory/nobody/meter" in m]
+    assert len(unmapped) == 1 and "no device is mapped" in unmapped[0]
+    assert collector.stats.bad_payloads == 6 and collector.stats.unknown_topics == 1

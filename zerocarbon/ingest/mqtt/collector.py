@@ -34,6 +34,8 @@ from zerocarbon.ingest.reading import Ack, BatchSink
 
 log = logging.getLogger(__name__)
 
+LOG_INTERVAL_S = 60.0  # at most one warning per topic per this clock time [s]
+
 # A device is online while its last message with readings is at most this many of its
 # expected publish intervals (``interval_s``) old: one or two lost messages are normal.
 ONLINE_INTERVALS = 3
@@ -96,6 +98,8 @@ class MqttCollector:
             d.id: MqttDeviceStats(offline_after_s=ONLINE_INTERVALS * d.interval_s) for d in devices
         }
         self.subscribed = asyncio.Event()
+        self._since_log: dict[str, int] = {}  # topic -> problems since its last log line
+        self._last_log_s: dict[str, float] = {}  # topic -> clock time of its last line
 
     async def run(self) -> None:
         """Subscribe and collect until cancelled, reconnecting after failures."""
@@ -162,6 +166,9 @@ class MqttCollector:
         device = self._by_topic.get(topic)
         if device is None:
             self.stats.unknown_topics += 1
+            self._log_limited(
+                topic, f"topic {topic!r}: no device is mapped to it", self.stats.unknown_topics
+            )
             return self._builder.build()
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
@@ -174,28 +181,42 @@ class MqttCollector:
                 device, bytes(payload), arrival_us, self._series[topic], self._builder
             )
         except PayloadError as exc:
-            self._bad(str(exc), dstats)
+            self._bad(str(exc), dstats, topic)
             return self._builder.build()
         except Exception as exc:  # a parser bug must cost one message, not the collector
             self._builder.build()  # discard anything half-appended
             log.exception("device %r topic %r: payload not parsed", device.id, topic)
-            self._bad(f"device {device.id!r} topic {topic!r}: {type(exc).__name__}: {exc}", dstats)
+            self._bad(
+                f"device {device.id!r} topic {topic!r}: {type(exc).__name__}: {exc}", dstats, topic
+            )
             return self._builder.build()
         for problem in problems:
-            self._bad(problem, dstats)
+            self._bad(problem, dstats, topic)
         self.stats.readings += count
         dstats.readings += count
         if count:
             dstats.last_seen_s = arrival_s
         return self._builder.build()
 
-    def _bad(self, problem: str, device: MqttDeviceStats) -> None:
+    def _bad(self, problem: str, device: MqttDeviceStats, topic: str) -> None:
         device.bad_payloads += 1
         device.last_error = problem
         self.stats.bad_payloads += 1
         self.stats.last_error = problem
-        if self.stats.bad_payloads <= 10 or self.stats.bad_payloads % 1000 == 0:
-            log.warning("%s (bad payloads so far: %d)", problem, self.stats.bad_payloads)
+        self._log_limited(topic, problem, device.bad_payloads)
+
+    def _log_limited(self, topic: str, problem: str, total: int) -> None:
+        """One warning per topic per :data:`LOG_INTERVAL_S` of clock time, with how many
+        problems that topic had since its last line: never a flood, never silence."""
+        now_s = self._clock.now_s()
+        since = self._since_log.get(topic, 0) + 1
+        last_s = self._last_log_s.get(topic)
+        if last_s is not None and now_s - last_s < LOG_INTERVAL_S:
+            self._since_log[topic] = since
+            return
+        self._since_log[topic] = 0
+        self._last_log_s[topic] = now_s
+        log.warning("%s (%d since the last report; %d in all)", problem, since, total)
 
 
 def mqtt_collector(
