@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from zerocarbon.tasks import SupervisedState, cancel_and_wait, supervise
+from zerocarbon.tasks import SupervisedState, cancel_and_wait, raise_if_cancelling, supervise
 
 
 async def test_a_task_that_swallows_its_first_cancellation_is_stopped() -> None:
@@ -82,3 +82,25 @@ async def test_a_task_that_dies_is_logged_counted_and_started_again(
     assert len(died) == 3 and died[0].exc_info is not None  # the cause, with its traceback
     await cancel_and_wait([task])
     assert not state.running
+
+
+async def test_a_stop_swallowed_by_wait_for_still_ends_the_loop() -> None:
+    """On Python 3.11, wait_for returns instead of raising when its future completes
+    in the turn the task is cancelled; the loop notices the pending stop anyway."""
+    rounds = 0
+
+    async def publish_forever() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass  # as wait_for does when the PUBACK arrived in the same turn
+            raise_if_cancelling()
+
+    task = asyncio.create_task(publish_forever())
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)
+    assert task.cancelled() and rounds == 1

@@ -98,3 +98,17 @@ async def supervise(
             backoff_s = min_backoff_s
         await sleep(backoff_s)
         backoff_s = min(backoff_s * 2, max_backoff_s)
+
+
+def raise_if_cancelling() -> None:
+    """Raise CancelledError if the current task has a cancellation pending.
+
+    Python 3.11's ``asyncio.wait_for`` returns the result instead of raising when the
+    awaited future completes in the same loop turn as the cancellation (CPython
+    gh-86296, fixed in 3.12); aiomqtt's ``publish`` waits for its PUBACK that way. A
+    loop that publishes forever would then never stop — and inside a TaskGroup that is
+    already aborting, later cancellations are not passed on. Loops call this after such
+    awaits so that a swallowed stop request still ends them."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -36,6 +36,7 @@ import aiomqtt
 from zerocarbon.clock import Clock
 from zerocarbon.config import MqttDevice, SiteConfig
 from zerocarbon.simulators.faults import FaultPlan
+from zerocarbon.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,7 @@ class MqttPublisher:
                 timeout=self.publish_timeout_s,
             )
             self.stats.published += 1
+            raise_if_cancelling()  # aiomqtt's wait for the PUBACK may swallow a stop
 
     def _apply_faults(
         self, messages: list[tuple[MqttDevice, str]], ts_s: float
