@@ -252,7 +252,12 @@ def check_config(site: SiteOption) -> None:
     site_config = _load(site)
     typer.echo(f"{site}: OK, site {site_config.site.name!r}, {len(site_config.devices)} devices")
     for d in site_config.devices:
-        where = f"{d.host}:{d.port} unit {d.device_id}" if d.protocol == "modbus_tcp" else d.topic
+        if d.protocol == "modbus_tcp":
+            where = f"{d.host}:{d.port} unit {d.device_id}"
+        elif d.protocol == "dlt645":
+            where = f"{d.host}:{d.port} address {d.address}"
+        else:
+            where = d.topic
         typer.echo(f"  {d.id:<16} {d.role.value:<10} {d.protocol:<10} {where}")
     from zerocarbon.carbon_engine.factors import resolve_grid_factors
 

@@ -258,6 +258,43 @@ class ModbusTcpDevice(_DeviceBase):
         return (self.host, self.port)
 
 
+class Dlt645Device(_DeviceBase):
+    """A DL/T 645-2007 meter on an RS-485 line behind a transparent serial-to-TCP
+    gateway (raw frames over TCP); several meters may share one gateway (``host:port``)."""
+
+    protocol: Literal["dlt645"]
+    host: Annotated[str, Field(min_length=1)]  # the gateway's address (required)
+    port: int = Field(ge=1, le=65535)  # the gateway's TCP port (required: no standard one)
+    # meter address as printed on it: 12 digits; "AA" pairs are wildcards (one meter a line)
+    address: Annotated[str, Field(pattern=r"^([0-9]{2}|[Aa]{2}){6}$")]
+    poll_interval_s: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0)  # one reply [s]
+    # data identifiers to read, 8 hex digits (DL/T 645-2007 附录A); empty: the defaults
+    identifiers: tuple[Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{8}$")], ...] = ()
+
+    @field_validator("identifiers")
+    @classmethod
+    def _known_identifiers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from zerocarbon.ingest.dlt645.points import METRIC_OF_IDENTIFIER
+
+        known = {f"{d:08X}" for d in METRIC_OF_IDENTIFIER}
+        unknown = [v for v in value if v.upper() not in known]
+        if unknown:
+            raise ValueError(f"unknown data identifiers {unknown}; known: {sorted(known)}")
+        return value
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics its identifiers carry."""
+        from zerocarbon.ingest.dlt645.points import DEFAULT_IDENTIFIERS, metric_of
+
+        ids = [int(v, 16) for v in self.identifiers] or list(DEFAULT_IDENTIFIERS)
+        return tuple(dict.fromkeys(metric_of(d) for d in ids))
+
+
 class MqttField(_Frozen):
     """A JSON key's metric, with the counter register behind it when the device
     forwards a Modbus counter (its wrap value is derived from type and scale)."""
@@ -305,7 +342,7 @@ class MqttDevice(_DeviceBase):
         return value
 
 
-Device = Annotated[ModbusTcpDevice | MqttDevice, Field(discriminator="protocol")]
+Device = Annotated[ModbusTcpDevice | MqttDevice | Dlt645Device, Field(discriminator="protocol")]
 
 
 class _DeviceFault(_Frozen):
@@ -476,6 +513,15 @@ class SiteConfig(_Frozen):
                     f"{d.host}:{d.port} unit {d.device_id}"
                 )
             units[key] = d.id
+        meters: dict[tuple[str, int, str], str] = {}
+        for m in self.dlt645_devices:
+            mkey = (m.host, m.port, m.address.upper())
+            if mkey in meters:
+                raise ValueError(
+                    f"devices {meters[mkey]!r} and {m.id!r} share "
+                    f"{m.host}:{m.port} address {m.address}"
+                )
+            meters[mkey] = m.id
         return self
 
     @property
@@ -486,13 +532,19 @@ class SiteConfig(_Frozen):
     def mqtt_devices(self) -> tuple[MqttDevice, ...]:
         return tuple(d for d in self.devices if isinstance(d, MqttDevice))
 
-    def device(self, device_id: str) -> ModbusTcpDevice | MqttDevice:
+    @property
+    def dlt645_devices(self) -> tuple[Dlt645Device, ...]:
+        return tuple(d for d in self.devices if isinstance(d, Dlt645Device))
+
+    def device(self, device_id: str) -> ModbusTcpDevice | MqttDevice | Dlt645Device:
         for d in self.devices:
             if d.id == device_id:
                 return d
         raise KeyError(f"no device {device_id!r} in the site config")
 
-    def devices_with_role(self, role: DeviceRole) -> tuple[ModbusTcpDevice | MqttDevice, ...]:
+    def devices_with_role(
+        self, role: DeviceRole
+    ) -> tuple[ModbusTcpDevice | MqttDevice | Dlt645Device, ...]:
         return tuple(d for d in self.devices if d.role is role)
 
     def profile_of(self, device: ModbusTcpDevice) -> DeviceProfile:

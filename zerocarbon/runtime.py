@@ -32,9 +32,11 @@ from zerocarbon.carbon_service import CarbonService
 from zerocarbon.clock import Clock
 from zerocarbon.config import SiteConfig
 from zerocarbon.ingest.admission import Admission
+from zerocarbon.ingest.dlt645.collector import Dlt645LinkCollector, Dlt645Meter
 from zerocarbon.ingest.modbus.collector import ModbusLinkCollector, link_collectors
 from zerocarbon.ingest.mqtt.collector import MqttCollector, mqtt_collector
 from zerocarbon.ingest.pipeline import Pipeline
+from zerocarbon.ingest.reading import BatchSink
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import create_schema, ensure_database, open_pool, register_site
 from zerocarbon.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
@@ -115,6 +117,26 @@ async def _ensure(server_url: str, name: str, recreate: bool) -> str:
         ) from exc
 
 
+def dlt645_collectors(
+    site: SiteConfig, clock: Clock, sink: BatchSink, registry: SeriesRegistry
+) -> list[Dlt645LinkCollector]:
+    """One collector per DL/T 645 gateway (``host:port``), its meters in site order."""
+    links: dict[tuple[str, int], list[Dlt645Meter]] = {}
+    for d in site.dlt645_devices:
+        meter = Dlt645Meter(
+            device_id=d.id,
+            address=d.address,
+            poll_interval_s=d.poll_interval_s,
+            timeout_s=d.timeout_s,
+            **({"identifiers": tuple(int(v, 16) for v in d.identifiers)} if d.identifiers else {}),
+        )
+        links.setdefault(d.endpoint, []).append(meter)
+    return [
+        Dlt645LinkCollector(host, port, meters, clock, sink, registry)
+        for (host, port), meters in links.items()
+    ]
+
+
 class StartupError(RuntimeError):
     """Something the site needs could not be started; the message says what and why."""
 
@@ -173,6 +195,7 @@ class EnergyCenter:
         self._http_server: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.modbus: list[ModbusLinkCollector] = []
+        self.dlt645: list[Dlt645LinkCollector] = []
         self.mqtt: MqttCollector | None = None
         self.writer: ReadingWriter | None = None
         self.carbon: CarbonService | None = None
@@ -249,9 +272,11 @@ class EnergyCenter:
         self.mqtt = mqtt_collector(
             self.site, self.clock, self.pipeline.put, series, url=self._mqtt_url
         )
+        self.dlt645 = dlt645_collectors(self.site, self.clock, self.pipeline.put, series)
         runs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             (f"modbus collector {c.name}", c.run) for c in self.modbus
         ]
+        runs += [(f"dlt645 collector {c.name}", c.run) for c in self.dlt645]
         if self.mqtt is not None:
             runs.append(("mqtt collector", self.mqtt.run))
         for name, run in runs:

@@ -25,7 +25,8 @@ from zerocarbon.api.telemetry import (
     Readiness,
     SpoolState,
 )
-from zerocarbon.config import ModbusTcpDevice, MqttDevice
+from zerocarbon.config import Dlt645Device, ModbusTcpDevice, MqttDevice
+from zerocarbon.ingest.dlt645.collector import DeviceStats as Dlt645Stats
 from zerocarbon.ingest.modbus.collector import LATENCY_EWMA_ALPHA, DeviceStats
 from zerocarbon.ingest.mqtt.collector import ONLINE_INTERVALS, MqttDeviceStats
 
@@ -112,6 +113,8 @@ class GatewayTelemetry:
         now_s = center.clock.now_s()
         if isinstance(device, ModbusTcpDevice):
             return _modbus_health(device, _modbus_stats(center, device_id), now_s)
+        if isinstance(device, Dlt645Device):
+            return _dlt645_health(device, _dlt645_stats(center, device_id))
         return _mqtt_health(device, _mqtt_stats(center, device), now_s)
 
 
@@ -153,6 +156,33 @@ def _modbus_health(device: ModbusTcpDevice, s: DeviceStats, now_s: float) -> Dev
         consecutive_failures=s.consecutive_failures,
         went_offline=s.went_offline,
         came_online=s.came_online,
+        last_error=s.last_error,
+    )
+
+
+def _dlt645_stats(center: EnergyCenter, device_id: str) -> Dlt645Stats:
+    for link in center.dlt645:
+        found: Dlt645Stats | None = link.stats().get(device_id)
+        if found is not None:
+            return found
+    return Dlt645Stats()
+
+
+def _dlt645_health(device: Dlt645Device, s: Dlt645Stats) -> DeviceHealth:
+    """A DL/T 645 meter's counters (its collector keeps no last-seen time or latency)."""
+    return DeviceHealth(
+        device=device.id,
+        protocol="dlt645",
+        online=s.available,
+        last_seen=None,
+        age_s=None,
+        poll_latency_s=None,
+        poll_latency_avg_s=None,
+        polls=s.polls,
+        readings=s.readings,
+        timeouts=s.timeouts,
+        errors=s.errors,
+        skipped_cycles=s.skipped_cycles,
         last_error=s.last_error,
     )
 

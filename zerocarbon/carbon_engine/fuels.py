@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from zerocarbon.config import DeviceRole, FuelConfig, MqttDevice, SiteConfig
+from zerocarbon.config import DeviceRole, Dlt645Device, FuelConfig, MqttDevice, SiteConfig
 
 __all__ = [
     "CO2_PER_C",
@@ -332,6 +332,8 @@ def _device_metrics(site: SiteConfig, index: int) -> list[str]:
     device = site.devices[index]
     if isinstance(device, MqttDevice):
         names = [device.field_metric(k) for k in device.fields]
+    elif isinstance(device, Dlt645Device):
+        names = list(device.metrics())
     else:
         names = [p.metric for p in site.profile_of(device).points if p.metric is not None]
     return list(dict.fromkeys(names))

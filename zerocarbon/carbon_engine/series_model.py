@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from zerocarbon.batch import SeriesRegistry
 from zerocarbon.carbon_engine.stream import COUNTER, IGNORED, POWER
-from zerocarbon.config import DeviceRole, ModbusTcpDevice, MqttDevice, SiteConfig
+from zerocarbon.config import DeviceRole, Dlt645Device, ModbusTcpDevice, MqttDevice, SiteConfig
 from zerocarbon.metering.metrics import METRICS_BY_NAME, MetricKind
 from zerocarbon.metering.registers import counter_wrap
 
@@ -28,7 +28,8 @@ RATED_MARGIN = 1.5  # plausible power = this x rated power
 MIN_GAP_S = 30.0  # smallest gap threshold [s]
 GAP_INTERVALS = 3.0  # a gap: silence longer than this many poll/publish intervals
 
-Device = ModbusTcpDevice | MqttDevice
+Device = ModbusTcpDevice | MqttDevice | Dlt645Device
+DLT645_ENERGY_WRAP_KWH = 1_000_000.0  # DL/T 645-2007 energy format XXXXXX.XX kWh [kWh]
 
 
 class Flow(StrEnum):
@@ -83,6 +84,9 @@ def device_metrics(site: SiteConfig, device: Device) -> dict[str, float]:
         for p in site.profile_of(device).metric_points:
             assert p.metric is not None
             out[p.metric] = counter_wrap(p.type, p.scale) if p.scale_factor is None else 0.0
+    elif isinstance(device, Dlt645Device):
+        for metric in device.metrics():  # energy XXXXXX.XX kWh wraps after 999999.99
+            out[metric] = DLT645_ENERGY_WRAP_KWH if metric.startswith("energy_") else 0.0
     else:
         for key in device.fields:
             metric = device.field_metric(key)
@@ -92,7 +96,7 @@ def device_metrics(site: SiteConfig, device: Device) -> dict[str, float]:
 
 
 def _interval_s(device: Device) -> float:
-    return device.poll_interval_s if isinstance(device, ModbusTcpDevice) else device.interval_s
+    return device.interval_s if isinstance(device, MqttDevice) else device.poll_interval_s
 
 
 @dataclass(frozen=True, slots=True)

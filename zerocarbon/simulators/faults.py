@@ -55,6 +55,7 @@ from typing import TypeVar
 
 from zerocarbon.config import (
     BackwardStepFault,
+    Dlt645Device,
     ModbusTcpDevice,
     MqttDevice,
     SiteConfig,
@@ -153,18 +154,25 @@ class _Duplicates:
     pending_s: list[float] = field(default_factory=list)  # absolute, sorted
 
 
-def _exposed_counters(site: SiteConfig, device: ModbusTcpDevice | MqttDevice) -> list[str]:
+_AnyDevice = ModbusTcpDevice | MqttDevice | Dlt645Device
+
+
+def _exposed_counters(site: SiteConfig, device: _AnyDevice) -> list[str]:
     if isinstance(device, MqttDevice):
         names = [device.field_metric(key) for key in device.fields]
+    elif isinstance(device, Dlt645Device):
+        names = list(device.metrics())
     else:
         names = [p.metric for p in site.profile_of(device).metric_points if p.metric is not None]
     return [m for m in dict.fromkeys(names) if METRICS_BY_NAME[m].kind is MetricKind.COUNTER]
 
 
 def _register_of(
-    site: SiteConfig, device: ModbusTcpDevice | MqttDevice, metric: str, what: str
+    site: SiteConfig, device: _AnyDevice, metric: str, what: str
 ) -> CounterRegister | None:
     """The integer register behind a counter, or None when it is a float or unknown."""
+    if isinstance(device, Dlt645Device):
+        return None  # BCD digits, not a binary register
     if isinstance(device, MqttDevice):
         spec = device.counter_register(metric)
         if spec is None:
@@ -181,8 +189,10 @@ def _register_of(
 
 
 def _rollover_register(
-    site: SiteConfig, device: ModbusTcpDevice | MqttDevice, metric: str, what: str
+    site: SiteConfig, device: _AnyDevice, metric: str, what: str
 ) -> CounterRegister:
+    if isinstance(device, Dlt645Device):
+        raise FaultError(f"{what}: device {device.id!r}: DL/T 645 rollovers are not simulated")
     if isinstance(device, MqttDevice):
         spec = device.counter_register(metric)
         if spec is None:
@@ -219,7 +229,7 @@ class FaultPlan:
         devices = {d.id: d for d in site.devices}
         counters = {d.id: _exposed_counters(site, d) for d in site.devices}
 
-        def device(path: str, device_id: str) -> ModbusTcpDevice | MqttDevice:
+        def device(path: str, device_id: str) -> _AnyDevice:
             found = devices.get(device_id)
             if found is None:
                 raise FaultError(f"{path}.device: no device {device_id!r}")

@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from zerocarbon.config import DeviceRole, ModbusTcpDevice, MqttDevice, SiteConfig
+from zerocarbon.config import DeviceRole, Dlt645Device, ModbusTcpDevice, MqttDevice, SiteConfig
 from zerocarbon.metering.metrics import METRICS_BY_NAME, MetricKind
 from zerocarbon.simulators.battery import (
     DEFAULT_BATTERY_RATED_POWER_KW,
@@ -88,9 +88,13 @@ class PlantPower:
         return sum(self.battery_kw.values())
 
 
-def _exposed_metrics(site: SiteConfig, device: ModbusTcpDevice | MqttDevice) -> tuple[str, ...]:
+def _exposed_metrics(
+    site: SiteConfig, device: ModbusTcpDevice | MqttDevice | Dlt645Device
+) -> tuple[str, ...]:
     if isinstance(device, MqttDevice):
         names = [device.field_metric(key) for key in device.fields]
+    elif isinstance(device, Dlt645Device):
+        names = list(device.metrics())
     else:
         names = [p.metric for p in site.profile_of(device).metric_points if p.metric is not None]
     return tuple(dict.fromkeys(names))

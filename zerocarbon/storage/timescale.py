@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from zerocarbon.config import ModbusTcpDevice, SiteConfig, StorageConfig
+from zerocarbon.config import Dlt645Device, ModbusTcpDevice, SiteConfig, StorageConfig
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,8 @@ def expected_rows_per_day(site: SiteConfig) -> float:
             profile = site.profile_of(device)
             metrics = sum(1 for p in profile.points if p.metric is not None)
             total += metrics * 86_400.0 / device.poll_interval_s
+        elif isinstance(device, Dlt645Device):
+            total += len(device.metrics()) * 86_400.0 / device.poll_interval_s
         else:
             total += len(device.fields) * 86_400.0 / device.interval_s
     return total
