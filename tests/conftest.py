@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from tests.e2e.processes import MosquittoProcess, mosquitto_missing, remove_tree, scratch_dir
 from zerocarbon.config import SiteConfig, load_site
 from zerocarbon.ingest.mqtt.broker import local_broker
 from zerocarbon.netutil import free_tcp_port
@@ -80,17 +78,12 @@ async def pg_conn(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
-MOSQUITTO = shutil.which("mosquitto") or (
-    "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
-)
-
-
 @pytest.fixture(scope="session")
 def mqtt_broker_kind() -> str:
     """Which broker ``mqtt_url`` points at: "external", "mosquitto" or "amqtt"."""
     if os.environ.get("ZEROCARBON_TEST_MQTT_URL"):
         return "external"
-    return "mosquitto" if MOSQUITTO else "amqtt"
+    return "amqtt" if mosquitto_missing() else "mosquitto"
 
 
 @pytest.fixture(scope="session")
@@ -99,42 +92,18 @@ async def mqtt_url(mqtt_broker_kind: str) -> AsyncIterator[str]:
     if url:
         yield url
         return
-    port = free_tcp_port()
-    if MOSQUITTO is None:
-        async with local_broker("127.0.0.1", port) as started:
+    if mqtt_broker_kind == "amqtt":
+        async with local_broker("127.0.0.1", free_tcp_port()) as started:
             yield started
         return
-    folder = Path(tempfile.mkdtemp(prefix="zc-test-mqtt-"))
-    conf = folder / "mosquitto.conf"
-    # the queue limits of deploy/mosquitto/zerocarbon.conf; no persistence file
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
-        "max_queued_bytes 536870912\nmax_inflight_messages 100\n"
-    )
-    with open(folder / "mosquitto.log", "wb") as log_file:
-        proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT
-        )
+    folder = scratch_dir("zc-test-mqtt-")
+    broker = MosquittoProcess(folder)  # the shipped queue limits, see deploy/mosquitto
     try:
-        deadline = time.monotonic() + 10
-        while not _listening(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mosquitto did not start: {(folder / 'mosquitto.log').read_text()}"
-                )
-            time.sleep(0.02)
-        yield f"mqtt://127.0.0.1:{port}"
+        broker.start()
+        yield broker.url
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        broker.close()
+        remove_tree(folder)
 
 
 @pytest.fixture(scope="session")

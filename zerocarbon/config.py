@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from zerocarbon.metering.dlt645 import DEFAULT_IDENTIFIERS, METRIC_OF_IDENTIFIER, metric_of
 from zerocarbon.metering.metrics import METRICS_BY_NAME
 from zerocarbon.metering.profile import DeviceProfile, ProfileError, load_profile
 from zerocarbon.metering.registers import RegisterType
@@ -275,8 +276,6 @@ class Dlt645Device(_DeviceBase):
     @field_validator("identifiers")
     @classmethod
     def _known_identifiers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from zerocarbon.ingest.dlt645.points import METRIC_OF_IDENTIFIER
-
         known = {f"{d:08X}" for d in METRIC_OF_IDENTIFIER}
         unknown = [v for v in value if v.upper() not in known]
         if unknown:
@@ -287,12 +286,13 @@ class Dlt645Device(_DeviceBase):
     def endpoint(self) -> tuple[str, int]:
         return (self.host, self.port)
 
+    def data_ids(self) -> tuple[int, ...]:
+        """The identifiers to read (the defaults when the site file names none)."""
+        return tuple(int(v, 16) for v in self.identifiers) or DEFAULT_IDENTIFIERS
+
     def metrics(self) -> tuple[str, ...]:
         """The metrics its identifiers carry."""
-        from zerocarbon.ingest.dlt645.points import DEFAULT_IDENTIFIERS, metric_of
-
-        ids = [int(v, 16) for v in self.identifiers] or list(DEFAULT_IDENTIFIERS)
-        return tuple(dict.fromkeys(metric_of(d) for d in ids))
+        return tuple(dict.fromkeys(metric_of(d) for d in self.data_ids()))
 
 
 class MqttField(_Frozen):

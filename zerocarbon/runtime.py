@@ -128,7 +128,7 @@ def dlt645_collectors(
             address=d.address,
             poll_interval_s=d.poll_interval_s,
             timeout_s=d.timeout_s,
-            **({"identifiers": tuple(int(v, 16) for v in d.identifiers)} if d.identifiers else {}),
+            identifiers=d.data_ids(),
         )
         links.setdefault(d.endpoint, []).append(meter)
     return [

@@ -105,10 +105,11 @@ def raise_if_cancelling() -> None:
 
     Python 3.11's ``asyncio.wait_for`` returns the result instead of raising when the
     awaited future completes in the same loop turn as the cancellation (CPython
-    gh-86296, fixed in 3.12); aiomqtt's ``publish`` waits for its PUBACK that way. A
-    loop that publishes forever would then never stop — and inside a TaskGroup that is
-    already aborting, later cancellations are not passed on. Loops call this after such
-    awaits so that a swallowed stop request still ends them."""
+    gh-86296, fixed in 3.12); aiomqtt's ``publish`` waits for its PUBACK that way and
+    pymodbus for its responses. A loop that polls or publishes forever would then never
+    stop — and inside a TaskGroup that is already aborting, later cancellations are not
+    passed on. The collectors' and the simulator's loops call this once a round, so that
+    a swallowed stop request still ends them."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError

@@ -43,15 +43,14 @@ class GatewayTelemetry:
     def readiness(self, database_ok: bool, database_detail: str) -> Readiness:
         center = self._center
         forwarder = center.forwarder
-        down_s = None
+        h = forwarder.health() if forwarder is not None else None
         detail = database_detail
-        if forwarder is not None:
-            health = forwarder.health()
-            down_s = health.database_down_s
-            if not health.database_up:
-                database_ok = False
-                detail = detail or health.last_error
-        database = DatabaseState(ok=database_ok, detail=detail, down_s=down_s)
+        if h is not None and not h.database_up:
+            database_ok = False
+            detail = detail or h.last_error
+        database = DatabaseState(
+            ok=database_ok, detail=detail, down_s=None if h is None else h.database_down_s
+        )
         broker = None
         if center.mqtt is not None:
             stats = center.mqtt.stats
@@ -61,8 +60,7 @@ class GatewayTelemetry:
                 url=redact_url(center.mqtt_url) if center.mqtt_url else None,
             )
         spool = None
-        if forwarder is not None:
-            h = forwarder.health()
+        if h is not None:
             problems = []
             if h.spool_full:
                 problems.append("full: collection is held back")

@@ -19,7 +19,7 @@ from zerocarbon.ingest.dlt645.frame import (
     encode_read_request,
     parse_frame,
 )
-from zerocarbon.ingest.dlt645.points import DEFAULT_IDENTIFIERS, METRIC_OF_IDENTIFIER
+from zerocarbon.metering.dlt645 import DEFAULT_IDENTIFIERS, METRIC_OF_IDENTIFIER
 from zerocarbon.metering.metrics import METRICS_BY_NAME
 from zerocarbon.netutil import free_tcp_port
 from zerocarbon.simulators.dlt645_server import Dlt645Server, FaultKind

@@ -139,4 +139,3 @@ async def test_survives_a_broker_restart(demo_site: SiteConfig) -> None:
             await task
     assert publisher.stats.connects >= 2
     assert publisher.stats.failures >= 1
-

@@ -74,9 +74,7 @@ async def _site(url: str, demo_site: SiteConfig, **storage: int | None) -> Site:
     pool = await open_pool(url)
     clock = ManualClock(T0 + timedelta(hours=1))
     maintenance = StorageMaintenance(pool, layout, clock, interval_s=60.0)
-    writer = ReadingWriter(
-        pool, registry, series, layout=layout, on_written=maintenance.note_times
-    )
+    writer = ReadingWriter(pool, registry, series, layout=layout, on_written=maintenance.note_times)
     return Site(url, conn, pool, layout, maintenance, writer, series, clock)
 
 

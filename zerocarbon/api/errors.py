@@ -26,7 +26,7 @@ from zerocarbon.storage.faults import database_unavailable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DatabaseState", "add_error_handling", "database_unavailable"]
+__all__ = ["DatabaseState", "add_error_handling"]
 
 
 class DatabaseState:

@@ -85,8 +85,9 @@ def device_metrics(site: SiteConfig, device: Device) -> dict[str, float]:
             assert p.metric is not None
             out[p.metric] = counter_wrap(p.type, p.scale) if p.scale_factor is None else 0.0
     elif isinstance(device, Dlt645Device):
-        for metric in device.metrics():  # energy XXXXXX.XX kWh wraps after 999999.99
-            out[metric] = DLT645_ENERGY_WRAP_KWH if metric.startswith("energy_") else 0.0
+        for metric in device.metrics():  # its counters are energy XXXXXX.XX kWh
+            counter = METRICS_BY_NAME[metric].kind is MetricKind.COUNTER
+            out[metric] = DLT645_ENERGY_WRAP_KWH if counter else 0.0
     else:
         for key in device.fields:
             metric = device.field_metric(key)

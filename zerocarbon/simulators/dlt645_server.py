@@ -5,7 +5,7 @@ no header of its own, just DL/T 645-2007 frames. This server stands for such a g
 with one or more meters on its line, each answering read-data requests (C = 0x11) for
 its address from a value source: a callable returning the meter's current metric
 values (names of :mod:`zerocarbon.metering.metrics`). Identifiers map to metrics as in
-:mod:`zerocarbon.ingest.dlt645.points`; the combined active energy (00000000) is served
+:mod:`zerocarbon.metering.dlt645`; the combined active energy (00000000) is served
 as forward + reverse energy.
 
 Every complete frame in the receive buffer is answered, in order, so a client may send
@@ -48,7 +48,7 @@ from zerocarbon.ingest.dlt645.frame import (
     encode_read_reply,
     parse_frame,
 )
-from zerocarbon.ingest.dlt645.points import (
+from zerocarbon.metering.dlt645 import (
     COMBINED_ACTIVE_ENERGY,
     METRIC_OF_IDENTIFIER,
 )

@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 from zerocarbon.batch import datetime_to_us
 from zerocarbon.clock import Clock
 from zerocarbon.storage import rollups
+from zerocarbon.storage.faults import database_unavailable
 from zerocarbon.storage.partitions import ReadingsLayout
 from zerocarbon.storage.problems import ProblemLog
 
@@ -45,18 +46,14 @@ ACQUIRE_TIMEOUT_S = 10.0  # wait for a connection of the pool [s]
 MERGE_GAP_US = 15 * 60 * 1_000_000  # noted times closer than this are refreshed together [us]
 BUCKET_US = rollups.POWER_1MIN.width_us  # the finest rollup bucket [us]
 
-# the connection is gone: the round ends, the next one starts with a new connection
-_CONNECTION_ERRORS = (
-    OSError,
-    TimeoutError,
+# a failure of the database rather than of one step (see storage.faults): the round ends
+_DATABASE_ERRORS = (
+    asyncpg.PostgresError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,  # a query on a connection the server closed
-    asyncpg.PostgresConnectionError,
-    asyncpg.AdminShutdownError,  # terminated by the server or an administrator
-    asyncpg.CrashShutdownError,
-    asyncpg.CannotConnectNowError,
+    OSError,
+    TimeoutError,
 )
-_DATABASE_ERRORS = (*_CONNECTION_ERRORS, asyncpg.PostgresError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +219,7 @@ class StorageMaintenance:
         self, conn: asyncpg.Connection, failed: list[str], kind: str, what: str, exc: Exception
     ) -> None:
         failed.append(kind)
-        if isinstance(exc, _CONNECTION_ERRORS) or conn.is_closed():
+        if database_unavailable(exc) or conn.is_closed():
             raise exc  # the steps after this one would fail too: the round ends
         self.problems.failed(kind, what, exc)
 

@@ -40,8 +40,9 @@ from zerocarbon.ingest.dlt645.frame import (
     encode_read_request,
     parse_frame,
 )
-from zerocarbon.ingest.dlt645.points import DEFAULT_IDENTIFIERS, metric_of
 from zerocarbon.ingest.reading import BatchSink
+from zerocarbon.metering.dlt645 import DEFAULT_IDENTIFIERS, metric_of
+from zerocarbon.tasks import raise_if_cancelling
 
 __all__ = ["DeviceStats", "Dlt645LinkCollector", "Dlt645Meter", "FailureKind"]
 
@@ -68,7 +69,7 @@ class Dlt645Meter:
         Longest wait for one reply [s], real time.
     identifiers : tuple of int
         Data identifiers to read (DL/T 645-2007 附录A), each carrying a metric
-        (:mod:`zerocarbon.ingest.dlt645.points`).
+        (:mod:`zerocarbon.metering.dlt645`).
     """
 
     device_id: str
@@ -235,6 +236,7 @@ class Dlt645LinkCollector:
                     await self._clock.sleep(wait_s)
                 self._skip_late_cycles(meter)
                 await self._poll(meter)
+                raise_if_cancelling()  # a wait_for inside may have swallowed a stop
                 meter.next_due_s += meter.config.poll_interval_s
         finally:
             self._disconnect()

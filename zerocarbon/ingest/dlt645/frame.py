@@ -33,6 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
+from zerocarbon.metering.dlt645 import DataId
+
 __all__ = [
     "ABNORMAL_READ_REPLY",
     "BROADCAST_ADDRESS",
@@ -235,10 +237,6 @@ class DataFormat:
 
 def _pow10(n: int) -> int:
     return int(10**n)
-
-
-DataId = int
-"""A data identifier DI3 DI2 DI1 DI0 as one integer, e.g. ``0x02030000``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from zerocarbon.ingest.modbus.decoder import decode_blocks, point_series
 from zerocarbon.ingest.modbus.planner import ReadBlock, needed_points, plan_reads
 from zerocarbon.ingest.reading import BatchSink
 from zerocarbon.metering.profile import DeviceProfile, RegisterTable
+from zerocarbon.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ class ModbusLinkCollector:
                     await self._clock.sleep(wait_s)
                 self._skip_late_cycles(device)
                 await self._poll(device)
+                raise_if_cancelling()  # pymodbus' wait_for may have swallowed a stop
                 device.next_due_s += device.config.poll_interval_s
         finally:
             self._client.close()

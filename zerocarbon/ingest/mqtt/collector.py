@@ -31,6 +31,7 @@ from zerocarbon.clock import Clock
 from zerocarbon.config import MqttConfig, MqttDevice, SiteConfig
 from zerocarbon.ingest.mqtt.payload import PayloadError, field_series, parse_payload
 from zerocarbon.ingest.reading import Ack, BatchSink
+from zerocarbon.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class MqttCollector:
                 if manual and message.qos == 1:
                     ack = self._acker(paho, message.mid)
                 await self._sink(self._handle(str(message.topic), message.payload), ack)
+                raise_if_cancelling()
 
     def _acker(self, paho: mqtt.Client, mid: int) -> Ack:
         """The PUBACK of message ``mid`` on the connection it came on (a message of a

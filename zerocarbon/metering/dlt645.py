@@ -1,7 +1,8 @@
 """Which DL/T 645-2007 data identifiers carry which of our metrics.
 
-Shared by the collector and the simulator, so both always agree. Units match: the
-identifiers' formats (DL/T 645-2007 附录A) are in kWh, kW, V and Hz, as the metrics
+Device knowledge, beside the Modbus profiles: shared by the site file (which checks a
+meter's identifiers), the collector and the simulator, so all three always agree.
+Units match: the identifiers' formats (DL/T 645-2007 附录A) are in kWh, kW, V and Hz, as the metrics
 are. The sign of ``active_power_kw`` is the meter's: positive is forward (import)
 power, which is the grid meter's convention.
 """
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from zerocarbon.ingest.dlt645.frame import DataId
+DataId = int
+"""A data identifier DI3 DI2 DI1 DI0 as one integer, e.g. ``0x02030000``."""
 
 __all__ = [
+    "DataId",
     "COMBINED_ACTIVE_ENERGY",
     "DEFAULT_IDENTIFIERS",
     "METRIC_OF_IDENTIFIER",
