@@ -274,3 +274,101 @@ async def test_close_drops_connections() -> None:
     await writer.wait_closed()
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", server.port)
+
+
+async def test_set_exception_answers_every_request_with_the_code(
+    one_endpoint: tuple[ModbusTcpServer, dict[int, RegisterBank]],
+) -> None:
+    server, _units = one_endpoint
+    server.set_exception(1, 0x06)  # server device busy
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(_request(1, 1, 4, 0, 2) + _request(2, 7, 3, 0, 1))
+        await writer.drain()
+        assert await _reply(reader) == (1, 1, bytes([0x84, 0x06]))
+        assert (await _reply(reader))[:2] == (2, 7)  # other units are unaffected
+        server.set_exception(1, None)
+        writer.write(_request(3, 1, 4, 0, 2))
+        await writer.drain()
+        tid, unit, pdu = await _reply(reader)
+        assert (tid, unit, pdu[:2]) == (3, 1, bytes([4, 4]))
+        assert server.exceptions == 1
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    with pytest.raises(ValueError):
+        server.set_exception(1, 0)
+
+
+async def test_single_connection_refuses_a_second_client() -> None:
+    bank = RegisterBank(load_profile("battery_controller"))
+    server = ModbusTcpServer("127.0.0.1", 0, {1: bank}, single_connection=True)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        reader2, writer2 = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await asyncio.wait_for(reader2.read(), 5.0) == b""  # closed at once
+        writer2.close()
+        assert server.refused_connections == 1
+        writer.write(_request(5, 1, 3, 0, 1))  # the first client is still served
+        await writer.drain()
+        assert (await _reply(reader))[:2] == (5, 1)
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(100):  # the server sees the close after its next loop turn
+            if server.connections == 0:
+                break
+            await asyncio.sleep(0.01)
+        reader3, writer3 = await asyncio.open_connection("127.0.0.1", server.port)
+        writer3.write(_request(6, 1, 3, 0, 1))
+        await writer3.drain()
+        assert (await _reply(reader3))[:2] == (6, 1)
+        assert server.refused_connections == 1
+        writer3.close()
+        await writer3.wait_closed()
+        server.single_connection = False  # settable: now a second client is served
+        reader4, writer4 = await asyncio.open_connection("127.0.0.1", server.port)
+        reader5, writer5 = await asyncio.open_connection("127.0.0.1", server.port)
+        writer4.write(_request(7, 1, 3, 0, 1))
+        writer5.write(_request(8, 1, 3, 0, 1))
+        assert (await _reply(reader4))[0] == 7
+        assert (await _reply(reader5))[0] == 8
+        for w in (writer4, writer5):
+            w.close()
+            await w.wait_closed()
+    finally:
+        await server.close()
+
+
+async def test_read_hook_rewrites_the_registers_sent(
+    one_endpoint: tuple[ModbusTcpServer, dict[int, RegisterBank]],
+) -> None:
+    server, units = one_endpoint
+    seen: list[tuple[int, RegisterTable, int, list[int]]] = []
+
+    def tear(unit: int, table: RegisterTable, address: int, registers: list[int]) -> list[int]:
+        seen.append((unit, table, address, list(registers)))
+        return [0xDEAD] + registers[1:]
+
+    server.read_hook = tear
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(_request(1, 1, 4, 0, 2))
+        await writer.drain()
+        _tid, _unit, pdu = await _reply(reader)
+        original = units[1].read(RegisterTable.INPUT, 0, 2)
+        assert original is not None
+        assert seen == [(1, RegisterTable.INPUT, 0, original)]
+        assert pdu == bytes([4, 4]) + struct.pack(">HH", 0xDEAD, original[1])
+
+        server.read_hook = lambda unit, table, address, registers: registers[:1]  # wrong size
+        writer.write(_request(2, 1, 4, 0, 2))
+        await writer.drain()
+        assert await _reply(reader) == (2, 1, bytes([0x84, 0x04]))
+        server.read_hook = None
+        writer.write(_request(3, 1, 4, 0, 2))
+        await writer.drain()
+        assert (await _reply(reader))[2] == bytes([4, 4]) + struct.pack(">2H", *original)
+    finally:
+        writer.close()
+        await writer.wait_closed()

@@ -13,6 +13,7 @@ registers, quantity 1..125; section 7 exception codes):
 * 01 illegal function: any function other than 3 (holding) and 4 (input);
 * 02 illegal data address: a register in the range the unit does not map;
 * 03 illegal data value: a quantity outside 1..125 or a malformed request;
+* 04 server device failure: the test ``read_hook`` (below) failed;
 * 0B gateway target device failed to respond: a unit id the endpoint does not serve.
 
 Fault hooks: :meth:`ModbusTcpServer.set_offline` makes a unit silent (requests time
@@ -20,6 +21,20 @@ out), as a powered-off device behind a gateway does; :meth:`ModbusTcpServer.susp
 stops listening and drops every connection (connections are refused) until
 :meth:`ModbusTcpServer.resume` listens again on the same port, as a device that is
 switched off does.
+
+More hooks for tests and fault injection:
+
+* :meth:`ModbusTcpServer.set_exception` answers every request to a unit with a given
+  exception code (e.g. 06 server device busy, 04 server device failure) until cleared;
+* :attr:`ModbusTcpServer.single_connection` (constructor keyword, also settable): while
+  one client connection is open, a further one is accepted and closed at once and
+  counted in :attr:`ModbusTcpServer.refused_connections`, as many meters and small
+  gateways that serve one Modbus TCP client at a time do;
+* :attr:`ModbusTcpServer.read_hook`, ``hook(unit_id, table, address, registers) ->
+  registers``: called for every successful read with the registers the bank gave
+  (``address`` is the first register read); what it returns is sent instead (same
+  length). A test tears a 32-bit value with it, for instance, by sending an old high
+  word with a new low word.
 """
 
 from __future__ import annotations
@@ -42,9 +57,13 @@ MAX_READ_REGISTERS = 125
 ILLEGAL_FUNCTION = 0x01
 ILLEGAL_DATA_ADDRESS = 0x02
 ILLEGAL_DATA_VALUE = 0x03
+SERVER_DEVICE_FAILURE = 0x04
 GATEWAY_TARGET_FAILED = 0x0B
 
 _TABLES = {3: RegisterTable.HOLDING, 4: RegisterTable.INPUT}
+
+ReadHook = Callable[[int, RegisterTable, int, list[int]], list[int]]
+"""``(unit_id, table, address, registers) -> registers to send`` (see module docstring)."""
 
 
 def _exception(function_code: int, code: int) -> bytes:
@@ -63,6 +82,10 @@ class ModbusTcpServer:
     before_request : callable, optional
         Called before the requests of each TCP read are answered (the simulator brings
         its banks up to date there). Its errors are logged, never sent to clients.
+    single_connection : bool
+        Serve one client connection at a time; further ones are closed at once.
+    read_hook : callable, optional
+        ``(unit_id, table, address, registers) -> registers`` applied to each read.
     """
 
     def __init__(
@@ -72,6 +95,8 @@ class ModbusTcpServer:
         units: Mapping[int, RegisterBank],
         *,
         before_request: Callable[[], None] | None = None,
+        single_connection: bool = False,
+        read_hook: ReadHook | None = None,
     ) -> None:
         self.host = host
         self._port = port
@@ -80,7 +105,11 @@ class ModbusTcpServer:
         self.requests = 0  # requests answered (including exception replies)
         self.exceptions = 0  # exception replies sent
         self.framing_errors = 0  # connections closed for a corrupt MBAP header
+        self.single_connection = single_connection
+        self.refused_connections = 0  # connections closed because one was already open
+        self.read_hook = read_hook
         self._offline: set[int] = set()
+        self._exceptions: dict[int, int] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[_ModbusTcpProtocol] = set()
 
@@ -101,6 +130,20 @@ class ModbusTcpServer:
             self._offline.add(unit_id)
         else:
             self._offline.discard(unit_id)
+
+    def set_exception(self, unit_id: int, code: int | None) -> None:
+        """Answer every request to ``unit_id`` with exception ``code`` (None: normally)."""
+        if code is None:
+            self._exceptions.pop(unit_id, None)
+        else:
+            if not 1 <= code <= 0xFF:
+                raise ValueError(f"Modbus exception code must be 1..255, got {code}")
+            self._exceptions[unit_id] = code
+
+    @property
+    def connections(self) -> int:
+        """Client connections open now."""
+        return len(self._connections)
 
     @property
     def listening(self) -> bool:
@@ -172,6 +215,9 @@ class ModbusTcpServer:
 
     def _answer(self, unit_id: int, pdu: bytes) -> bytes:
         function_code = pdu[0]
+        forced = self._exceptions.get(unit_id)
+        if forced is not None:
+            return _exception(function_code, forced)
         bank = self.units.get(unit_id)
         if bank is None:
             return _exception(function_code, GATEWAY_TARGET_FAILED)
@@ -186,6 +232,14 @@ class ModbusTcpServer:
         registers = bank.read(table, address, count) if address + count <= 0x10000 else None
         if registers is None:
             return _exception(function_code, ILLEGAL_DATA_ADDRESS)
+        if self.read_hook is not None:
+            try:
+                registers = list(self.read_hook(unit_id, table, address, registers))
+                if len(registers) != count:
+                    raise ValueError(f"read_hook gave {len(registers)} registers for {count}")
+            except Exception:
+                log.exception("Modbus server %s: read_hook failed", self.endpoint)
+                return _exception(function_code, SERVER_DEVICE_FAILURE)
         return struct.pack(f">BB{count}H", function_code, 2 * count, *registers)
 
 
@@ -199,8 +253,14 @@ class _ModbusTcpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        server = self._server
+        if server.single_connection and server._connections:
+            server.refused_connections += 1
+            log.debug("Modbus server %s: a second connection refused", server.endpoint)
+            transport.close()
+            return
         self._transport = transport
-        self._server._connections.add(self)
+        server._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
