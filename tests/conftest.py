@@ -71,7 +71,8 @@ async def pg_conn(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the run's database; data tables are emptied first."""
     conn = await asyncpg.connect(pg_url)
     await conn.execute(
-        "TRUNCATE readings, latest_values, hourly_energy, hourly_carbon, hourly_line, devices "
+        "TRUNCATE readings, latest_values, hourly_energy, hourly_carbon, hourly_line, devices, "
+        "device_events "
         "RESTART IDENTITY"
     )
     yield conn

@@ -39,6 +39,7 @@ from zerocarbon.ingest.pipeline import Pipeline
 from zerocarbon.ingest.reading import BatchSink
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import create_schema, ensure_database, open_pool, register_site
+from zerocarbon.storage.device_events import DeviceEventLog
 from zerocarbon.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from zerocarbon.storage.forwarder import SpoolForwarder
 from zerocarbon.storage.maintenance import StorageMaintenance
@@ -189,6 +190,8 @@ class EnergyCenter:
         self._maintenance_task: asyncio.Task[None] | None = None
         self.forwarder: SpoolForwarder | None = None
         self.maintenance: StorageMaintenance | None = None
+        self.events: DeviceEventLog | None = None  # device events -> device_events
+        self._events_task: asyncio.Task[None] | None = None
         self._collector_tasks: list[asyncio.Task[None]] = []
         self.collectors: dict[str, SupervisedState] = {}  # each collector task's state
         self._pipeline_task: asyncio.Task[None] | None = None
@@ -242,6 +245,8 @@ class EnergyCenter:
         if errors:
             raise StartupError("the site's emission factors:\n" + "\n".join(errors))
         self.series = series = SeriesRegistry.for_site(self.site)
+        self.events = DeviceEventLog(pool, registry.device_ids)
+        self._events_task = asyncio.create_task(self.events.run(), name="device events")
         self.maintenance = StorageMaintenance(pool, layout, self.clock)
         self.writer = ReadingWriter(
             pool, registry, series, layout=layout, on_written=self.maintenance.note_times
@@ -349,6 +354,13 @@ class EnergyCenter:
         if self._maintenance_task is not None:
             await cancel_and_wait([self._maintenance_task])
             self._maintenance_task = None
+        if self._events_task is not None and self.events is not None:
+            await cancel_and_wait([self._events_task])
+            self._events_task = None
+            try:
+                await asyncio.wait_for(self.events.flush(), timeout=5)
+            except Exception as exc:
+                log.warning("%d device events not stored at shutdown: %s", self.events.pending, exc)
         if self._spool is not None:
             await asyncio.to_thread(self._spool.close)
             self._spool = None

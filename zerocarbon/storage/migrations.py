@@ -141,12 +141,17 @@ async def _power_rollups(conn: asyncpg.Connection, ctx: MigrationContext) -> Non
         await rollups.refresh_rollups(conn, *span)
 
 
+async def _device_events(conn: asyncpg.Connection, ctx: MigrationContext) -> None:
+    await conn.execute(schema.DEVICE_EVENTS_SQL)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base_tables", _base_tables),
     Migration(2, "hourly_tables", _hourly_tables),
     Migration(3, "unique_readings", _unique_readings),
     Migration(4, "readings_layout", _readings_layout),
     Migration(5, "power_rollups", _power_rollups),
+    Migration(6, "device_events", _device_events),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 _LAYOUT_VERSION = 4  # the migration that decides hypertable or partitions

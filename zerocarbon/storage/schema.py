@@ -106,3 +106,15 @@ DROP INDEX IF EXISTS readings_series_ts;
 -- one row per (series, time): a reading delivered twice is stored once
 CREATE UNIQUE INDEX IF NOT EXISTS readings_series_ts_key ON readings (device_id, metric_id, ts);
 """
+
+# Device state changes (online, offline, torn read) as collectors report them
+# (:mod:`zerocarbon.ingest.events`); small, kept as long as the readings' retention.
+DEVICE_EVENTS_SQL = """
+CREATE TABLE IF NOT EXISTS device_events (
+    ts timestamptz NOT NULL,
+    device_id smallint NOT NULL,
+    kind text NOT NULL,
+    detail text NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS device_events_device_ts ON device_events (device_id, ts);
+"""
