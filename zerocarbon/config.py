@@ -240,6 +240,12 @@ class ModbusTcpDevice(_DeviceBase):
     poll_interval_s: float = Field(default=1.0, gt=0)
     timeout_s: float = Field(default=1.0, gt=0)
     max_gap_registers: int = Field(default=10, ge=0, le=125)  # read planner gap fill limit
+    retries: int = Field(default=1, ge=0, le=10)  # extra sends of a request that timed out
+    # link properties (every device on one host:port must agree): requests outstanding
+    # at once (1: one at a time; more only for gateways that take a window of MBAP
+    # transaction ids), and the pause between two requests [s] for slow gateways/buses
+    max_in_flight: int = Field(default=1, ge=1, le=64)
+    request_gap_s: float = Field(default=0.0, ge=0, le=10)
 
     @field_validator("profile")
     @classmethod
@@ -513,6 +519,16 @@ class SiteConfig(_Frozen):
                     f"{d.host}:{d.port} unit {d.device_id}"
                 )
             units[key] = d.id
+        links: dict[tuple[str, int], ModbusTcpDevice] = {}
+        for d in self.modbus_devices:
+            first = links.setdefault(d.endpoint, d)
+            for key in ("max_in_flight", "request_gap_s"):
+                if getattr(first, key) != getattr(d, key):
+                    raise ValueError(
+                        f"devices {first.id!r} and {d.id!r} share {d.host}:{d.port} but "
+                        f"disagree on {key} ({getattr(first, key)} and {getattr(d, key)}): "
+                        "it is a property of the link"
+                    )
         meters: dict[tuple[str, int, str], str] = {}
         for m in self.dlt645_devices:
             mkey = (m.host, m.port, m.address.upper())
