@@ -429,6 +429,95 @@ class BackwardStepFault(_CounterFault):
     duration_s: float | None = Field(default=None, gt=0)  # None: publish_interval_s
 
 
+class _WindowFault(_DeviceFault):
+    start_s: float = Field(default=0.0, ge=0)  # offset from the simulation start [simulated s]
+    duration_s: float | None = Field(default=None, gt=0)  # None: to the end of the run
+
+
+class _MetricFault(_DeviceFault):
+    metric: str | None = None  # None: every metric the fault can apply to
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        if value is not None and value not in METRICS_BY_NAME:
+            raise ValueError(f"unknown metric {value!r}")
+        return value
+
+
+class ExceptionCodeFault(_WindowFault):
+    """Modbus: the unit answers every request with exception ``code`` in the window
+    (Modbus Application Protocol v1.1b3 section 7: 04 server device failure, 06 server
+    device busy, ...)."""
+
+    code: int = Field(default=0x04, ge=1, le=0xFF)
+
+
+class SingleConnectionFault(_DeviceFault):
+    """Modbus: the device's endpoint serves one client connection at a time; a second
+    concurrent one is accepted and closed at once."""
+
+
+class WordSwapFault(_WindowFault, _MetricFault):
+    """Modbus: the device serves its multi-register values (or only ``metric``'s) with
+    the words in the wrong order in the window, as a meter configured for the other word
+    order does."""
+
+
+class StuckValueFault(_WindowFault, _MetricFault):
+    """The device keeps reporting the value it reported when the window began
+    (``metric``, or every metric when None)."""
+
+
+class SpikeFault(_MetricFault):
+    """A gauge reads ``factor`` x its value (or ``value``) once at each of ``at_s``: the
+    first Modbus read of it, or the first MQTT message, at or after that time."""
+
+    metric: str = "active_power_kw"
+    at_s: tuple[Annotated[float, Field(ge=0)], ...] = Field(min_length=1)  # [simulated s]
+    factor: float = 10.0
+    value: float | None = None  # served instead of factor x the value [metric unit]
+
+
+class TornReadFault(_CounterFault):
+    """Modbus: a counter of two registers is updated one word at a time; the first read
+    after a carry into its high word gets the old high word with the new low word
+    (``old_high``) or the new high word with the old low word (``old_low``)."""
+
+    start_s: float = Field(default=0.0, ge=0)  # [simulated s]
+    duration_s: float | None = Field(default=None, gt=0)  # None: to the end of the run
+    mode: Literal["old_high", "old_low"] = "old_high"
+    below_carry: float | None = Field(default=None, gt=0)  # start this far below a carry
+
+
+class ClockSkewFault(_WindowFault):
+    """MQTT: the payload timestamps of messages in the window are ``skew_s`` off the
+    plant's time (+ ahead, - behind)."""
+
+    skew_s: float  # [s]
+
+    @field_validator("skew_s")
+    @classmethod
+    def _nonzero(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("must not be 0")
+        return value
+
+
+class MalformedFault(_DeviceFault):
+    """MQTT: a seeded ``share`` of the messages stamped in [start_s, end_s), and the
+    first one at or after each of ``at_s``, are replaced by malformed JSON of ``kinds``
+    (chosen in turn, seeded)."""
+
+    share: float = Field(default=0.0, ge=0, le=1)
+    start_s: float = Field(default=0.0, ge=0)  # [simulated s]
+    end_s: float | None = Field(default=None, ge=0)  # None: to the end of the run
+    at_s: tuple[Annotated[float, Field(ge=0)], ...] = ()  # [simulated s]
+    kinds: tuple[Literal["truncated", "not_object", "deep_nesting"], ...] = Field(
+        default=("truncated", "not_object", "deep_nesting"), min_length=1
+    )
+
+
 class SimulatorFaults(_Frozen):
     """Faults of the simulated devices ([simulation.faults]); all off by default.
 
@@ -444,6 +533,14 @@ class SimulatorFaults(_Frozen):
     late_data: tuple[LateDataFault, ...] = ()
     duplicates: tuple[DuplicateFault, ...] = ()
     backward_steps: tuple[BackwardStepFault, ...] = ()
+    exception_codes: tuple[ExceptionCodeFault, ...] = ()
+    single_connection: tuple[SingleConnectionFault, ...] = ()
+    word_swaps: tuple[WordSwapFault, ...] = ()
+    stuck_values: tuple[StuckValueFault, ...] = ()
+    spikes: tuple[SpikeFault, ...] = ()
+    torn_reads: tuple[TornReadFault, ...] = ()
+    clock_skews: tuple[ClockSkewFault, ...] = ()
+    malformed: tuple[MalformedFault, ...] = ()
 
 
 class SimulationConfig(_Frozen):
