@@ -619,11 +619,11 @@ class SiteConfig(_Frozen):
         links: dict[tuple[str, int], ModbusTcpDevice] = {}
         for d in self.modbus_devices:
             first = links.setdefault(d.endpoint, d)
-            for key in ("max_in_flight", "request_gap_s"):
-                if getattr(first, key) != getattr(d, key):
+            for name in ("max_in_flight", "request_gap_s"):
+                if getattr(first, name) != getattr(d, name):
                     raise ValueError(
                         f"devices {first.id!r} and {d.id!r} share {d.host}:{d.port} but "
-                        f"disagree on {key} ({getattr(first, key)} and {getattr(d, key)}): "
+                        f"disagree on {name} ({getattr(first, name)} and {getattr(d, name)}): "
                         "it is a property of the link"
                     )
         meters: dict[tuple[str, int, str], str] = {}
