@@ -38,17 +38,53 @@ Transport faults change whether and when a device's data arrives:
   in [start_s, end_s), and the first message at or after each of ``at_s``, are
   published twice (same payload, same timestamp).
 
+Device faults change how a device answers or what its messages look like:
+
+* **exception code** (``exception_codes``, Modbus): in [start_s, start_s + duration_s)
+  (no ``duration_s``: to the end) the unit answers every request with exception
+  ``code`` (default 04 server device failure; 06 server device busy, ...: Modbus
+  Application Protocol v1.1b3 section 7), switched at the server's requests;
+* **single connection** (``single_connection``, Modbus): the device's endpoint (every
+  unit on it) serves one client connection at a time; a second concurrent one is
+  accepted and closed at once, as many meters and small gateways do. It is a property
+  of the endpoint, not an event: the ground truth does not mark it;
+* **word swap** (``word_swaps``, Modbus): in the window the device serves its values
+  of two or more registers (or only ``metric``'s) with their words in reverse order,
+  as a meter configured for the other word order;
+* **stuck value** (``stuck_values``): in the window ``metric`` (or every metric of the
+  device) keeps the value the device reported first in the window; a counter jumps to
+  its true value when the window ends;
+* **spike** (``spikes``): a gauge (``active_power_kw`` by default) reads ``factor`` x
+  its value, or ``value``, once at each of ``at_s``: Modbus: the first read that
+  covers the point at or after that time; MQTT: the first message at or after it;
+* **torn read** (``torn_reads``, Modbus): a counter on a 32-bit integer register is
+  written one word at a time; the first read after an update that carries into its
+  high word gets the old high word with the new low word (``old_high``, 65,536 counts
+  low: 655.36 kWh for uint32 x 0.01 kWh) or the new high word with the old low word
+  (``old_low``); see :mod:`.register_bank`. ``below_carry`` starts the counter that far
+  below its next carry, so that a short run crosses one;
+* **clock skew** (``clock_skews``, MQTT): the timestamps of the messages stamped in
+  the window are ``skew_s`` off (+ ahead, - behind); the values are the true ones;
+* **malformed** (``malformed``, MQTT): a seeded ``share`` of the messages stamped in
+  [start_s, end_s), and the first at or after each of ``at_s``, are replaced by
+  malformed JSON of ``kinds`` in turn: ``truncated`` (the first half of the payload),
+  ``not_object`` (the payload's values as a JSON list) or ``deep_nesting``
+  (:data:`DEEP_NESTING` nested lists, under the collector's size limit).
+
 The plant's ground truth stays the exact physical energy. Each fault that happens is
 marked in it (:meth:`~.ground_truth.GroundTruth.mark_fault`) for the device and every
 UTC hour it touches: event faults in the hour of their time (a rollover in the hour the
-counter wraps; a duplicate in the hour of the message's timestamp), spans in every
-hour they overlap (a late window: the hours of the delayed data).
+counter wraps; a duplicate in the hour of the message's timestamp; a spike, torn read
+or malformed message when it is served), spans in every hour they overlap (a late
+window: the hours of the delayed data; exception codes, word swaps, stuck values and
+clock skews: their windows).
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
@@ -56,15 +92,23 @@ from typing import TypeVar
 from zerocarbon.config import (
     BackwardStepFault,
     Dlt645Device,
+    MalformedFault,
     ModbusTcpDevice,
     MqttDevice,
     SiteConfig,
+    SpikeFault,
 )
 from zerocarbon.metering.metrics import METRICS_BY_NAME, MetricKind
 from zerocarbon.metering.registers import RegisterType, counter_wrap, is_integer
 from zerocarbon.simulators.ground_truth import GroundTruth
 from zerocarbon.simulators.noise import seeded_rng
-from zerocarbon.simulators.register_bank import RegisterBank, raw_limits
+from zerocarbon.simulators.register_bank import (
+    WORD,
+    RegisterBank,
+    ServedFault,
+    TornMode,
+    raw_limits,
+)
 
 CounterKey = tuple[str, str]  # (device_id, metric)
 T = TypeVar("T")
@@ -78,6 +122,27 @@ class FaultKind(StrEnum):
     LATE_DATA = "late_data"
     DUPLICATE_DATA = "duplicate_data"
     BACKWARD_STEP = "backward_step"
+    EXCEPTION_CODE = "exception_code"
+    WORD_SWAP = "word_swap"
+    STUCK_VALUE = "stuck_value"
+    SPIKE = "spike"
+    TORN_READ = "torn_read"
+    CLOCK_SKEW = "clock_skew"
+    MALFORMED = "malformed"
+
+
+DEEP_NESTING = 100_000
+"""Depth of a ``deep_nesting`` malformed payload: 200,000 bytes, below the MQTT
+collector's 256 KiB limit, so its parser meets it (Python's json recursion limit)."""
+
+
+def malformed_payload(kind: str, payload: str) -> str:
+    """``payload`` (a JSON object) made malformed in the way ``kind`` names."""
+    if kind == "truncated":
+        return payload[: max(1, len(payload) // 2)]
+    if kind == "not_object":
+        return json.dumps(list(json.loads(payload).values()), separators=(",", ":"))
+    return "[" * DEEP_NESTING + "]" * DEEP_NESTING
 
 
 class FaultError(ValueError):
@@ -148,13 +213,57 @@ class _Window:
 
 
 @dataclass(slots=True)
-class _Duplicates:
+class _Occasions:
+    """A seeded ``share`` of the messages in ``window`` and the first at or after each
+    pending time (duplicates, malformed messages)."""
+
     share: float
     window: _Window
     pending_s: list[float] = field(default_factory=list)  # absolute, sorted
 
+    def hit(self, rng_key: tuple[int, str, str], ts_s: float) -> bool:
+        """Whether the message stamped ``ts_s`` is one (uses up the times it reaches)."""
+        hit = False
+        if self.pending_s and self.pending_s[0] <= ts_s:
+            while self.pending_s and self.pending_s[0] <= ts_s:
+                self.pending_s.pop(0)
+            hit = True
+        if self.share > 0 and ts_s in self.window:
+            seed, label, device_id = rng_key
+            rng = seeded_rng(seed, label, device_id, f"{ts_s:.6f}")
+            hit = rng.random() < self.share or hit
+        return hit
+
+
+@dataclass(slots=True)
+class _Malformed:
+    occasions: _Occasions
+    kinds: tuple[str, ...]
+    used: int = 0  # malformed messages made so far (picks the next kind)
+
+
+@dataclass(slots=True)
+class _PendingSpikes:
+    fault: SpikeFault
+    pending_s: list[float]  # absolute, sorted
+
+
+def _window(start_s: float, offset_s: float, duration_s: float | None) -> _Window:
+    begin = start_s + offset_s
+    return _Window(begin, math.inf if duration_s is None else begin + duration_s)
+
 
 _AnyDevice = ModbusTcpDevice | MqttDevice | Dlt645Device
+
+
+def _exposed_metrics(site: SiteConfig, device: _AnyDevice) -> list[str]:
+    if isinstance(device, MqttDevice):
+        names = [device.field_metric(key) for key in device.fields]
+    elif isinstance(device, Dlt645Device):
+        names = list(device.metrics())
+    else:
+        names = [p.metric for p in site.profile_of(device).metric_points if p.metric is not None]
+    return list(dict.fromkeys(names))
 
 
 def _exposed_counters(site: SiteConfig, device: _AnyDevice) -> list[str]:
@@ -248,9 +357,17 @@ class FaultPlan:
                 )
             return [metric]
 
-        def mqtt_only(path: str, device_id: str) -> None:
-            if not isinstance(device(path, device_id), MqttDevice):
+        def mqtt_only(path: str, device_id: str) -> MqttDevice:
+            found = device(path, device_id)
+            if not isinstance(found, MqttDevice):
                 raise FaultError(f"{path}.device: {device_id!r} is not an MQTT device")
+            return found
+
+        def modbus_only(path: str, device_id: str) -> ModbusTcpDevice:
+            found = device(path, device_id)
+            if not isinstance(found, ModbusTcpDevice):
+                raise FaultError(f"{path}.device: {device_id!r} is not a Modbus TCP device")
+            return found
 
         self.registers: dict[CounterKey, CounterRegister] = {}
         for d in site.devices:
@@ -329,18 +446,153 @@ class FaultPlan:
             window = _Window(start, start + late.duration_s)
             self._late.setdefault(late.device, []).append((window, window.end_s + late.delay_s))
 
-        self._duplicates: dict[str, list[_Duplicates]] = {}
+        self._duplicates: dict[str, list[_Occasions]] = {}
         for i, dup in enumerate(faults.duplicates):
             path = f"simulation.faults.duplicates[{i}]"
             mqtt_only(path, dup.device)
             end_s = math.inf if dup.end_s is None else self.start_s + dup.end_s
             self._duplicates.setdefault(dup.device, []).append(
-                _Duplicates(
+                _Occasions(
                     dup.share,
                     _Window(self.start_s + dup.start_s, end_s),
                     sorted(self.start_s + t for t in dup.at_s),
                 )
             )
+        self._init_device_faults(site, device, metrics, mqtt_only, modbus_only)
+
+    def _init_device_faults(
+        self,
+        site: SiteConfig,
+        device: Callable[[str, str], _AnyDevice],
+        counters: Callable[[str, str, str | None], list[str]],
+        mqtt_only: Callable[[str, str], MqttDevice],
+        modbus_only: Callable[[str, str], ModbusTcpDevice],
+    ) -> None:
+        faults = site.simulation.faults
+        # spans marked in the ground truth over their windows: (device, kind, window)
+        self._spans: list[tuple[str, FaultKind, _Window]] = []
+
+        self._exceptions: dict[str, list[tuple[_Window, int]]] = {}
+        for i, exc in enumerate(faults.exception_codes):
+            modbus_only(f"simulation.faults.exception_codes[{i}]", exc.device)
+            window = _window(self.start_s, exc.start_s, exc.duration_s)
+            self._exceptions.setdefault(exc.device, []).append((window, exc.code))
+            self._spans.append((exc.device, FaultKind.EXCEPTION_CODE, window))
+
+        self._single: set[str] = set()
+        for i, single in enumerate(faults.single_connection):
+            modbus_only(f"simulation.faults.single_connection[{i}]", single.device)
+            self._single.add(single.device)
+
+        self._swaps: dict[str, list[tuple[_Window, tuple[str, ...]]]] = {}
+        for i, swap in enumerate(faults.word_swaps):
+            path = f"simulation.faults.word_swaps[{i}]"
+            d = modbus_only(path, swap.device)
+            wide = [
+                p.metric
+                for p in site.profile_of(d).metric_points
+                if p.metric is not None and p.register_count >= 2 and not p.is_bit_field
+            ]
+            if swap.metric is not None and swap.metric not in wide:
+                raise FaultError(
+                    f"{path}.metric: device {d.id!r} has no value of two or more registers "
+                    f"for {swap.metric!r} (those it has: {', '.join(wide) or 'none'})"
+                )
+            if not wide:
+                raise FaultError(f"{path}: device {d.id!r} has no value of two or more registers")
+            window = _window(self.start_s, swap.start_s, swap.duration_s)
+            chosen = (swap.metric,) if swap.metric is not None else tuple(dict.fromkeys(wide))
+            self._swaps.setdefault(d.id, []).append((window, chosen))
+            self._spans.append((d.id, FaultKind.WORD_SWAP, window))
+
+        self._stuck: dict[str, list[tuple[_Window, tuple[str, ...]]]] = {}
+        self._stuck_values: dict[tuple[str, str, float], float] = {}
+        for i, stuck in enumerate(faults.stuck_values):
+            path = f"simulation.faults.stuck_values[{i}]"
+            exposed = _exposed_metrics(site, device(path, stuck.device))
+            if stuck.metric is not None and stuck.metric not in exposed:
+                raise FaultError(
+                    f"{path}.metric: device {stuck.device!r} has no metric {stuck.metric!r} "
+                    f"(its metrics: {', '.join(exposed)})"
+                )
+            window = _window(self.start_s, stuck.start_s, stuck.duration_s)
+            chosen = (stuck.metric,) if stuck.metric is not None else tuple(exposed)
+            self._stuck.setdefault(stuck.device, []).append((window, chosen))
+            self._spans.append((stuck.device, FaultKind.STUCK_VALUE, window))
+
+        self._spikes: dict[str, list[_PendingSpikes]] = {}
+        for i, spike in enumerate(faults.spikes):
+            path = f"simulation.faults.spikes[{i}]"
+            spiked = device(path, spike.device)
+            if isinstance(spiked, Dlt645Device):
+                raise FaultError(f"{path}.device: {spiked.id!r}: DL/T 645 spikes are not simulated")
+            exposed = _exposed_metrics(site, spiked)
+            assert spike.metric is not None  # defaults to active_power_kw
+            if spike.metric not in exposed:
+                raise FaultError(
+                    f"{path}.metric: device {spiked.id!r} has no metric {spike.metric!r} "
+                    f"(its metrics: {', '.join(exposed)})"
+                )
+            if METRICS_BY_NAME[spike.metric].kind is MetricKind.COUNTER:
+                raise FaultError(
+                    f"{path}.metric: {spike.metric!r} is a counter; spikes are for gauges "
+                    "(use backward_steps or meter_replacements for counters)"
+                )
+            pending = sorted(self.start_s + t for t in spike.at_s)
+            self._spikes.setdefault(spiked.id, []).append(_PendingSpikes(spike, pending))
+
+        self._torn: dict[str, list[tuple[_Window, str, TornMode]]] = {}
+        self._below_carry: dict[CounterKey, tuple[float, float]] = {}
+        for i, torn in enumerate(faults.torn_reads):
+            path = f"simulation.faults.torn_reads[{i}]"
+            d = modbus_only(path, torn.device)
+            bank = RegisterBank(site.profile_of(d))
+            window = _window(self.start_s, torn.start_s, torn.duration_s)
+            for m in counters(path, d.id, torn.metric):
+                point = next(p for p in bank.profile.metric_points if p.metric == m)
+                if not (is_integer(point.type) and point.register_count == 2):
+                    raise FaultError(
+                        f"{path}: device {d.id!r} {m} is a {point.type} register (profile "
+                        f"point {point.name!r}); torn reads need a 32-bit integer one"
+                    )
+                self._torn.setdefault(d.id, []).append((window, m, torn.mode))
+                if torn.below_carry is not None:
+                    carry = WORD * bank.unit_value(point)
+                    if (d.id, m) in self._initial:
+                        raise FaultError(f"{path}.below_carry: {d.id} {m} also has a rollover")
+                    if torn.below_carry >= carry:
+                        raise FaultError(
+                            f"{path}.below_carry: {torn.below_carry} is not below one "
+                            f"high-word step ({carry:g})"
+                        )
+                    self._below_carry[(d.id, m)] = (torn.below_carry, carry)
+
+        self._skews: dict[str, list[tuple[_Window, float]]] = {}
+        for i, skew in enumerate(faults.clock_skews):
+            path = f"simulation.faults.clock_skews[{i}]"
+            d_mqtt = mqtt_only(path, skew.device)
+            if d_mqtt.ts_field is None:
+                raise FaultError(
+                    f"{path}.device: {d_mqtt.id!r} has no ts_field: its payloads carry no time "
+                    "to skew"
+                )
+            window = _window(self.start_s, skew.start_s, skew.duration_s)
+            self._skews.setdefault(skew.device, []).append((window, skew.skew_s))
+            self._spans.append((skew.device, FaultKind.CLOCK_SKEW, window))
+
+        self._malformed: dict[str, list[_Malformed]] = {}
+        for i, bad in enumerate(faults.malformed):
+            mqtt_only(f"simulation.faults.malformed[{i}]", bad.device)
+            self._malformed.setdefault(bad.device, []).append(self._malformed_of(bad))
+
+    def _malformed_of(self, bad: MalformedFault) -> _Malformed:
+        end_s = math.inf if bad.end_s is None else self.start_s + bad.end_s
+        occasions = _Occasions(
+            bad.share,
+            _Window(self.start_s + bad.start_s, end_s),
+            sorted(self.start_s + t for t in bad.at_s),
+        )
+        return _Malformed(occasions, tuple(bad.kinds))
 
     # --- counters ----------------------------------------------------------------------
 
@@ -354,10 +606,20 @@ class FaultPlan:
             or self._gaps
             or self._late
             or self._duplicates
+            or self._spans
+            or self._single
+            or self._spikes
+            or self._torn
+            or self._malformed
         )
 
     def initial_counter(self, key: CounterKey, default: float) -> float:
-        """The counter's value at the start: just below its wrap value for a rollover."""
+        """The counter's value at the start: just below its wrap value for a rollover,
+        ``below_carry`` under its next high-word carry for a torn read."""
+        carry = self._below_carry.get(key)
+        if carry is not None:
+            below, step = carry
+            return (math.floor(default / step) + 1) * step - below
         return self._initial.get(key, default)
 
     def _unwrapped(self, key: CounterKey, start_value: float, integral: float, t_s: float) -> float:
@@ -433,6 +695,10 @@ class FaultPlan:
                 span = window.overlap(start_s, end_s)
                 if span is not None:
                     mark(device_id, FaultKind.LATE_DATA, *span)
+        for device_id, kind, window in self._spans:
+            span = window.overlap(start_s, end_s)
+            if span is not None:
+                mark(device_id, kind, *span)
 
     # --- transport -----------------------------------------------------------------------
 
@@ -465,13 +731,7 @@ class FaultPlan:
         """
         twice = False
         for dup in self._duplicates.get(device_id, ()):
-            if dup.pending_s and dup.pending_s[0] <= ts_s:
-                while dup.pending_s and dup.pending_s[0] <= ts_s:
-                    dup.pending_s.pop(0)
-                twice = True
-            if dup.share > 0 and ts_s in dup.window:
-                rng = seeded_rng(self._seed, "duplicate", device_id, f"{ts_s:.6f}")
-                twice = twice or rng.random() < dup.share
+            twice = dup.hit((self._seed, "duplicate", device_id), ts_s) or twice
         if twice:
             self.truth.mark_fault(device_id, FaultKind.DUPLICATE_DATA, ts_s)
         return twice
@@ -481,3 +741,84 @@ class FaultPlan:
         out = list(items)
         seeded_rng(self._seed, "late", f"{label:.6f}").shuffle(out)
         return out
+
+    # --- device faults -------------------------------------------------------------------
+
+    def exception_code(self, device_id: str, now_s: float) -> int | None:
+        """The exception code the Modbus unit answers with at ``now_s`` (None: normal)."""
+        for window, code in self._exceptions.get(device_id, ()):
+            if now_s in window:
+                return code
+        return None
+
+    def single_connection(self, device_id: str) -> bool:
+        """Whether the device's endpoint refuses a second concurrent connection."""
+        return device_id in self._single
+
+    def word_swaps(self, device_id: str, now_s: float) -> set[str]:
+        """The metrics the device serves word-swapped at ``now_s``."""
+        return {m for w, metrics in self._swaps.get(device_id, ()) if now_s in w for m in metrics}
+
+    def torn_modes(self, device_id: str, now_s: float) -> dict[str, TornMode]:
+        """The counters whose reads are torn at carries at ``now_s`` (metric -> mode)."""
+        return {m: mode for w, m, mode in self._torn.get(device_id, ()) if now_s in w}
+
+    def stuck(self, device_id: str, metric: str, now_s: float, value: float) -> float:
+        """What the device reports for ``metric`` whose true (faulted) value is ``value``:
+        in a stuck window the value it reported first in that window."""
+        for window, metrics in self._stuck.get(device_id, ()):
+            if now_s in window and metric in metrics:
+                return self._stuck_values.setdefault((device_id, metric, window.start_s), value)
+        return value
+
+    def due_spikes(self, device_id: str, now_s: float) -> list[SpikeFault]:
+        """The spikes due at ``now_s`` (each returned once, at the first call at or after
+        its time); the caller serves them and marks them with :meth:`mark_served`."""
+        due: list[SpikeFault] = []
+        for spikes in self._spikes.get(device_id, ()):
+            if spikes.pending_s and spikes.pending_s[0] <= now_s:
+                while spikes.pending_s and spikes.pending_s[0] <= now_s:
+                    spikes.pending_s.pop(0)
+                due.append(spikes.fault)
+        return due
+
+    def skew_s(self, device_id: str, ts_s: float) -> float:
+        """How far the timestamp of the message stamped ``ts_s`` is off [s] (0: none)."""
+        for window, skew_s in self._skews.get(device_id, ()):
+            if ts_s in window:
+                return skew_s
+        return 0.0
+
+    def malformed(self, device_id: str, ts_s: float) -> str | None:
+        """The malformed kind replacing the message stamped ``ts_s``, or None (marks it;
+        call once per message actually published)."""
+        for bad in self._malformed.get(device_id, ()):
+            if bad.occasions.hit((self._seed, "malformed", device_id), ts_s):
+                kind = bad.kinds[bad.used % len(bad.kinds)]
+                bad.used += 1
+                self.truth.mark_fault(device_id, FaultKind.MALFORMED, ts_s)
+                return kind
+        return None
+
+    def mark_served(self, device_id: str, kind: FaultKind, now_s: float) -> None:
+        """Record a one-shot fault (spike, torn read) a reader actually got at ``now_s``."""
+        self.truth.mark_fault(device_id, kind, now_s)
+
+    def attach_bank(self, device_id: str, bank: RegisterBank, now_s: Callable[[], float]) -> None:
+        """Mark in the ground truth each one-shot fault ``bank`` serves (at ``now_s()``)."""
+
+        def served(fault: ServedFault) -> None:
+            self.mark_served(device_id, FaultKind(fault.kind), now_s())
+
+        bank.on_served = served
+
+    def apply_to_bank(self, device_id: str, bank: RegisterBank, now_s: float) -> None:
+        """Set ``bank``'s word swaps and torn reads for ``now_s`` and arm the spikes due
+        (call before encoding the values of ``now_s``)."""
+        if device_id in self._swaps:
+            bank.set_word_swaps(self.word_swaps(device_id, now_s))
+        if device_id in self._torn:
+            bank.set_torn_reads(self.torn_modes(device_id, now_s))
+        for spike in self.due_spikes(device_id, now_s):
+            assert spike.metric is not None
+            bank.spike_once(spike.metric, spike.factor, spike.value)

@@ -9,8 +9,9 @@ microseconds). The QoS is ``site.mqtt.qos``.
 Faults (:class:`~.faults.FaultPlan`, optional): a device in a gap is not published; a
 late message is held back and published at its release time after that cycle's live
 messages (held messages still waiting when the publisher stops are dropped); a
-duplicated message is published twice in a row. Counter faults are already in the
-values the source gives.
+duplicated message is published twice in a row; a skewed message carries a timestamp
+off the plant's time, a spiked one a gauge multiplied, a malformed one broken JSON.
+Counter faults are already in the values the source gives.
 
 A broker that goes away is retried with exponential backoff (wall time: it is about the
 network, not the plant); failures are counted and logged, never raised. Cycles that
@@ -35,7 +36,7 @@ import aiomqtt
 
 from zerocarbon.clock import Clock
 from zerocarbon.config import MqttDevice, SiteConfig
-from zerocarbon.simulators.faults import FaultPlan
+from zerocarbon.simulators.faults import FaultKind, FaultPlan, malformed_payload
 from zerocarbon.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,9 @@ class PublisherStats:
     withheld: int = 0  # messages not published for a gap (fault)
     delayed: int = 0  # messages held back to be published late (fault)
     duplicated: int = 0  # messages published a second time (fault)
+    skewed: int = 0  # messages stamped off the plant's time (fault)
+    spiked: int = 0  # messages with a spiked gauge (fault)
+    malformed: int = 0  # messages replaced by malformed JSON (fault)
 
 
 class MqttPublisher:
@@ -259,10 +263,11 @@ class MqttPublisher:
         if faults is None:
             return [(d.topic, payload) for d, payload in messages]
         out: list[tuple[str, str]] = []
-        for device, payload in messages:
+        for device, clean in messages:
             if faults.silent(device.id, ts_s):
                 self.stats.withheld += 1
                 continue
+            payload = self._distort(faults, device, clean, ts_s)
             release_s = faults.late_release_s(device.id, ts_s)
             if release_s is not None:
                 self._held.append((release_s, device.topic, payload))
@@ -277,3 +282,28 @@ class MqttPublisher:
             self._held = [item for item in self._held if item[0] > ts_s]
             out.extend(faults.shuffled(due, ts_s))
         return out
+
+    def _distort(self, faults: FaultPlan, device: MqttDevice, payload: str, ts_s: float) -> str:
+        """``payload`` (stamped ``ts_s``) with the device's clock skew and due spikes, or
+        replaced by malformed JSON."""
+        skew_s = faults.skew_s(device.id, ts_s)
+        spikes = faults.due_spikes(device.id, ts_s)
+        if skew_s or spikes:
+            doc = json.loads(payload)
+            if skew_s and device.ts_field is not None:
+                doc[device.ts_field] = format_ts(ts_s + skew_s)
+                self.stats.skewed += 1
+            for spike in spikes:
+                for key in device.fields:
+                    if device.field_metric(key) == spike.metric and key in doc:
+                        doc[key] = (
+                            spike.value if spike.value is not None else spike.factor * doc[key]
+                        )
+                faults.mark_served(device.id, FaultKind.SPIKE, ts_s)
+                self.stats.spiked += 1
+            payload = json.dumps(doc, separators=(",", ":"))
+        kind = faults.malformed(device.id, ts_s)
+        if kind is not None:
+            self.stats.malformed += 1
+            return malformed_payload(kind, payload)
+        return payload

@@ -343,14 +343,16 @@ class PlantModel:
 
     def values(self, device_id: str) -> dict[str, float]:
         """Current values of the metrics ``device_id`` exposes (metric name -> value),
-        as the device reports them: counters with their faults applied."""
+        as the device reports them: counters with their faults applied, stuck values
+        held."""
         out: dict[str, float] = {}
         for metric in self._metrics[device_id]:
             key = (device_id, metric)
             if key in self._integral:
-                out[metric] = self.faults.report(
+                value = self.faults.report(
                     key, self._counter_start[key], self._integral[key], self.now_s
                 )
             else:
-                out[metric] = self._gauge(device_id, metric)
+                value = self._gauge(device_id, metric)
+            out[metric] = self.faults.stuck(device_id, metric, self.now_s, value)
         return out

@@ -11,12 +11,30 @@ inverse of the collectors' ``decode_raw``. Static blocks are served as given.
 Out-of-range values: counters on integer registers (and bit fields) roll over modulo
 the register (field) width, as real energy accumulators do; gauges saturate at the
 type's limits.
+
+Device faults (set by :class:`~.faults.FaultPlan` through the simulator runner):
+
+* **word swap** (:meth:`RegisterBank.set_word_swaps`): the listed metrics' points of two
+  or more registers are stored with their words in reverse order, as a meter set to
+  the other word order serves them;
+* **torn read** (:meth:`RegisterBank.set_torn_reads`): a counter of two registers is
+  written one word at a time. When an update carries into the high word (raw ``H:L``
+  -> ``H+1:L'``), the first read that covers the point afterwards gets ``H:L'`` (mode
+  ``old_high``, 65,536 counts low) or ``H+1:L`` (``old_low``, up to 65,535 counts high),
+  built from the previous image and the current one; later reads get the true value;
+* **spike** (:meth:`RegisterBank.spike_once`): the next read that covers the point gets
+  ``factor`` x its value (or a given value).
+
+Each served one-shot fault is recorded in :attr:`RegisterBank.served` and passed to
+:attr:`RegisterBank.on_served`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Literal
 
 from zerocarbon.metering.metrics import METRICS_BY_NAME, MetricKind
 from zerocarbon.metering.profile import DeviceProfile, Point, RegisterTable
@@ -58,6 +76,35 @@ def _wrap(raw: int, lo: int, hi: int) -> int:
     return (raw - lo) % span + lo
 
 
+TornMode = Literal["old_high", "old_low"]
+WORD = 1 << 16  # counts of one high-word step of a 32-bit register
+
+
+@dataclass(frozen=True, slots=True)
+class ServedFault:
+    """A one-shot fault a read got: ``kind`` (``"torn_read"`` or ``"spike"``), the
+    point's metric, the engineering value served and the true one [metric unit]."""
+
+    kind: str
+    metric: str
+    served_value: float
+    true_value: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Spike:
+    factor: float
+    value: float | None  # served instead of factor x the true value
+
+
+def torn_raw(mode: TornMode, old_raw: int, new_raw: int) -> int:
+    """The raw value a read gets half-way through a carry from ``old_raw`` to
+    ``new_raw`` (a 32-bit register: high word first, then the low word, or the reverse)."""
+    if mode == "old_high":
+        return (old_raw & ~(WORD - 1)) | (new_raw & (WORD - 1))
+    return (new_raw & ~(WORD - 1)) | (old_raw & (WORD - 1))
+
+
 class RegisterBank:
     """Registers of one unit: ``read(table, address, count)`` and ``update(values)``.
 
@@ -93,6 +140,13 @@ class RegisterBank:
             p.name: self._served_exponent(p) for p in profile.points if p.scale_factor is not None
         }
         self.values: dict[str, float] = {}  # the engineering values last encoded
+        self._raws: dict[str, int] = {}  # point name -> raw integer last stored
+        self._swapped: frozenset[str] = frozenset()  # metrics served word-swapped
+        self._torn_modes: dict[str, TornMode] = {}  # metric -> mode of its torn reads
+        self._torn_pending: dict[str, int] = {}  # point name -> raw before the carry
+        self._spikes: dict[str, _Spike] = {}  # point name -> spike of its next read
+        self.served: list[ServedFault] = []  # one-shot faults served, in order
+        self.on_served: Callable[[ServedFault], None] | None = None
 
     def _served_exponent(self, point: Point) -> int:
         assert point.scale_factor is not None
@@ -142,9 +196,67 @@ class RegisterBank:
     def _store(self, point: Point, value: float) -> None:
         regs = self._registers[point.table]
         current = [regs[a] for a in range(point.address, point.end_address)]
-        words = self.profile.encode_raw(point, self._raw(point, value), current)
+        raw = self._raw(point, value)
+        words = self.profile.encode_raw(point, raw, current)
+        if point.metric in self._swapped and self._swappable(point):
+            words.reverse()
         for offset, word in enumerate(words):
             regs[point.address + offset] = word
+        if is_integer(point.type) and not point.is_bit_field:
+            new_raw = int(raw)
+            old_raw = self._raws.get(point.name)
+            self._raws[point.name] = new_raw
+            if (
+                point.metric in self._torn_modes
+                and old_raw is not None
+                and new_raw > old_raw
+                and new_raw // WORD != old_raw // WORD
+                and point.name not in self._torn_pending
+            ):
+                self._torn_pending[point.name] = old_raw
+
+    @staticmethod
+    def _swappable(point: Point) -> bool:
+        return point.register_count >= 2 and not point.is_bit_field
+
+    # --- faults ----------------------------------------------------------------------
+
+    def set_word_swaps(self, metrics: Collection[str]) -> None:
+        """Serve the points of ``metrics`` (two or more registers) word-swapped from now
+        on; the others in their profile's order. Re-encodes the points that change."""
+        swapped = frozenset(metrics)
+        changed = swapped ^ self._swapped
+        self._swapped = swapped
+        if changed:
+            self.update({m: v for m, v in self.values.items() if m in changed})
+
+    def set_torn_reads(self, modes: Mapping[str, TornMode]) -> None:
+        """Tear the first read after each carry of the points of these metrics (metric
+        -> mode) from now on; a metric no longer listed stops tearing."""
+        self._torn_modes = dict(modes)
+        names = {p.name for p in self.profile.metric_points if p.metric in self._torn_modes}
+        for name in [n for n in self._torn_pending if n not in names]:
+            del self._torn_pending[name]
+
+    def spike_once(self, metric: str, factor: float, value: float | None = None) -> None:
+        """Serve ``factor`` x the metric's value (or ``value``) to the next read of it."""
+        for point in self.profile.metric_points:
+            if point.metric == metric:
+                self._spikes[point.name] = _Spike(factor, value)
+
+    def _overlay(self, point: Point) -> tuple[str, float, float] | None:
+        """The one-shot fault the next read of ``point`` gets, consumed: (kind, served
+        engineering value, raw to serve); None when there is none."""
+        spike = self._spikes.pop(point.name, None)
+        if spike is not None and point.metric is not None:
+            true = self.values.get(point.metric, 0.0)
+            served = spike.value if spike.value is not None else spike.factor * true
+            return ("spike", served, self._raw(point, served))
+        old_raw = self._torn_pending.pop(point.name, None)
+        if old_raw is not None and point.metric in self._torn_modes:
+            raw = torn_raw(self._torn_modes[point.metric], old_raw, self._raws[point.name])
+            return ("torn_read", raw * self.unit_value(point), float(raw))
+        return None
 
     def _raw(self, point: Point, value: float) -> float:
         """Raw register value of engineering ``value``: wrapped or saturated to fit."""
@@ -160,12 +272,41 @@ class RegisterBank:
         return max(lo, min(hi, raw))
 
     def read(self, table: RegisterTable, address: int, count: int) -> list[int] | None:
-        """``count`` registers from ``address``, or None if any of them is unmapped."""
+        """``count`` registers from ``address``, or None if any of them is unmapped.
+
+        A pending torn read or spike of a point the read covers whole is served (once).
+        """
         regs = self._registers[table]
         try:
-            return [regs[a] for a in range(address, address + count)]
+            words = [regs[a] for a in range(address, address + count)]
         except KeyError:
             return None
+        if self._spikes or self._torn_pending:
+            for point in self.profile.metric_points:
+                if (
+                    point.table is table
+                    and address <= point.address
+                    and point.end_address <= address + count
+                    and (point.name in self._spikes or point.name in self._torn_pending)
+                ):
+                    self._serve(point, words, address)
+        return words
+
+    def _serve(self, point: Point, words: list[int], address: int) -> None:
+        overlay = self._overlay(point)
+        if overlay is None or point.metric is None:
+            return
+        kind, served, raw = overlay
+        start = point.address - address
+        current = words[start : start + point.register_count]
+        encoded = self.profile.encode_raw(point, raw, current)
+        if point.metric in self._swapped and self._swappable(point):
+            encoded.reverse()
+        words[start : start + point.register_count] = encoded
+        fault = ServedFault(kind, point.metric, served, self.values.get(point.metric, 0.0))
+        self.served.append(fault)
+        if self.on_served is not None:
+            self.on_served(fault)
 
     def is_mapped(self, table: RegisterTable, address: int) -> bool:
         return address in self._registers[table]

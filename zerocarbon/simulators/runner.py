@@ -16,7 +16,10 @@
 * the faults of ``simulation.faults`` (:mod:`.faults`): counter faults are in the
   plant's values; a Modbus unit in a gap gets no replies (checked before every
   request); a ``closed`` gap closes and reopens its endpoint at the physics ticks;
-  MQTT gaps, late and duplicate messages are the publisher's.
+  exception codes, word swaps, torn reads and spikes are set on the servers and banks
+  before every request; a ``single_connection`` device's endpoint serves one client
+  at a time; MQTT gaps, late, duplicate, skewed and malformed messages are the
+  publisher's.
 
 Time comes only from the injected clock.
 """
@@ -99,12 +102,16 @@ class PlantSimulator:
         now_s = self.clock.now_s()
         if now_s - self.plant.now_s >= self._min_sync_s:
             self.plant.advance(now_s)
+        if self.faults.active:  # word swaps, torn reads, spikes: before encoding
+            for device_id, bank in self.banks.items():
+                self.faults.apply_to_bank(device_id, bank, now_s)
         if self.plant.steps != self._encoded_steps:
             for device_id, bank in self.banks.items():
                 bank.update(self.plant.values(device_id))
             self._encoded_steps = self.plant.steps
         for device_id, (server, unit_id) in self._unit_of.items():
             server.set_offline(unit_id, self.faults.silent(device_id, now_s))
+            server.set_exception(unit_id, self.faults.exception_code(device_id, now_s))
 
     async def _switch_endpoints(self) -> None:
         """Close the endpoints of devices in a ``closed`` gap; reopen them after it."""
@@ -131,12 +138,16 @@ class PlantSimulator:
             by_endpoint.setdefault(device.endpoint, []).append(device)
             profile = self.site.profile_of(device)
             self.banks[device.id] = RegisterBank(profile, device.max_gap_registers)
+            self.faults.attach_bank(device.id, self.banks[device.id], self.clock.now_s)
         self._encoded_steps = -1
         self.sync()
         try:
             for (host, port), devices in by_endpoint.items():
                 units = {d.device_id: self.banks[d.id] for d in devices}
-                server = ModbusTcpServer(host, port, units, before_request=self.sync)
+                single = any(self.faults.single_connection(d.id) for d in devices)
+                server = ModbusTcpServer(
+                    host, port, units, before_request=self.sync, single_connection=single
+                )
                 for d in devices:
                     self._unit_of[d.id] = (server, d.device_id)
                 try:
