@@ -310,12 +310,386 @@ class MqttField(_Frozen):
     scale: float = Field(default=1.0, gt=0)  # value = register x scale
 
 
+MAX_JSON_PATH_STEPS = 32  # keys and indexes in one JSON path (payloads nest far less)
+
+
+def split_json_path(text: str) -> tuple[str | int, ...]:
+    """Steps of a JSON path: keys joined by ``.``, list indexes in brackets.
+
+    ``"ENERGY.Total"`` -> ``("ENERGY", "Total")``; ``"emeters[0].power"`` ->
+    ``("emeters", 0, "power")``. A key is any text without ``.``, ``[`` or ``]``
+    (``"switch:0"`` is one key). No expressions, no wildcards: a path names one value.
+    :class:`ValueError` says what is wrong and where.
+    """
+    steps: list[str | int] = []
+    for part in text.split("."):
+        key, bracket, rest = part.partition("[")
+        if not key or "]" in key:
+            raise ValueError(f"JSON path {text!r}: empty or malformed key in {part!r}")
+        steps.append(key)
+        while bracket:
+            index, close, rest = rest.partition("]")
+            if not close or not index.isdigit() or not index.isascii():
+                raise ValueError(f"JSON path {text!r}: list index must be [digits] in {part!r}")
+            steps.append(int(index))
+            if rest and not rest.startswith("["):
+                raise ValueError(f"JSON path {text!r}: {rest!r} after an index needs a '.'")
+            bracket, rest = rest[:1], rest[1:]
+    if len(steps) > MAX_JSON_PATH_STEPS:
+        raise ValueError(f"JSON path {text!r}: more than {MAX_JSON_PATH_STEPS} steps")
+    return tuple(steps)
+
+
+DEVICE_CAPTURE = "{device}"  # a topic level that is a configured device's id
+
+
+def check_topic_filter(value: str) -> str:
+    """An MQTT topic filter (MQTT 3.1.1 §4.7): ``+`` is one whole level, ``#`` the whole
+    last level; ``{device}`` is a ``+`` level whose text must be a device's id."""
+    if not value:
+        raise ValueError("topic must not be empty")
+    levels = value.split("/")
+    for i, level in enumerate(levels):
+        if level == "#" and i != len(levels) - 1:
+            raise ValueError(f"topic {value!r}: '#' must be the last level")
+        if level not in ("+", "#", DEVICE_CAPTURE) and any(c in level for c in "+#{}"):
+            raise ValueError(
+                f"topic {value!r}: level {level!r}: '+', '#' and {DEVICE_CAPTURE} "
+                "must each be a whole level"
+            )
+    if levels.count(DEVICE_CAPTURE) > 1:
+        raise ValueError(f"topic {value!r}: {DEVICE_CAPTURE} may appear once")
+    return value
+
+
+class MqttRule(_Frozen):
+    """One value in a device's messages ([[devices.rules]]): where it is and what it is.
+
+    A JSON device's rule gives ``path`` (and ``topic`` unless the device's applies); a
+    Sparkplug B device's rule gives ``name``, the Sparkplug metric name.
+    """
+
+    topic: str | None = None  # topic filter of the message; None: the device's topic
+    path: str | None = None  # JSON path, e.g. "ENERGY.Total", "emeters[0].power"
+    name: str | None = None  # Sparkplug B metric name, e.g. "Meter/Active Power"
+    metric: str  # our metric (see zerocarbon.metering.metrics)
+    scale: float = 1.0  # metric value = payload value x scale (0.001: W -> kW, Wh -> kWh)
+    unit: str = ""  # the payload's unit, a note for readers ("W", "Wh")
+    type: RegisterType | None = None  # counter register behind the raw value (wrap = span x scale)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_filter(cls, value: str | None) -> str | None:
+        return None if value is None else check_topic_filter(value)
+
+    @field_validator("path")
+    @classmethod
+    def _json_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_json_path(value)
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRICS_BY_NAME:
+            raise ValueError(
+                f"unknown metric {value!r}; known: {', '.join(sorted(METRICS_BY_NAME))}"
+            )
+        return value
+
+    @field_validator("scale")
+    @classmethod
+    def _nonzero_scale(cls, value: float) -> float:
+        if value == 0 or value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number other than 0")
+        return value
+
+    @model_validator(mode="after")
+    def _counter_scale(self) -> MqttRule:
+        if self.type is not None and self.scale <= 0:
+            raise ValueError("scale: a counter register's scale must be > 0")
+        return self
+
+
+class MqttPreset(_Frozen):
+    """A device family's MQTT messages as rules; ``{prefix}`` in a topic is the
+    device's own topic (``prefix``), by default its id (``{device}``)."""
+
+    rules: tuple[MqttRule, ...]
+    ts_path: str | None  # JSON path of the time the values stand for; None: arrival time
+    local_time: bool = False  # its times carry no UTC offset: they are the site's local time
+
+
+def _preset_rule(**values: Any) -> MqttRule:
+    """A preset's rule: its topic holds ``{prefix}``, replaced per device before use."""
+    return MqttRule.model_construct(**values)
+
+
+MQTT_PRESETS: dict[str, MqttPreset] = {
+    # Tasmota energy monitoring, telemetry every TelePeriod on tele/<Topic>/SENSOR:
+    # {"Time": "2026-11-25T21:00:00", "ENERGY": {"Total": kWh, "Power": W,
+    # "Voltage": V, "Current": A, ...}}; "Time" is local time without an offset unless
+    # SetOption52 1 adds one (tasmota.github.io/docs/Commands/#setoption52, Timezone and
+    # /docs/MQTT/). Current [A] has no metric here and is not read.
+    "tasmota": MqttPreset(
+        rules=(
+            _preset_rule(
+                topic="tele/{prefix}/SENSOR",
+                path="ENERGY.Total",
+                metric="energy_import_kwh",
+                unit="kWh",
+            ),
+            _preset_rule(
+                topic="tele/{prefix}/SENSOR",
+                path="ENERGY.Power",
+                metric="active_power_kw",
+                scale=0.001,
+                unit="W",
+            ),
+            _preset_rule(
+                topic="tele/{prefix}/SENSOR", path="ENERGY.Voltage", metric="voltage_v", unit="V"
+            ),
+        ),
+        ts_path="Time",
+        local_time=True,
+    ),
+    # Shelly Gen2+ switch with metering (Plus 1PM, Pro 4PM, ...), status_ntf on: the
+    # whole status of switch:0 on <topic_prefix>/status/switch:0 with apower [W],
+    # voltage [V], aenergy.total [Wh] (shelly-api-docs.shelly.cloud/gen2/
+    # ComponentsAndServices/Switch#status and .../Mqtt); no time in it: arrival time.
+    "shelly": MqttPreset(
+        rules=(
+            _preset_rule(
+                topic="{prefix}/status/switch:0",
+                path="apower",
+                metric="active_power_kw",
+                scale=0.001,
+                unit="W",
+            ),
+            _preset_rule(
+                topic="{prefix}/status/switch:0",
+                path="aenergy.total",
+                metric="energy_import_kwh",
+                scale=0.001,
+                unit="Wh",
+            ),
+            _preset_rule(
+                topic="{prefix}/status/switch:0", path="voltage", metric="voltage_v", unit="V"
+            ),
+        ),
+        ts_path=None,
+    ),
+    # Shelly Pro 3EM (triphase profile): em:0 total_act_power [W], a_voltage [V];
+    # emdata:0 total_act / total_act_ret [Wh], all phases (shelly-api-docs.shelly.cloud/
+    # gen2/ComponentsAndServices/EM#status and .../EMData#status).
+    "shelly_pro3em": MqttPreset(
+        rules=(
+            _preset_rule(
+                topic="{prefix}/status/em:0",
+                path="total_act_power",
+                metric="active_power_kw",
+                scale=0.001,
+                unit="W",
+            ),
+            _preset_rule(
+                topic="{prefix}/status/em:0", path="a_voltage", metric="voltage_v", unit="V"
+            ),
+            _preset_rule(
+                topic="{prefix}/status/emdata:0",
+                path="total_act",
+                metric="energy_import_kwh",
+                scale=0.001,
+                unit="Wh",
+            ),
+            _preset_rule(
+                topic="{prefix}/status/emdata:0",
+                path="total_act_ret",
+                metric="energy_export_kwh",
+                scale=0.001,
+                unit="Wh",
+            ),
+        ),
+        ts_path=None,
+    ),
+}
+
+_SPARKPLUG_ID = r"^[^/+#]+$"  # Sparkplug B ids are one topic level without wildcards
+
+
+class SparkplugSource(_Frozen):
+    """Where a Sparkplug B device's metrics come from: ``spBv1.0/<group>/DDATA/<edge_node>/
+    <device>`` (or the edge node's own NDATA when ``device`` is None)."""
+
+    group: Annotated[str, Field(pattern=_SPARKPLUG_ID)]
+    edge_node: Annotated[str, Field(pattern=_SPARKPLUG_ID)]
+    device: Annotated[str, Field(pattern=_SPARKPLUG_ID)] | None = None
+
+
+def _raw_rule_key(rule: object, index: int) -> tuple[str, dict[str, Any]] | None:
+    """(fields key, MqttField data) of one raw rule table, None when it is malformed
+    (its own validation then names the problem)."""
+    if isinstance(rule, MqttRule):
+        rule = rule.model_dump(exclude_none=True)
+    if not isinstance(rule, dict) or not isinstance(rule.get("metric"), str):
+        return None
+    key = rule.get("path") or rule.get("name") or f"rules[{index}]"
+    spec: dict[str, Any] = {"metric": rule["metric"]}
+    if rule.get("type") is not None:
+        spec["type"] = rule["type"]
+        spec["scale"] = rule.get("scale", 1.0)
+    return str(key), spec
+
+
 class MqttDevice(_DeviceBase):
+    """A device whose readings arrive over MQTT, in one of four forms: ``fields`` (JSON
+    top-level keys on one ``topic``), ``rules`` (JSON paths on topic filters), a
+    ``preset`` (rules of a device family) or ``sparkplug`` (Sparkplug B metrics by name).
+
+    ``fields`` is the table the rest of zerocarbon asks for a device's metrics; for
+    ``rules``, ``preset`` and ``sparkplug`` it is derived from the rules (path or name
+    -> metric) and not given in the site file.
+    """
+
     protocol: Literal["mqtt"]
-    topic: str  # exact topic the device publishes JSON to
-    fields: dict[str, str | MqttField]  # JSON key -> metric name (or a table, below)
-    ts_field: str | None = "ts"  # JSON key of the timestamp (ISO 8601 or POSIX s); None: arrival
+    topic: str | None = None  # topic filter of its messages: exact, or with +, # or {device}
+    fields: dict[str, str | MqttField] = Field(default_factory=dict)  # JSON key -> metric
+    rules: tuple[MqttRule, ...] = ()  # values by JSON path (or Sparkplug name)
+    preset: Literal["tasmota", "shelly", "shelly_pro3em"] | None = None
+    prefix: str | None = None  # preset: the device's own topic (Tasmota Topic, Shelly prefix)
+    sparkplug: SparkplugSource | None = None  # Sparkplug B edge node (and device)
+    ts_field: str | None = "ts"  # JSON key (rules, preset: path) of the time; None: arrival
+    timezone: str | None = None  # IANA zone of times without an offset (tasmota: the site's)
     interval_s: float = Field(default=10.0, gt=0)  # expected publish interval [s]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_fields(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset = MQTT_PRESETS.get(data.get("preset") or "")
+        raw_rules = data.get("rules") or (preset.rules if preset is not None else ())
+        if not raw_rules:
+            return data
+        derived: dict[str, Any] = {}
+        for i, rule in enumerate(raw_rules):
+            item = _raw_rule_key(rule, i)
+            if item is not None:
+                key = item[0] if item[0] not in derived else f"{item[0]} (rules[{i}])"
+                derived[key] = item[1]
+        given = data.get("fields")
+        if given and (not isinstance(given, dict) or set(given) != set(derived)):
+            raise ValueError("fields: give either `fields` or `rules`/`preset`, not both")
+        return {**data, "fields": derived}
+
+    @field_validator("topic", "prefix")
+    @classmethod
+    def _topic_filter(cls, value: str | None) -> str | None:
+        return None if value is None else check_topic_filter(value)
+
+    @field_validator("fields")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, str | MqttField]) -> dict[str, str | MqttField]:
+        for key, spec in value.items():
+            name = spec if isinstance(spec, str) else spec.metric
+            if name not in METRICS_BY_NAME:
+                known = ", ".join(sorted(METRICS_BY_NAME))
+                raise ValueError(f"key {key!r}: unknown metric {name!r}; known: {known}")
+        return value
+
+    @field_validator("ts_field")
+    @classmethod
+    def _ts_path(cls, value: str | None) -> str | None:
+        if value is not None and not value:
+            raise ValueError("must not be empty (leave it out for the arrival time)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown IANA timezone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> MqttDevice:
+        if self.prefix is not None and self.preset is None:
+            raise ValueError("prefix: only a device with a `preset` takes one")
+        if self.preset is not None and (self.rules or self.topic is not None):
+            raise ValueError("preset: a preset device takes `prefix`, not `topic` or `rules`")
+        if self.sparkplug is not None:
+            if self.preset is not None or self.topic is not None:
+                raise ValueError("sparkplug: a Sparkplug B device takes no `topic` or `preset`")
+            if not self.rules:
+                raise ValueError("rules: a Sparkplug B device maps its metrics in [[rules]]")
+            for i, rule in enumerate(self.rules):
+                if rule.name is None or rule.path is not None or rule.topic is not None:
+                    raise ValueError(
+                        f"rules[{i}].name: a Sparkplug B rule gives the metric `name` "
+                        "(no `path`, no `topic`)"
+                    )
+            return self
+        if self.rules:
+            for i, rule in enumerate(self.rules):
+                if rule.path is None or rule.name is not None:
+                    raise ValueError(f"rules[{i}].path: a JSON rule gives a `path` (no `name`)")
+                if rule.topic is None and self.topic is None:
+                    raise ValueError(f"rules[{i}].topic: no topic here nor the device's `topic`")
+            if self.ts_field is not None:
+                try:
+                    split_json_path(self.ts_field)
+                except ValueError as exc:
+                    raise ValueError(f"ts_field: {exc}") from None
+            return self
+        if self.preset is None:
+            if not self.fields:
+                raise ValueError("fields: must map at least one JSON key to a metric")
+            if self.topic is None:
+                raise ValueError("topic: a device with `fields` needs its topic")
+        return self
+
+    @property
+    def uses_paths(self) -> bool:
+        """Whether its keys are JSON paths (``rules``, ``preset``) rather than the
+        top-level keys of ``fields`` (kept literal: a key may contain a dot)."""
+        return bool(self.rules) or self.preset is not None
+
+    def message_rules(self) -> tuple[MqttRule, ...]:
+        """Its values as rules with their topics resolved: a preset's with ``{prefix}``
+        replaced, ``fields`` as one rule per key (``path`` the literal key)."""
+        if self.preset is not None:
+            prefix = self.prefix if self.prefix is not None else DEVICE_CAPTURE
+            return tuple(
+                r.model_copy(update={"topic": (r.topic or "").replace("{prefix}", prefix)})
+                for r in MQTT_PRESETS[self.preset].rules
+            )
+        if self.rules:
+            if self.sparkplug is not None:
+                return self.rules
+            return tuple(
+                r if r.topic else r.model_copy(update={"topic": self.topic}) for r in self.rules
+            )
+        return tuple(
+            MqttRule(topic=self.topic, path=key, metric=self.field_metric(key))
+            for key in self.fields
+        )
+
+    def ts_path(self) -> str | None:
+        """Where its messages give their time (a preset's unless ``ts_field`` is set)."""
+        if self.preset is not None and "ts_field" not in self.model_fields_set:
+            return MQTT_PRESETS[self.preset].ts_path
+        return self.ts_field
+
+    def local_time_zone(self, site_timezone: str) -> str | None:
+        """IANA zone of its times without an offset; None: such a time is an error."""
+        if self.timezone is not None:
+            return self.timezone
+        if self.preset is not None and MQTT_PRESETS[self.preset].local_time:
+            return site_timezone
+        return None
 
     def field_metric(self, key: str) -> str:
         spec = self.fields[key]
@@ -327,25 +701,6 @@ class MqttDevice(_DeviceBase):
             if isinstance(spec, MqttField) and spec.metric == metric and spec.type is not None:
                 return spec.type, spec.scale
         return None
-
-    @field_validator("topic")
-    @classmethod
-    def _plain_topic(cls, value: str) -> str:
-        if not value or any(c in value for c in "#+"):
-            raise ValueError("must be a non-empty topic without wildcards")
-        return value
-
-    @field_validator("fields")
-    @classmethod
-    def _known_metrics(cls, value: dict[str, str | MqttField]) -> dict[str, str | MqttField]:
-        if not value:
-            raise ValueError("must map at least one JSON key to a metric")
-        for key, spec in value.items():
-            name = spec if isinstance(spec, str) else spec.metric
-            if name not in METRICS_BY_NAME:
-                known = ", ".join(sorted(METRICS_BY_NAME))
-                raise ValueError(f"key {key!r}: unknown metric {name!r}; known: {known}")
-        return value
 
 
 Device = Annotated[ModbusTcpDevice | MqttDevice | Dlt645Device, Field(discriminator="protocol")]
