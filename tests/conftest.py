@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.e2e.processes import MosquittoProcess, mosquitto_missing, remove_tree, scratch_dir
+from tests.serial_support import PtyPair, ensure_socat
 from zerocarbon.config import SiteConfig, load_site
 from zerocarbon.ingest.mqtt.broker import local_broker
 from zerocarbon.netutil import free_tcp_port
@@ -110,3 +111,37 @@ async def mqtt_url(mqtt_broker_kind: str) -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 def demo_site() -> SiteConfig:
     return load_site(DEMO_SITE)
+
+
+@pytest.fixture(scope="session")
+def socat_path() -> str:
+    """socat, installed from Debian's packages when missing (see tests/serial_support.py);
+    the tests that need it are skipped with the reason when it cannot be had."""
+    found = ensure_socat()
+    if found.path is None:
+        pytest.skip(found.reason)
+    if found.install_s is not None:
+        print(f"\ninstalled socat in {found.install_s:.1f} s")
+    return found.path
+
+
+@pytest.fixture
+def pty_pairs(socat_path: str, tmp_path: Path) -> Iterator[Callable[[str], PtyPair]]:
+    """Makes linked pty pairs (``pair.a`` <-> ``pair.b``) named ``name``; all stopped
+    at the end of the test."""
+    made: list[PtyPair] = []
+
+    def make(name: str = "tty") -> PtyPair:
+        pair = PtyPair(socat_path, tmp_path, name).start()
+        made.append(pair)
+        return pair
+
+    yield make
+    for pair in made:
+        pair.stop()
+
+
+@pytest.fixture
+def pty_pair(pty_pairs: Callable[[str], PtyPair]) -> PtyPair:
+    """One linked pty pair: what is written to ``a`` is read from ``b`` and back."""
+    return pty_pairs("tty")
