@@ -123,7 +123,7 @@ async def test_unreachable_endpoint_is_counted_not_fatal(demo_site: SiteConfig) 
     stats = collector.stats()["battery"]
     assert stats.errors >= 3 and not stats.available
     assert "cannot connect" in stats.last_error
-    assert collector.connect_failures >= 3
+    assert collector.connect_failures >= 2  # attempts back off: t = 0, 1, 3, ... s
 
 
 async def test_late_cycles_are_skipped_and_counted(demo_site: SiteConfig) -> None:

@@ -1,17 +1,42 @@
-"""Modbus TCP collector: one task per physical link (TCP endpoint).
+"""Modbus link scheduler: polls the units behind one physical link.
 
-Requests on a link go in sequence; links run in parallel. Each device on the link is
-polled on its own ``poll_interval_s`` (in the injected clock's time); a cycle that is
-already late when it comes up is skipped and counted, never queued. A timeout or an
-exception response marks the device unavailable and is counted; it is never fatal.
+A *link* is one TCP endpoint or one serial port; the scheduler
+(:class:`ModbusLinkScheduler`) takes its :class:`~zerocarbon.ingest.modbus.transport.
+ModbusTransport` and does not care which. Links run in parallel (one scheduler each);
+:class:`ModbusLinkCollector` is the scheduler over our Modbus TCP transport
+(:mod:`zerocarbon.ingest.modbus.tcp_transport`), one connection per endpoint.
+
+Scheduling. Each device is polled on its own ``poll_interval_s`` (the injected clock's
+time) by a task of its own; a cycle that is already late when it comes up is skipped
+and counted, never queued. A poll reads the device's planned blocks
+(:mod:`~zerocarbon.ingest.modbus.planner`); the blocks of a device, and the polls of
+devices due together, are issued concurrently and the transport sends at most its
+``max_in_flight`` at once (1: strictly one after the other, as on a serial bus or a
+gateway without a window). With ``request_gap_s`` > 0 requests go one at a time, each
+at least ``request_gap_s`` [s, clock time] after the previous answer (or timeout), for
+slow gateways and buses.
+
+Failures. A request that times out is sent again up to the device's ``retries``; an
+exception response is final for the poll (the unit is alive but refuses). A link that
+is down (refused, broken, or :data:`LINK_SILENT_TIMEOUTS` timeouts in a row with no
+answer at all on it, a half-open connection) is closed and opened again on the next
+poll, after a back-off that doubles from ``reconnect_min_s`` to ``reconnect_max_s``
+[s, clock time] while connecting fails; never two connections at once. A poll with a
+failed block counts one consecutive failure and marks the device unavailable; the
+values of its good blocks still go to the sink.
 
 Health: a poll is *good* when every block of the device was read. A good poll sets
 ``last_seen_s`` (the injected clock's time) and the poll latency: wall time
 (:func:`time.perf_counter`) from the first request sent to the last block decoded, kept
 as the last value and as an exponentially weighted moving average with weight
-:data:`LATENCY_EWMA_ALPHA` on the newest poll. A poll with any failed block counts one
-consecutive failure and marks the device unavailable; online/offline changes are
-counted (the first poll's outcome sets the state without counting a change).
+:data:`LATENCY_EWMA_ALPHA` on the newest poll. Online/offline changes are counted (the
+first poll's outcome sets the state without counting a change), logged, and reported as
+:class:`~zerocarbon.ingest.events.DeviceEvent` (the first outcome too) to ``events``.
+
+Torn reads: counters of several registers pass the guard of
+:mod:`zerocarbon.ingest.modbus.torn` (a suspect block is read again once; a value that
+stays implausible is refused, counted in ``torn_reads`` and reported as a
+``TORN_READ`` event, never handed to the sink).
 """
 
 from __future__ import annotations
@@ -21,24 +46,69 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException, ModbusIOException
+from typing import Protocol
 
 from zerocarbon.batch import BatchBuilder, SeriesRegistry
 from zerocarbon.clock import Clock
 from zerocarbon.config import ModbusTcpDevice, SiteConfig
-from zerocarbon.ingest.modbus.decoder import decode_blocks, point_series
+from zerocarbon.ingest.events import DeviceEvent, DeviceEventKind, DeviceEventSink, discard_events
+from zerocarbon.ingest.modbus.decoder import PointValue, append_rows, decode_points, point_series
 from zerocarbon.ingest.modbus.planner import ReadBlock, needed_points, plan_reads
+from zerocarbon.ingest.modbus.tcp_transport import ModbusTcpTransport
+from zerocarbon.ingest.modbus.torn import CounterGuard
+from zerocarbon.ingest.modbus.transport import (
+    READ_HOLDING_REGISTERS,
+    READ_INPUT_REGISTERS,
+    ModbusExceptionResponse,
+    ModbusLinkDown,
+    ModbusTimeout,
+    ModbusTransport,
+)
 from zerocarbon.ingest.reading import BatchSink
 from zerocarbon.metering.profile import DeviceProfile, RegisterTable
 from zerocarbon.tasks import raise_if_cancelling
+
+__all__ = [
+    "LATENCY_EWMA_ALPHA",
+    "LINK_SILENT_TIMEOUTS",
+    "DeviceStats",
+    "ModbusDeviceConfig",
+    "ModbusLinkCollector",
+    "ModbusLinkScheduler",
+    "link_collectors",
+]
 
 log = logging.getLogger(__name__)
 
 # Weight of the newest poll in the smoothed latency: about the last 10 polls count
 # (an EWMA's span is (2 - alpha) / alpha = 9 polls).
 LATENCY_EWMA_ALPHA = 0.2
+# Timeouts in a row without any answer on the link: the connection is taken as dead.
+LINK_SILENT_TIMEOUTS = 3
+US_PER_S = 1_000_000
+_FUNCTION_CODES = {
+    RegisterTable.HOLDING: READ_HOLDING_REGISTERS,
+    RegisterTable.INPUT: READ_INPUT_REGISTERS,
+}
+
+
+class ModbusDeviceConfig(Protocol):
+    """What the scheduler reads of a device's configuration (a TCP or an RTU device)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def device_id(self) -> int: ...  # Modbus unit id
+    @property
+    def poll_interval_s(self) -> float: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def max_gap_registers(self) -> int: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def rated_power_kw(self) -> float | None: ...
 
 
 @dataclass(slots=True)
@@ -47,7 +117,7 @@ class DeviceStats:
 
     polls: int = 0
     readings: int = 0
-    timeouts: int = 0
+    timeouts: int = 0  # requests without an answer in time (retries included)
     errors: int = 0  # exception responses, connection failures
     skipped_cycles: int = 0
     rejected_values: int = 0
@@ -59,6 +129,10 @@ class DeviceStats:
     consecutive_failures: int = 0  # failed polls since the last good one
     went_offline: int = 0  # available -> unavailable changes
     came_online: int = 0  # unavailable -> available changes
+    exception_responses: int = 0  # of errors: answers with a Modbus exception code
+    retried_requests: int = 0  # requests sent again after a timeout
+    torn_reads: int = 0  # counter values refused as torn (not handed to the sink)
+    torn_rereads: int = 0  # blocks read again because a counter looked torn
 
     def record_good_poll(self, seen_s: float, latency_s: float) -> None:
         """A poll read every block at clock time ``seen_s`` [s], in ``latency_s`` [s]."""
@@ -87,48 +161,77 @@ class DeviceStats:
 
 @dataclass(slots=True)
 class _PolledDevice:
-    config: ModbusTcpDevice
+    config: ModbusDeviceConfig
     profile: DeviceProfile
     blocks: list[ReadBlock]
     series: dict[str, int]  # metric point name -> series id, resolved once at start
+    guard: CounterGuard
     next_due_s: float
     stats: DeviceStats = field(default_factory=DeviceStats)
 
-
-class _PollRegisters(dict[ReadBlock, list[int]]):
-    """The registers one poll read, per block; when its first request went out; why
-    the blocks that failed did."""
-
-    def __init__(self, t_sent_s: float, t_start_wall: float) -> None:
-        super().__init__()
-        self.t_sent_s = t_sent_s  # injected clock [s]
-        self.t_start_wall = t_start_wall  # time.perf_counter() [s]
-        self.failures: list[str] = []
+    def describe(self, link: str) -> str:
+        return f"device {self.config.id} ({link} unit {self.config.device_id})"
 
 
-class ModbusLinkCollector:
-    """Polls every device behind one TCP endpoint; hands each poll's readings to
-    ``sink`` as one :class:`~zerocarbon.batch.ReadingBatch`.
+class ModbusLinkScheduler:
+    """Polls every device on one link through ``transport`` (see the module docstring)
+    and hands each poll's readings to ``sink`` as one
+    :class:`~zerocarbon.batch.ReadingBatch`.
 
-    Series ids of every profile point are resolved in ``registry`` here, once; a
-    device or metric the registry lacks raises
-    :class:`~zerocarbon.batch.UnknownSeriesError` naming it.
+    Parameters
+    ----------
+    transport : ModbusTransport
+        The link; the scheduler connects, reconnects and closes it.
+    devices : sequence of (config, profile)
+        The units on the link; unit ids must differ.
+    clock : Clock
+        Time of polls, back-off, request gaps and readings.
+    sink : BatchSink
+        Awaited with each poll's batch.
+    registry : SeriesRegistry
+        Series ids of every profile point are resolved here, once; a device or metric
+        the registry lacks raises :class:`~zerocarbon.batch.UnknownSeriesError`.
+    events : DeviceEventSink
+        Receives online/offline/torn-read events (default: discarded).
+    request_gap_s : float
+        Pause between an answer and the next request [s, clock time]; 0: none.
+    reconnect_min_s, reconnect_max_s : float
+        Back-off after a failed connect [s, clock time], doubling from min to max.
     """
 
     def __init__(
         self,
-        host: str,
-        port: int,
-        devices: Sequence[tuple[ModbusTcpDevice, DeviceProfile]],
+        transport: ModbusTransport,
+        devices: Sequence[tuple[ModbusDeviceConfig, DeviceProfile]],
         clock: Clock,
         sink: BatchSink,
         registry: SeriesRegistry,
+        *,
+        events: DeviceEventSink = discard_events,
+        request_gap_s: float = 0.0,
+        reconnect_min_s: float = 1.0,
+        reconnect_max_s: float = 60.0,
     ) -> None:
-        self.host = host
-        self.port = port
+        if not devices:
+            raise ValueError(f"Modbus link {transport.name} has no devices")
+        units = [cfg.device_id for cfg, _ in devices]
+        if len(set(units)) != len(units):
+            raise ValueError(f"Modbus link {transport.name}: unit ids repeat: {units}")
+        if request_gap_s < 0:
+            raise ValueError(f"request_gap_s must be >= 0, got {request_gap_s}")
+        if not 0 < reconnect_min_s <= reconnect_max_s:
+            raise ValueError(
+                "need 0 < reconnect_min_s <= reconnect_max_s, got "
+                f"{reconnect_min_s} and {reconnect_max_s}"
+            )
+        self._transport = transport
         self._clock = clock
         self._sink = sink
+        self._events = events
         self._builder = BatchBuilder(registry)
+        self.request_gap_s = request_gap_s
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
         now = clock.now_s()
         self.devices = [
             _PolledDevice(
@@ -136,37 +239,56 @@ class ModbusLinkCollector:
                 profile,
                 plan_reads(needed_points(profile), max_gap_registers=cfg.max_gap_registers),
                 point_series(cfg.id, profile, registry),
+                CounterGuard(profile, cfg.rated_power_kw),
                 now,
             )
             for cfg, profile in devices
         ]
-        timeout_s = max(cfg.timeout_s for cfg, _ in devices)
-        self._client = AsyncModbusTcpClient(
-            host, port=port, timeout=timeout_s, retries=0, reconnect_delay=0
-        )
         self.connect_failures = 0
+        self.gap_waits = 0  # requests that waited for request_gap_s
+        self.link_resets = 0  # connections closed after LINK_SILENT_TIMEOUTS
+        self._connect_lock = asyncio.Lock()
+        self._gap_lock = asyncio.Lock()
+        self._next_send_s = now
+        self._backoff_s = reconnect_min_s
+        self._next_connect_s = now
+        self._last_connect_error = ""
+        self._silent_timeouts = 0
 
     @property
     def name(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self._transport.name
+
+    @property
+    def transport(self) -> ModbusTransport:
+        return self._transport
 
     def stats(self) -> dict[str, DeviceStats]:
         return {d.config.id: d.stats for d in self.devices}
 
     async def run(self) -> None:
-        """Poll until cancelled."""
+        """Poll until cancelled; the link is closed at the end."""
         try:
-            while True:
-                device = min(self.devices, key=lambda d: d.next_due_s)
-                wait_s = device.next_due_s - self._clock.now_s()
-                if wait_s > 0:
-                    await self._clock.sleep(wait_s)
-                self._skip_late_cycles(device)
-                await self._poll(device)
-                raise_if_cancelling()  # pymodbus' wait_for may have swallowed a stop
-                device.next_due_s += device.config.poll_interval_s
+            if len(self.devices) == 1:
+                await self._device_loop(self.devices[0])
+            else:
+                async with asyncio.TaskGroup() as group:
+                    for device in self.devices:
+                        group.create_task(self._device_loop(device))
         finally:
-            self._client.close()
+            await self._transport.close()
+
+    async def _device_loop(self, device: _PolledDevice) -> None:
+        clock = self._clock
+        interval_s = device.config.poll_interval_s
+        while True:
+            wait_s = device.next_due_s - clock.now_s()
+            if wait_s > 0:
+                await clock.sleep(wait_s)
+            self._skip_late_cycles(device)
+            await self._poll(device)
+            raise_if_cancelling()  # a wait inside may have swallowed a stop
+            device.next_due_s += interval_s
 
     def _skip_late_cycles(self, device: _PolledDevice) -> None:
         interval_s = device.config.poll_interval_s
@@ -176,112 +298,287 @@ class ModbusLinkCollector:
             device.stats.skipped_cycles += missed
             device.next_due_s += missed * interval_s
 
-    async def _ensure_connected(self) -> bool:
-        if self._client.connected:
-            return True
+    # ------------------------------------------------------------------ the link
+
+    async def _ensure_connected(self) -> None:
+        """Connect unless connected; :class:`ModbusLinkDown` when it fails or while the
+        back-off after a failed attempt runs."""
+        if self._transport.connected:
+            return
+        async with self._connect_lock:
+            if self._transport.connected:
+                return
+            now = self._clock.now_s()
+            if now < self._next_connect_s:
+                raise ModbusLinkDown(
+                    f"{self._last_connect_error}; next attempt in "
+                    f"{self._next_connect_s - now:.1f} s"
+                )
+            try:
+                await self._transport.connect()
+            except ModbusLinkDown as exc:
+                self.connect_failures += 1
+                self._last_connect_error = str(exc)
+                self._next_connect_s = self._clock.now_s() + self._backoff_s
+                self._backoff_s = min(2 * self._backoff_s, self.reconnect_max_s)
+                raise
+            self._backoff_s = self.reconnect_min_s
+            self._silent_timeouts = 0
+
+    async def _request(self, device: _PolledDevice, block: ReadBlock) -> list[int]:
+        """One request, paced by ``request_gap_s``; counts link silence."""
+        cfg = device.config
+        function_code = _FUNCTION_CODES[block.table]
+        if self.request_gap_s <= 0:
+            return await self._send(cfg, function_code, block)
+        async with self._gap_lock:
+            wait_s = self._next_send_s - self._clock.now_s()
+            if wait_s > 0:
+                self.gap_waits += 1
+                await self._clock.sleep(wait_s)
+            try:
+                return await self._send(cfg, function_code, block)
+            finally:
+                self._next_send_s = self._clock.now_s() + self.request_gap_s
+
+    async def _send(
+        self, cfg: ModbusDeviceConfig, function_code: int, block: ReadBlock
+    ) -> list[int]:
         try:
-            ok = await self._client.connect()
-        except (OSError, ModbusException):
-            ok = False
-        if not ok:
-            self.connect_failures += 1
-        return bool(ok)
+            registers = await self._transport.read_registers(
+                cfg.device_id, function_code, block.address, block.count, cfg.timeout_s
+            )
+        except ModbusTimeout:
+            self._silent_timeouts += 1
+            if self._silent_timeouts >= LINK_SILENT_TIMEOUTS and self._transport.connected:
+                self._silent_timeouts = 0
+                self.link_resets += 1
+                log.warning(
+                    "Modbus link %s: %d timeouts in a row, no answer at all; reconnecting",
+                    self.name,
+                    LINK_SILENT_TIMEOUTS,
+                )
+                await self._transport.close()
+            raise
+        except ModbusExceptionResponse:
+            self._silent_timeouts = 0
+            raise
+        self._silent_timeouts = 0
+        return registers
+
+    async def _read_block(
+        self, device: _PolledDevice, block: ReadBlock, failures: list[str], retries: int
+    ) -> list[int] | None:
+        """The block's registers, or None with the reason appended to ``failures``
+        (each failed request counted)."""
+        stats = device.stats
+        where = f"{block.table} registers {block.address}..{block.end_address - 1}"
+        for attempt in range(retries + 1):
+            if attempt:
+                stats.retried_requests += 1
+            try:
+                return await self._request(device, block)
+            except ModbusTimeout:
+                stats.timeouts += 1
+                reason = f"timeout reading {where}"
+            except ModbusExceptionResponse as exc:
+                stats.errors += 1
+                stats.exception_responses += 1
+                failures.append(f"exception code {exc.exception_code:#04x} reading {where}")
+                return None
+            except ModbusLinkDown as exc:
+                stats.errors += 1
+                failures.append(f"{where}: {exc}")
+                return None
+        failures.append(reason)
+        return None
+
+    # ------------------------------------------------------------------ polling
 
     async def _poll(self, device: _PolledDevice) -> None:
         stats = device.stats
         stats.polls += 1
-        if not await self._ensure_connected():
-            self._poll_failed(device, [self._fail(stats, f"cannot connect to {self.name}", False)])
+        try:
+            await self._ensure_connected()
+        except ModbusLinkDown as exc:
+            stats.errors += 1
+            self._poll_failed(device, [str(exc)])
             return
-        registers = await self._read_blocks(device)
-        if registers.failures:
-            self._poll_failed(device, registers.failures)
+        clock = self._clock
+        t_sent_s = clock.now_s()
+        t_start_wall = time.perf_counter()
+        failures: list[str] = []
+        registers: dict[ReadBlock, list[int]] = {}
+        retries = device.config.retries
+        if len(device.blocks) == 1:
+            block = device.blocks[0]
+            regs = await self._read_block(device, block, failures, retries)
+            if regs is not None:
+                registers[block] = regs
+        else:
+            answers = await asyncio.gather(
+                *(self._read_block(device, b, failures, retries) for b in device.blocks)
+            )
+            for block, regs in zip(device.blocks, answers, strict=True):
+                if regs is not None:
+                    registers[block] = regs
+        if failures:
+            self._poll_failed(device, failures)
         if not registers:
             return
         # Stamp with the middle of the request/response exchange.
-        t_received = self._clock.now_s()
-        ts_us = round((registers.t_sent_s + t_received) / 2 * 1_000_000)
-        result = decode_blocks(
-            device.series, device.profile, device.blocks, registers, ts_us, self._builder
-        )
+        t_received_s = clock.now_s()
+        ts_us = round((t_sent_s + t_received_s) / 2 * US_PER_S)
+        values = decode_points(device.profile, device.blocks, registers)
+        refused: list[str] = []
+        if device.guard.points:
+            suspects = device.guard.suspects(values, t_received_s)
+            if suspects:
+                refused = await self._settle_suspects(device, suspects, values, t_received_s)
+            device.guard.accept(values, t_received_s, refused)
+        result = append_rows(device.series, values, ts_us, self._builder, refused)
         batch = self._builder.build()
         stats.rejected_values += len(result.rejected)
         stats.readings += result.readings
-        if not registers.failures:
-            was_available = stats.available
-            stats.record_good_poll(t_received, time.perf_counter() - registers.t_start_wall)
-            if not was_available:
-                cfg = device.config
-                log.info("device %s at %s unit %s is available", cfg.id, self.name, cfg.device_id)
+        if not failures:
+            self._poll_good(device, t_received_s, time.perf_counter() - t_start_wall)
         if len(batch):
             await self._sink(batch)
 
-    async def _read_blocks(self, device: _PolledDevice) -> _PollRegisters:
-        """The registers of every block that answered; a failed block is counted."""
-        cfg = device.config
-        stats = device.stats
-        registers = _PollRegisters(self._clock.now_s(), time.perf_counter())
-        for block in device.blocks:
-            try:
-                if block.table is RegisterTable.INPUT:
-                    call = self._client.read_input_registers(
-                        block.address, count=block.count, device_id=cfg.device_id
-                    )
-                else:
-                    call = self._client.read_holding_registers(
-                        block.address, count=block.count, device_id=cfg.device_id
-                    )
-                # pymodbus enforces the timeout itself; wait_for is a backstop.
-                response = await asyncio.wait_for(call, timeout=2 * cfg.timeout_s)
-            except (TimeoutError, ModbusIOException):
-                message = f"timeout reading {block.table} {block.address}"
-                registers.failures.append(self._fail(stats, message, timeout=True))
-                continue
-            except (ModbusException, OSError) as exc:
-                message = f"{block.table} {block.address}+{block.count}: {exc}"
-                registers.failures.append(self._fail(stats, message, timeout=False))
-                continue
-            if response.isError():
-                message = (
-                    f"exception response {response} for {block.table} registers "
-                    f"{block.address}..{block.end_address - 1}"
+    async def _settle_suspects(
+        self,
+        device: _PolledDevice,
+        suspects: list[str],
+        values: dict[str, PointValue],
+        at_s: float,
+    ) -> list[str]:
+        """Read the blocks of suspect counters again once (torn-read rule 2); put the
+        accepted re-read values into ``values``; return the refused point names."""
+        refused: list[str] = []
+        by_block: dict[ReadBlock, list[str]] = {}
+        for name in suspects:
+            block = next(b for b in device.blocks if any(p.name == name for p in b.points))
+            by_block.setdefault(block, []).append(name)
+        for block, names in by_block.items():
+            device.stats.torn_rereads += 1
+            failures: list[str] = []
+            regs = await self._read_block(device, block, failures, retries=0)
+            again = {} if regs is None else decode_points(device.profile, [block], {block: regs})
+            for name in names:
+                first = values[name]
+                second = again.get(name)
+                if second is not None and device.guard.resolve(name, first, second, at_s):
+                    values[name] = second
+                    continue
+                refused.append(name)
+                reason = device.guard.implausible(name, first, at_s) or "implausible"
+                detail = f"{name}: {reason}; re-read " + (
+                    failures[0] if second is None else f"gave {second.value}"
                 )
-                registers.failures.append(self._fail(stats, message, timeout=False))
-                continue
-            registers[block] = list(response.registers)
-        return registers
+                self._torn(device, detail)
+        return refused
 
-    @staticmethod
-    def _fail(stats: DeviceStats, message: str, timeout: bool) -> str:
-        """Count one failed request; returns ``message``."""
-        if timeout:
-            stats.timeouts += 1
-        else:
-            stats.errors += 1
-        return message
+    def _torn(self, device: _PolledDevice, detail: str) -> None:
+        device.stats.torn_reads += 1
+        log.warning("%s: value refused as torn: %s", device.describe(self.name), detail)
+        self._emit(device, DeviceEventKind.TORN_READ, detail)
+
+    def _poll_good(self, device: _PolledDevice, seen_s: float, latency_s: float) -> None:
+        stats = device.stats
+        was_available = stats.available
+        stats.record_good_poll(seen_s, latency_s)
+        if not was_available:
+            log.info("%s is available", device.describe(self.name))
+            self._emit(device, DeviceEventKind.ONLINE, f"answers on {self.name}")
 
     def _poll_failed(self, device: _PolledDevice, failures: list[str]) -> None:
-        """Mark the device unavailable; log when it was available or never failed."""
+        """Mark the device unavailable; log and report when it was available or when
+        this is its first outcome."""
         stats = device.stats
-        if stats.available or not stats.last_error:
-            log.warning(
-                "device %s (%s unit %s): %s",
-                device.config.id,
-                self.name,
-                device.config.device_id,
-                "; ".join(failures),
-            )
+        first_outcome = not stats._state_known()
+        if stats.available or first_outcome:
+            message = "; ".join(failures)
+            log.warning("%s: %s", device.describe(self.name), message)
+            self._emit(device, DeviceEventKind.OFFLINE, message)
         stats.last_error = failures[-1]
         stats.record_failed_poll()
 
+    def _emit(self, device: _PolledDevice, kind: DeviceEventKind, detail: str) -> None:
+        ts_us = round(self._clock.now_s() * US_PER_S)
+        try:
+            self._events(DeviceEvent(ts_us, device.config.id, kind, detail))
+        except Exception:
+            log.exception("device event sink failed on %s %s", device.config.id, kind)
+
+
+def _link_property(devices: Sequence[tuple[ModbusTcpDevice, DeviceProfile]], name: str) -> float:
+    """A property all devices on one endpoint must share (the site file checks it too)."""
+    first = devices[0][0]
+    for cfg, _ in devices[1:]:
+        if getattr(cfg, name) != getattr(first, name):
+            raise ValueError(
+                f"devices {first.id!r} and {cfg.id!r} share {first.host}:{first.port} but "
+                f"disagree on {name}"
+            )
+    value = getattr(first, name)
+    assert isinstance(value, int | float)
+    return value
+
+
+class ModbusLinkCollector(ModbusLinkScheduler):
+    """The scheduler over one Modbus TCP endpoint (:class:`ModbusTcpTransport`, one
+    connection; its window is the devices' ``max_in_flight``, its request gap their
+    ``request_gap_s``; the connect timeout the longest of their ``timeout_s``)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        devices: Sequence[tuple[ModbusTcpDevice, DeviceProfile]],
+        clock: Clock,
+        sink: BatchSink,
+        registry: SeriesRegistry,
+        *,
+        events: DeviceEventSink = discard_events,
+        reconnect_min_s: float = 1.0,
+        reconnect_max_s: float = 60.0,
+    ) -> None:
+        if not devices:
+            raise ValueError(f"Modbus link {host}:{port} has no devices")
+        transport = ModbusTcpTransport(
+            host,
+            port,
+            max_in_flight=int(_link_property(devices, "max_in_flight")),
+            connect_timeout_s=max(cfg.timeout_s for cfg, _ in devices),
+        )
+        super().__init__(
+            transport,
+            devices,
+            clock,
+            sink,
+            registry,
+            events=events,
+            request_gap_s=_link_property(devices, "request_gap_s"),
+            reconnect_min_s=reconnect_min_s,
+            reconnect_max_s=reconnect_max_s,
+        )
+        self.host = host
+        self.port = port
+        self.tcp = transport
+
 
 def link_collectors(
-    site: SiteConfig, clock: Clock, sink: BatchSink, registry: SeriesRegistry
+    site: SiteConfig,
+    clock: Clock,
+    sink: BatchSink,
+    registry: SeriesRegistry,
+    events: DeviceEventSink = discard_events,
 ) -> list[ModbusLinkCollector]:
     """One collector per distinct (host, port) among the site's Modbus TCP devices."""
     links: dict[tuple[str, int], list[tuple[ModbusTcpDevice, DeviceProfile]]] = {}
     for device in site.modbus_devices:
         links.setdefault(device.endpoint, []).append((device, site.profile_of(device)))
     return [
-        ModbusLinkCollector(h, p, devs, clock, sink, registry) for (h, p), devs in links.items()
+        ModbusLinkCollector(h, p, devs, clock, sink, registry, events=events)
+        for (h, p), devs in links.items()
     ]

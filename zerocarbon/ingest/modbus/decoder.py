@@ -13,7 +13,7 @@ Series ids are resolved once per device (:func:`point_series`), not per reading.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from zerocarbon.batch import BatchBuilder, SeriesRegistry
@@ -44,6 +44,63 @@ def point_series(
     return {p.name: registry.id(device_id, p.metric) for p in profile.metric_points if p.metric}
 
 
+@dataclass(frozen=True, slots=True)
+class PointValue:
+    """A metric point's value in one read: ``raw`` as the registers hold it (before
+    scale, sf and ratio) and ``value`` in the metric's unit (None: no usable value)."""
+
+    raw: float
+    value: float | None
+
+
+def decode_points(
+    profile: DeviceProfile,
+    blocks: Sequence[ReadBlock],
+    registers: Mapping[ReadBlock, Sequence[int]],
+) -> dict[str, PointValue]:
+    """The value of every metric point in the blocks that were read (point name ->
+    :class:`PointValue`); blocks missing in ``registers`` (failed reads) give nothing."""
+    raw: dict[str, float] = {}
+    for block in blocks:
+        regs = registers.get(block)
+        if regs is None:
+            continue
+        for point in block.points:
+            offset = point.address - block.address
+            words = regs[offset : offset + point.register_count]
+            raw[point.name] = profile.decode_raw(point, words)
+    values: dict[str, PointValue] = {}
+    for block in blocks:
+        if block not in registers:
+            continue
+        for point in block.points:
+            if point.metric is not None:
+                values[point.name] = PointValue(raw[point.name], _scaled(profile, point, raw))
+    return values
+
+
+def append_rows(
+    series: Mapping[str, int],
+    values: Mapping[str, PointValue],
+    ts_us: int,
+    out: BatchBuilder,
+    refused: Collection[str] = (),
+) -> DecodeResult:
+    """One row per usable value at ``ts_us`` [us] into ``out``; values without a usable
+    value are counted as rejected; points in ``refused`` are left out (counted by the
+    caller)."""
+    result = DecodeResult()
+    for name, point_value in values.items():
+        if name in refused:
+            continue
+        if point_value.value is None:
+            result.rejected.append(name)
+        else:
+            out.add_id(series[name], ts_us, point_value.value)
+            result.readings += 1
+    return result
+
+
 def decode_blocks(
     series: Mapping[str, int],
     profile: DeviceProfile,
@@ -56,30 +113,7 @@ def decode_blocks(
     metric point to ``out`` (time ``ts_us`` [us], series from ``series``, see
     :func:`point_series`). Blocks missing in ``registers`` (failed reads) contribute
     nothing."""
-    raw: dict[str, float] = {}
-    for block in blocks:
-        regs = registers.get(block)
-        if regs is None:
-            continue
-        for point in block.points:
-            offset = point.address - block.address
-            words = regs[offset : offset + point.register_count]
-            raw[point.name] = profile.decode_raw(point, words)
-
-    result = DecodeResult()
-    for block in blocks:
-        if block not in registers:
-            continue
-        for point in block.points:
-            if point.metric is None:
-                continue
-            value = _scaled(profile, point, raw)
-            if value is None:
-                result.rejected.append(point.name)
-            else:
-                out.add_id(series[point.name], ts_us, value)
-                result.readings += 1
-    return result
+    return append_rows(series, decode_points(profile, blocks, registers), ts_us, out)
 
 
 def _scaled(profile: DeviceProfile, point: Point, raw: Mapping[str, float]) -> float | None:
