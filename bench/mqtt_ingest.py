@@ -100,6 +100,11 @@ def bench_devices(count: int, prefix: str) -> tuple[MqttDevice, ...]:
     )
 
 
+def device_topics(devices: tuple[MqttDevice, ...]) -> list[str]:
+    """The topic of each of :func:`bench_devices`' meters, in order."""
+    return [d.topic for d in devices if d.topic is not None]
+
+
 # --- publisher (runs in a process of its own) -------------------------------------------
 
 
@@ -276,11 +281,13 @@ class CountingSink:
 
 class StampedPut:
     """The collector's sink: ``pipeline.put``, noting the first put's time and closing
-    the pipeline after the last message's put."""
+    the pipeline after the put that holds the last message (a put holds the messages of
+    one event-loop turn; ``handled()`` counts the messages the collector decoded)."""
 
-    def __init__(self, pipeline: Pipeline, messages: int) -> None:
+    def __init__(self, pipeline: Pipeline, messages: int, handled: Callable[[], int]) -> None:
         self._pipeline = pipeline
         self._put = pipeline.put
+        self._handled = handled
         self.messages = messages
         self.puts = 0
         self.first = 0.0
@@ -289,7 +296,7 @@ class StampedPut:
         self.puts += 1
         if self.puts == 1:
             self.first = time.perf_counter()
-        if self.puts == self.messages:
+        if self._handled() >= self.messages:
             return self._last(batch, ack)
         return self._put(batch, ack)
 
@@ -305,8 +312,13 @@ async def collector_run(
     registry = SeriesRegistry([d.id for d in devices])
     sink = CountingSink(len(FIELDS) * messages)
     pipeline = Pipeline([sink])
-    put = StampedPut(pipeline, messages)
     config = MqttConfig.model_validate({"url": broker.url, "qos": qos})
+    collector: MqttCollector  # bound below; handled() reads it at call time
+
+    def handled() -> int:
+        return collector.stats.messages
+
+    put = StampedPut(pipeline, messages, handled)
     collector = MqttCollector(config, devices, SystemClock(), put, registry)
     running = asyncio.create_task(pipeline.run())
     collecting = asyncio.create_task(collector.run())
@@ -314,8 +326,8 @@ async def collector_run(
     try:
         async with asyncio.timeout(10):
             await collector.subscribed.wait()
-        proc = start_publisher(broker, qos, [d.topic for d in devices], messages)
-        await wait_all(sink.done, lambda: put.puts, messages, f"collector QoS {qos}", proc)
+        proc = start_publisher(broker, qos, device_topics(devices), messages)
+        await wait_all(sink.done, handled, messages, f"collector QoS {qos}", proc)
         async with asyncio.timeout(10):
             await running  # closed after the last put: every ack has been called
     finally:
@@ -380,7 +392,7 @@ def _listening(port: int) -> bool:
 
 async def bench(broker: Broker, messages: int, device_count: int, repeat: int) -> None:
     devices = bench_devices(device_count, f"zcbench/{secrets.token_hex(4)}")
-    topics = [d.topic for d in devices]
+    topics = device_topics(devices)
     rates: dict[tuple[str, int], list[float]] = {
         (kind, qos): [] for kind in ("bare", "collector") for qos in (1, 0)
     }

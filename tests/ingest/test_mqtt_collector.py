@@ -212,21 +212,25 @@ async def test_stop_is_not_lost_when_disconnect_fails(
 async def test_unacknowledged_message_is_redelivered_to_the_next_session(
     mqtt_url: str, mqtt_broker_kind: str, demo_site: SiteConfig
 ) -> None:
-    """PUBACK is sent only when the pipeline acknowledges the readings: a message the
-    first session never acknowledged (its gateway died before spooling it) comes again
-    to the next session of the same client id; acknowledged ones do not."""
+    """PUBACK is sent only when the pipeline acknowledges the readings: the messages
+    of a put the first session never acknowledged (its gateway died before spooling
+    them) come again to the next session of the same client id; acknowledged ones do
+    not. (A put holds the messages of one loop turn: those that came with 200.0.)"""
     if mqtt_broker_kind == "amqtt":
         pytest.skip("amqtt does not redeliver to a resumed session (Mosquitto is not installed)")
     assert demo_site.mqtt is not None
     mqtt = demo_site.mqtt.model_copy(update={"client_id": f"zc-ack-{secrets.token_hex(4)}"})
     registry = SeriesRegistry.for_site(demo_site)
     first: list[float] = []
+    withheld: list[float] = []
     second: list[float] = []
 
     async def withholding_sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
         values = [r.value for r in batch.readings(registry)]
         first.extend(values)
-        if ack is not None and values != [200.0]:
+        if 200.0 in values:
+            withheld.extend(values)
+        elif ack is not None:
             ack()
 
     async def acking_sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
@@ -259,9 +263,10 @@ async def test_unacknowledged_message_is_redelivered_to_the_next_session(
                 await pub.publish("factory/line_b/meter", json.dumps({"power_kw": v}), qos=1)
 
     one = await session(withholding_sink, lambda: len(first) == 3)
-    assert first == [1.0, 200.0, 3.0] and one.stats.acked == 2
-    two = await session(acking_sink, lambda: len(second) >= 1)
-    assert second == [200.0] and two.stats.acked == 1
+    assert first == [1.0, 200.0, 3.0] and 200.0 in withheld
+    assert one.stats.acked == 3 - len(withheld)
+    two = await session(acking_sink, lambda: len(second) >= len(withheld))
+    assert second == withheld and two.stats.acked == len(withheld)
 
 
 async def test_bad_and_unmapped_messages_are_logged_once_per_topic_per_interval(

@@ -1,16 +1,27 @@
-"""MQTT collector: one subscriber for the site's MQTT devices (aiomqtt).
+"""MQTT collector: one subscriber for the site's MQTT devices (aiomqtt over paho).
 
-Subscribes to each device's topic, turns each JSON payload into one
-:class:`~zerocarbon.batch.ReadingBatch` and hands it to the pipeline. A bad payload is
-logged (naming device and topic) and counted; it never stops the collector. A lost
-broker connection is retried with backoff and counted.
+Subscribes to each device's topic, turns each JSON payload into readings and hands them
+to the pipeline. A bad payload is logged (naming device and topic) and counted; it
+never stops the collector. A lost broker connection is retried with backoff and counted.
+
+Messages are taken in groups, one group per event-loop turn: paho's ``on_message``
+only appends the message to an inbox and wakes the collector, which then reads what
+else the socket already holds (paho's ``loop_read``, up to
+:data:`MAX_MESSAGES_PER_TURN`), decodes the whole group into one
+:class:`~zerocarbon.batch.ReadingBatch` and puts it into the pipeline once. So the
+per-message costs are paho's packet parsing and the payload's decoding; the event loop
+turn, the pipeline put and the PUBACK flush are paid once per group. (aiomqtt's own
+message queue, with an ``asyncio`` task per message, is not used; aiomqtt still
+connects, subscribes, reads and writes the socket and reports a lost connection.)
 
 At QoS 1 a message is acknowledged (PUBACK) only once the pipeline has its readings in
-the spool, in the order the messages came (MQTT 3.1.1 §4.6 asks PUBACKs in order): a
-message the gateway did not store — it died, its spool was full — is redelivered by
-the broker. With ``[mqtt] client_id`` set the session is persistent, so the broker also
-keeps what arrives while the gateway is away (see deploy/mosquitto/zerocarbon.conf for
-the queue limits that must not drop it).
+the spool: a group's single ack sends the PUBACK of each of its messages, in the order
+they came (MQTT 3.1.1 §4.6 asks PUBACKs in order), and groups are acknowledged in put
+order. A group the gateway did not store — it died, its spool was full, a sink failed
+— is not acknowledged at all and is redelivered by the broker. With ``[mqtt]
+client_id`` set the session is persistent, so the broker also keeps what arrives while
+the gateway is away (see deploy/mosquitto/zerocarbon.conf for the queue limits that
+must not drop it; its ``max_inflight_messages`` also bounds a QoS 1 group).
 
 Per device (:class:`MqttDeviceStats`): messages, readings, bad payloads and the arrival
 time (injected clock) of the last message that gave readings. A device is online while
@@ -40,6 +51,13 @@ LOG_INTERVAL_S = 60.0  # at most one warning per topic per this clock time [s]
 # A device is online while its last message with readings is at most this many of its
 # expected publish intervals (``interval_s``) old: one or two lost messages are normal.
 ONLINE_INTERVALS = 3
+
+# Most messages decoded into one batch per event-loop turn; more wait for the next turn,
+# so a flood cannot hold the loop for long (about 10 ms of decoding). At QoS 1 the
+# broker's max_inflight_messages (100 in deploy/mosquitto/zerocarbon.conf) is the bound.
+MAX_MESSAGES_PER_TURN = 1000
+
+NOT_UTF8_TOPIC = "(topic not valid UTF-8)"  # how such a topic is counted and logged
 
 
 @dataclass(slots=True)
@@ -71,6 +89,51 @@ class MqttDeviceStats:
         return self.last_seen_s is not None and now_s - self.last_seen_s <= self.offline_after_s
 
 
+class _Inbox:
+    """Messages paho has parsed and the collector has not taken yet.
+
+    Used in the event loop's thread only: paho calls :meth:`on_message` from its
+    ``loop_read``, which aiomqtt's socket reader and the collector call there.
+    """
+
+    __slots__ = ("_closed", "_waiter", "messages")
+
+    def __init__(self) -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        """paho's ``on_message`` callback: keep the message, wake the collector."""
+        self.messages.append(message)
+        self._wake()
+
+    def close(self) -> None:
+        """The connection is gone: wake the collector for good."""
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until a message is there or the inbox is closed."""
+        if self.messages or self._closed:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def take(self) -> list[mqtt.MQTTMessage]:
+        """Every message kept so far, in arrival order; the inbox is empty again."""
+        messages, self.messages = self.messages, []
+        return messages
+
+
 class MqttCollector:
     """Series ids of every device's JSON keys are resolved in ``registry`` here, once."""
 
@@ -87,8 +150,10 @@ class MqttCollector:
         timeout_s: float = 10.0,
     ) -> None:
         self._config = config if url is None else config.model_copy(update={"url": url})
-        self._by_topic = {d.topic: d for d in devices}
-        self._series = {d.topic: field_series(d, registry) for d in devices}
+        # devices on one exact topic each (those mapped by rules, presets or Sparkplug B
+        # have no ``topic`` and are not collected here)
+        self._by_topic = {d.topic: d for d in devices if d.topic is not None}
+        self._series = {topic: field_series(d, registry) for topic, d in self._by_topic.items()}
         self._builder = BatchBuilder(registry)
         self._clock = clock
         self._sink = sink
@@ -135,35 +200,83 @@ class MqttCollector:
             clean_session=cfg.client_id is None,
             timeout=self._timeout_s,
         )
-        paho = client._client  # aiomqtt has no manual-ack option; paho has
+        paho = client._client  # aiomqtt has neither manual acks nor grouped messages; paho has
         manual = cfg.qos == 1
         paho.manual_ack_set(manual)  # before connecting: no message is acked automatically
+        inbox = _Inbox()
+        paho.on_message = inbox.on_message  # in place of aiomqtt's queue (a task per message)
         async with client:
             self.stats.connections += 1
             self.stats.connected = True
             for topic in self._by_topic:
                 await client.subscribe(topic, qos=cfg.qos)
+            # aiomqtt's message iterator gets no message now: it ends only when the
+            # connection is lost, raising the MqttError that says why
+            lost = asyncio.ensure_future(anext(client.messages))
+            lost.add_done_callback(lambda _: inbox.close())
             self.subscribed.set()
             log.info("MQTT: subscribed to %d topics on %s", len(self._by_topic), cfg.url)
-            async for message in client.messages:
-                ack = None
-                if manual and message.qos == 1:
-                    ack = self._acker(paho, message.mid)
-                await self._sink(self._handle(str(message.topic), message.payload), ack)
-                raise_if_cancelling()
+            try:
+                while True:
+                    await inbox.wait()
+                    self._read_available(paho, inbox)
+                    messages = inbox.take()
+                    if messages:
+                        batch, mids = self._decode_group(messages, manual)
+                        await self._sink(batch, self._acker(paho, mids) if mids else None)
+                        raise_if_cancelling()
+                    elif lost.done():
+                        lost.result()  # raises the MqttError of the lost connection
+                        raise aiomqtt.MqttError("Disconnected during message iteration")
+            finally:
+                lost.cancel()
 
-    def _acker(self, paho: mqtt.Client, mid: int) -> Ack:
-        """The PUBACK of message ``mid`` on the connection it came on (a message of a
-        connection since lost is redelivered on the next one, never acked there)."""
+    @staticmethod
+    def _read_available(paho: mqtt.Client, inbox: _Inbox) -> None:
+        """Let paho parse the messages the socket already holds into ``inbox`` (up to
+        :data:`MAX_MESSAGES_PER_TURN`): one ``loop_read`` per packet, until one brings
+        no message (the socket is drained, or it read another kind of packet)."""
+        try:
+            while len(inbox.messages) < MAX_MESSAGES_PER_TURN:
+                before = len(inbox.messages)
+                if paho.loop_read() != mqtt.MQTT_ERR_SUCCESS or len(inbox.messages) == before:
+                    return
+        except Exception as exc:  # as aiomqtt's reader: a read that fails ends the connection
+            raise aiomqtt.MqttError(f"reading from the broker failed: {exc!r}") from exc
+
+    def _decode_group(
+        self, messages: list[mqtt.MQTTMessage], manual: bool
+    ) -> tuple[ReadingBatch, list[int]]:
+        """The readings of ``messages`` as one batch, and the message ids to acknowledge
+        (their QoS 1 messages, in arrival order; none when acks are automatic)."""
+        mids: list[int] = []
+        for message in messages:
+            try:
+                topic = message.topic
+            except UnicodeDecodeError:  # brokers refuse such topics (MQTT 3.1.1 §1.5.3)
+                topic = NOT_UTF8_TOPIC
+            self._handle(topic, bytes(message.payload))  # bytes(b) is b for bytes
+            if manual and message.qos == 1:
+                mids.append(message.mid)
+        return self._builder.build(), mids
+
+    def _acker(self, paho: mqtt.Client, mids: list[int]) -> Ack:
+        """One ack for a group: the PUBACK of each of ``mids``, in order, on the
+        connection they came on (a message of a connection since lost is redelivered on
+        the next one, never acked there). paho queues them and aiomqtt's writer sends
+        them in the next loop turn."""
 
         def ack() -> None:
-            paho.ack(mid, 1)
-            self.stats.acked += 1
+            for mid in mids:
+                paho.ack(mid, 1)
+            self.stats.acked += len(mids)
 
         return ack
 
-    def _handle(self, topic: str, payload: object) -> ReadingBatch:
-        """The readings of one message (an empty batch when it holds none)."""
+    def _handle(self, topic: str, payload: bytes) -> None:
+        """Decode one message: append its readings to ``self._builder`` (which holds the
+        group's readings so far), count them and its problems. Appends nothing for a
+        message without readings; never raises for a bad message."""
         self.stats.messages += 1
         device = self._by_topic.get(topic)
         if device is None:
@@ -171,34 +284,46 @@ class MqttCollector:
             self._log_limited(
                 topic, f"topic {topic!r}: no device is mapped to it", self.stats.unknown_topics
             )
-            return self._builder.build()
-        if not isinstance(payload, bytes | bytearray):
-            payload = str(payload).encode()
+            return
         dstats = self.device_stats[device.id]
         dstats.messages += 1
         arrival_s = self._clock.now_s()
         arrival_us = round(arrival_s * 1_000_000)
+        rows_before = len(self._builder)
         try:
             count, problems = parse_payload(
-                device, bytes(payload), arrival_us, self._series[topic], self._builder
+                device, payload, arrival_us, self._series[topic], self._builder
             )
         except PayloadError as exc:
             self._bad(str(exc), dstats, topic)
-            return self._builder.build()
+            return
         except Exception as exc:  # a parser bug must cost one message, not the collector
-            self._builder.build()  # discard anything half-appended
+            self._discard_rows_from(rows_before)  # anything half-appended
             log.exception("device %r topic %r: payload not parsed", device.id, topic)
             self._bad(
                 f"device {device.id!r} topic {topic!r}: {type(exc).__name__}: {exc}", dstats, topic
             )
-            return self._builder.build()
+            return
         for problem in problems:
             self._bad(problem, dstats, topic)
         self.stats.readings += count
         dstats.readings += count
         if count:
             dstats.last_seen_s = arrival_s
-        return self._builder.build()
+
+    def _discard_rows_from(self, start: int) -> None:
+        """Drop the builder's rows from index ``start`` on, keeping those before it."""
+        if len(self._builder) == start:
+            return
+        kept = self._builder.build()
+        for series_id, ts_us, value, quality in zip(
+            kept.series[:start].tolist(),
+            kept.ts_us[:start].tolist(),
+            kept.value[:start].tolist(),
+            kept.quality[:start].tolist(),
+            strict=True,
+        ):
+            self._builder.add_id(series_id, ts_us, value, quality)
 
     def _bad(self, problem: str, device: MqttDeviceStats, topic: str) -> None:
         device.bad_payloads += 1
