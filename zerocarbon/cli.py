@@ -254,8 +254,10 @@ def check_config(site: SiteOption) -> None:
     for d in site_config.devices:
         if d.protocol == "modbus_tcp":
             where = f"{d.host}:{d.port} unit {d.device_id}"
+        elif d.protocol == "modbus_rtu":
+            where = f"{d.serial_port} unit {d.device_id}"
         elif d.protocol == "dlt645":
-            where = f"{d.host}:{d.port} address {d.address}"
+            where = f"{d.link} address {d.address}"
         else:
             where = d.topic
         typer.echo(f"  {d.id:<16} {d.role.value:<10} {d.protocol:<10} {where}")

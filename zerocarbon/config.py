@@ -265,13 +265,74 @@ class ModbusTcpDevice(_DeviceBase):
         return (self.host, self.port)
 
 
-class Dlt645Device(_DeviceBase):
-    """A DL/T 645-2007 meter on an RS-485 line behind a transparent serial-to-TCP
-    gateway (raw frames over TCP); several meters may share one gateway (``host:port``)."""
+class _SerialLine(_Frozen):
+    """Settings of a serial line (RS-485); every device on one ``serial_port`` must
+    give the same ones (checked by :class:`SiteConfig`)."""
+
+    baudrate: int = Field(default=9600, gt=0, le=4_000_000)  # [bit/s]
+    bytesize: Literal[7, 8] = 8  # data bits
+    parity: Literal["N", "E", "O"] = "E"  # none, even, odd
+    stopbits: Literal[1, 2] = 1
+
+    @property
+    def line_settings(self) -> tuple[int, int, str, int]:
+        """(baudrate, bytesize, parity, stopbits)."""
+        return (self.baudrate, self.bytesize, self.parity, self.stopbits)
+
+
+class ModbusRtuDevice(_DeviceBase, _SerialLine):
+    """A Modbus RTU unit on an RS-485 line at ``serial_port``; the units of one port
+    share it, one request at a time. Line defaults 9600 baud, 8 data bits, even parity,
+    1 stop bit (Modbus over Serial Line V1.02, 2.5.1: even parity is the default)."""
+
+    protocol: Literal["modbus_rtu"]
+    profile: str  # bundled profile name or path to a profile TOML (relative to the site file)
+    serial_port: Annotated[str, Field(min_length=1)]  # e.g. /dev/ttyUSB0
+    device_id: int = Field(default=1, ge=1, le=247)  # unit address (V1.02, 2.2: 1..247)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0)  # one answer [s]
+    max_gap_registers: int = Field(default=10, ge=0, le=125)  # read planner gap fill limit
+    retries: int = Field(default=1, ge=0, le=10)  # extra sends of a request that timed out
+    # link property (every device on one serial_port must agree): silence before each
+    # request beyond the line's 3.5 characters [s], for slow units
+    request_gap_s: float = Field(default=0.0, ge=0, le=10)
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_loads(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            load_profile(value, (info.context or {}).get("base_dir"))
+        except ProfileError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    def load_profile(self, base_dir: Path | None = None) -> DeviceProfile:
+        return load_profile(self.profile, base_dir)
+
+    @property
+    def link(self) -> str:
+        """The serial port: one scheduler per port."""
+        return self.serial_port
+
+
+ModbusDevice = ModbusTcpDevice | ModbusRtuDevice
+
+
+class Dlt645Device(_DeviceBase, _SerialLine):
+    """A DL/T 645-2007 meter on an RS-485 line, reached either through a transparent
+    serial-to-TCP gateway (``host`` and ``port``: raw frames over TCP) or on a local
+    serial port (``serial_port`` with the line settings); exactly one of the two.
+    Several meters may share one gateway or port. Line defaults 2400 baud, 8 data bits,
+    even parity, 1 stop bit: DL/T 645-2007's character format and default rate."""
 
     protocol: Literal["dlt645"]
-    host: Annotated[str, Field(min_length=1)]  # the gateway's address (required)
-    port: int = Field(ge=1, le=65535)  # the gateway's TCP port (required: no standard one)
+    host: Annotated[str, Field(min_length=1)] | None = None  # the gateway's address
+    # the gateway's TCP port (required with host: there is no standard one)
+    port: int | None = Field(default=None, ge=1, le=65535, validate_default=True)
+    serial_port: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None, validate_default=True
+    )
+    baudrate: int = Field(default=2400, gt=0, le=4_000_000)  # [bit/s], with serial_port
     # meter address as printed on it: 12 digits; "AA" pairs are wildcards (one meter a line)
     address: Annotated[str, Field(pattern=r"^([0-9]{2}|[Aa]{2}){6}$")]
     poll_interval_s: float = Field(default=10.0, gt=0)
@@ -288,9 +349,34 @@ class Dlt645Device(_DeviceBase):
             raise ValueError(f"unknown data identifiers {unknown}; known: {sorted(known)}")
         return value
 
+    @field_validator("port")
+    @classmethod
+    def _port_with_host(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None and info.data.get("host") is not None:
+            raise ValueError("required with host (the gateway's TCP port)")
+        return value
+
+    @field_validator("serial_port")
+    @classmethod
+    def _one_way(cls, value: str | None, info: ValidationInfo) -> str | None:
+        tcp = info.data.get("host") is not None or info.data.get("port") is not None
+        if value is not None and tcp:
+            raise ValueError("give either host and port (a TCP gateway) or serial_port, not both")
+        if value is None and not tcp and "host" in info.data:
+            raise ValueError("give host and port (a TCP gateway) or serial_port (a local line)")
+        return value
+
     @property
     def endpoint(self) -> tuple[str, int]:
+        """The gateway's (host, port); only for a meter behind a TCP gateway."""
+        if self.host is None or self.port is None:
+            raise ValueError(f"DL/T 645 meter {self.id!r} is on serial port {self.serial_port}")
         return (self.host, self.port)
+
+    @property
+    def link(self) -> str:
+        """``host:port`` of the gateway or the serial port: one collector per link."""
+        return self.serial_port or f"{self.host}:{self.port}"
 
     def data_ids(self) -> tuple[int, ...]:
         """The identifiers to read (the defaults when the site file names none)."""
@@ -703,7 +789,11 @@ class MqttDevice(_DeviceBase):
         return None
 
 
-Device = Annotated[ModbusTcpDevice | MqttDevice | Dlt645Device, Field(discriminator="protocol")]
+Device = Annotated[
+    ModbusTcpDevice | ModbusRtuDevice | MqttDevice | Dlt645Device,
+    Field(discriminator="protocol"),
+]
+AnyDevice = ModbusTcpDevice | ModbusRtuDevice | MqttDevice | Dlt645Device
 
 
 class _DeviceFault(_Frozen):
@@ -981,20 +1071,61 @@ class SiteConfig(_Frozen):
                         f"disagree on {name} ({getattr(first, name)} and {getattr(d, name)}): "
                         "it is a property of the link"
                     )
-        meters: dict[tuple[str, int, str], str] = {}
+        meters: dict[tuple[str, str], str] = {}
         for m in self.dlt645_devices:
-            mkey = (m.host, m.port, m.address.upper())
+            mkey = (m.link, m.address.upper())
             if mkey in meters:
                 raise ValueError(
-                    f"devices {meters[mkey]!r} and {m.id!r} share "
-                    f"{m.host}:{m.port} address {m.address}"
+                    f"devices {meters[mkey]!r} and {m.id!r} share {m.link} address {m.address}"
                 )
             meters[mkey] = m.id
+        self._check_serial_lines()
         return self
+
+    def _check_serial_lines(self) -> None:
+        """Units on one serial port: distinct addresses, one protocol, one set of line
+        settings (and one request gap for Modbus RTU)."""
+        rtu_units: dict[tuple[str, int], str] = {}
+        for d in self.modbus_rtu_devices:
+            key = (d.serial_port, d.device_id)
+            if key in rtu_units:
+                raise ValueError(
+                    f"devices {rtu_units[key]!r} and {d.id!r} share "
+                    f"{d.serial_port} unit {d.device_id}"
+                )
+            rtu_units[key] = d.id
+        ports: dict[str, ModbusRtuDevice | Dlt645Device] = {}
+        serial: list[ModbusRtuDevice | Dlt645Device] = [*self.modbus_rtu_devices]
+        serial += [m for m in self.dlt645_devices if m.serial_port is not None]
+        for device in serial:
+            port = device.serial_port
+            assert port is not None
+            first = ports.setdefault(port, device)
+            if first.protocol != device.protocol:
+                raise ValueError(
+                    f"devices {first.id!r} ({first.protocol}) and {device.id!r} "
+                    f"({device.protocol}) share serial port {port}: one protocol a line"
+                )
+            names = ["baudrate", "bytesize", "parity", "stopbits"]
+            if isinstance(device, ModbusRtuDevice):
+                names.append("request_gap_s")
+            for name in names:
+                mine, theirs = getattr(first, name), getattr(device, name)
+                if mine != theirs:
+                    raise ValueError(
+                        f"devices {first.id!r} and {device.id!r} share serial port {port} "
+                        f"but disagree on {name} ({mine} and {theirs}): "
+                        "it is a property of the line"
+                    )
 
     @property
     def modbus_devices(self) -> tuple[ModbusTcpDevice, ...]:
         return tuple(d for d in self.devices if isinstance(d, ModbusTcpDevice))
+
+    @property
+    def modbus_rtu_devices(self) -> tuple[ModbusRtuDevice, ...]:
+        """Modbus RTU units on serial ports (:attr:`modbus_devices` are the TCP ones)."""
+        return tuple(d for d in self.devices if isinstance(d, ModbusRtuDevice))
 
     @property
     def mqtt_devices(self) -> tuple[MqttDevice, ...]:
@@ -1004,18 +1135,16 @@ class SiteConfig(_Frozen):
     def dlt645_devices(self) -> tuple[Dlt645Device, ...]:
         return tuple(d for d in self.devices if isinstance(d, Dlt645Device))
 
-    def device(self, device_id: str) -> ModbusTcpDevice | MqttDevice | Dlt645Device:
+    def device(self, device_id: str) -> AnyDevice:
         for d in self.devices:
             if d.id == device_id:
                 return d
         raise KeyError(f"no device {device_id!r} in the site config")
 
-    def devices_with_role(
-        self, role: DeviceRole
-    ) -> tuple[ModbusTcpDevice | MqttDevice | Dlt645Device, ...]:
+    def devices_with_role(self, role: DeviceRole) -> tuple[AnyDevice, ...]:
         return tuple(d for d in self.devices if d.role is role)
 
-    def profile_of(self, device: ModbusTcpDevice) -> DeviceProfile:
+    def profile_of(self, device: ModbusDevice) -> DeviceProfile:
         return device.load_profile(self.base_dir)
 
     def line_ids(self) -> tuple[str, ...]:

@@ -25,7 +25,13 @@ from zerocarbon.api.telemetry import (
     Readiness,
     SpoolState,
 )
-from zerocarbon.config import Dlt645Device, ModbusTcpDevice, MqttDevice
+from zerocarbon.config import (
+    Dlt645Device,
+    ModbusDevice,
+    ModbusRtuDevice,
+    ModbusTcpDevice,
+    MqttDevice,
+)
 from zerocarbon.ingest.dlt645.collector import DeviceStats as Dlt645Stats
 from zerocarbon.ingest.modbus.collector import LATENCY_EWMA_ALPHA, DeviceStats
 from zerocarbon.ingest.mqtt.collector import ONLINE_INTERVALS, MqttDeviceStats
@@ -109,7 +115,7 @@ class GatewayTelemetry:
         if device is None:
             return None
         now_s = center.clock.now_s()
-        if isinstance(device, ModbusTcpDevice):
+        if isinstance(device, ModbusTcpDevice | ModbusRtuDevice):
             return _modbus_health(device, _modbus_stats(center, device_id), now_s)
         if isinstance(device, Dlt645Device):
             return _dlt645_health(device, _dlt645_stats(center, device_id))
@@ -136,11 +142,11 @@ def _seen(last_seen_s: float | None, now_s: float) -> tuple[datetime | None, flo
     return datetime.fromtimestamp(last_seen_s, UTC), max(0.0, now_s - last_seen_s)
 
 
-def _modbus_health(device: ModbusTcpDevice, s: DeviceStats, now_s: float) -> DeviceHealth:
+def _modbus_health(device: ModbusDevice, s: DeviceStats, now_s: float) -> DeviceHealth:
     last_seen, age_s = _seen(s.last_seen_s, now_s)
     return DeviceHealth(
         device=device.id,
-        protocol="modbus_tcp",
+        protocol=device.protocol,
         online=s.available,
         last_seen=last_seen,
         age_s=age_s,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 # Tags of discriminated unions (device protocols): they add nothing to a path for a user.
-_UNION_TAGS = frozenset({"modbus_tcp", "mqtt", "dlt645"})
+_UNION_TAGS = frozenset({"modbus_tcp", "modbus_rtu", "mqtt", "dlt645"})
 
 
 def format_validation_errors(source: str, exc: ValidationError) -> str:

@@ -68,7 +68,9 @@ class DeviceHealth(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     device: str = Field(description="The device id of the site file")
-    protocol: Literal["modbus_tcp", "mqtt", "dlt645"] = Field(description="How it is collected")
+    protocol: Literal["modbus_tcp", "modbus_rtu", "mqtt", "dlt645"] = Field(
+        description="How it is collected"
+    )
     online: bool = Field(
         description="Modbus: the last poll read every register block; MQTT: a message "
         "with readings came within offline_after_s"

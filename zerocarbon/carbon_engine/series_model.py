@@ -18,7 +18,15 @@ from numpy.typing import NDArray
 
 from zerocarbon.batch import SeriesRegistry
 from zerocarbon.carbon_engine.stream import COUNTER, IGNORED, POWER
-from zerocarbon.config import DeviceRole, Dlt645Device, ModbusTcpDevice, MqttDevice, SiteConfig
+from zerocarbon.config import (
+    AnyDevice,
+    DeviceRole,
+    Dlt645Device,
+    ModbusRtuDevice,
+    ModbusTcpDevice,
+    MqttDevice,
+    SiteConfig,
+)
 from zerocarbon.metering.metrics import METRICS_BY_NAME, MetricKind
 from zerocarbon.metering.registers import counter_wrap
 
@@ -28,7 +36,7 @@ RATED_MARGIN = 1.5  # plausible power = this x rated power
 MIN_GAP_S = 30.0  # smallest gap threshold [s]
 GAP_INTERVALS = 3.0  # a gap: silence longer than this many poll/publish intervals
 
-Device = ModbusTcpDevice | MqttDevice | Dlt645Device
+Device = AnyDevice
 DLT645_ENERGY_WRAP_KWH = 1_000_000.0  # DL/T 645-2007 energy format XXXXXX.XX kWh [kWh]
 
 
@@ -80,7 +88,7 @@ _COUNTER_FLOWS: dict[tuple[DeviceRole, str], Flow] = {
 def device_metrics(site: SiteConfig, device: Device) -> dict[str, float]:
     """Metrics a device reports -> register wrap value of each (0: never wraps)."""
     out: dict[str, float] = {}
-    if isinstance(device, ModbusTcpDevice):
+    if isinstance(device, ModbusTcpDevice | ModbusRtuDevice):
         for p in site.profile_of(device).metric_points:
             assert p.metric is not None
             out[p.metric] = counter_wrap(p.type, p.scale) if p.scale_factor is None else 0.0

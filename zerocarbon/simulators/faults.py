@@ -90,6 +90,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from zerocarbon.config import (
+    AnyDevice,
     BackwardStepFault,
     Dlt645Device,
     MalformedFault,
@@ -253,7 +254,7 @@ def _window(start_s: float, offset_s: float, duration_s: float | None) -> _Windo
     return _Window(begin, math.inf if duration_s is None else begin + duration_s)
 
 
-_AnyDevice = ModbusTcpDevice | MqttDevice | Dlt645Device
+_AnyDevice = AnyDevice
 
 
 def _exposed_metrics(site: SiteConfig, device: _AnyDevice) -> list[str]:

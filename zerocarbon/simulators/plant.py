@@ -23,7 +23,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from zerocarbon.config import DeviceRole, Dlt645Device, ModbusTcpDevice, MqttDevice, SiteConfig
+from zerocarbon.config import (
+    AnyDevice,
+    DeviceRole,
+    Dlt645Device,
+    ModbusRtuDevice,
+    ModbusTcpDevice,
+    MqttDevice,
+    SiteConfig,
+)
 from zerocarbon.metering.metrics import METRICS_BY_NAME, MetricKind
 from zerocarbon.simulators.battery import (
     DEFAULT_BATTERY_RATED_POWER_KW,
@@ -88,9 +96,7 @@ class PlantPower:
         return sum(self.battery_kw.values())
 
 
-def _exposed_metrics(
-    site: SiteConfig, device: ModbusTcpDevice | MqttDevice | Dlt645Device
-) -> tuple[str, ...]:
+def _exposed_metrics(site: SiteConfig, device: AnyDevice) -> tuple[str, ...]:
     if isinstance(device, MqttDevice):
         names = [device.field_metric(key) for key in device.fields]
     elif isinstance(device, Dlt645Device):
@@ -196,7 +202,7 @@ class PlantModel:
         rng = seeded_rng(self.site.simulation.seed, "counter", device_id, metric)
         magnitude = _COUNTER_MAGNITUDES.get((device.role, metric), _DEFAULT_COUNTER_MAGNITUDE)
         value = magnitude * rng.uniform(0.8, 1.25)
-        if isinstance(device, ModbusTcpDevice):
+        if isinstance(device, ModbusTcpDevice | ModbusRtuDevice):
             bank = RegisterBank(self.site.profile_of(device))
             for point in bank.profile.metric_points:
                 if point.metric == metric:

@@ -26,7 +26,13 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from zerocarbon.config import Dlt645Device, ModbusTcpDevice, SiteConfig, StorageConfig
+from zerocarbon.config import (
+    Dlt645Device,
+    ModbusRtuDevice,
+    ModbusTcpDevice,
+    SiteConfig,
+    StorageConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +116,7 @@ def expected_rows_per_day(site: SiteConfig) -> float:
     polls (or publishes) per day; Modbus devices count their profile's metric points."""
     total = 0.0
     for device in site.devices:
-        if isinstance(device, ModbusTcpDevice):
+        if isinstance(device, ModbusTcpDevice | ModbusRtuDevice):
             profile = site.profile_of(device)
             metrics = sum(1 for p in profile.points if p.metric is not None)
             total += metrics * 86_400.0 / device.poll_interval_s
