@@ -365,5 +365,84 @@ def db_status(site: SiteOption) -> None:
     _db_command(site, upgrade=False)
 
 
+devices_app = typer.Typer(
+    help="Devices on the network: find them and describe their register maps.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.command("scan")
+def devices_scan(
+    host: Annotated[
+        str, typer.Option("--host", help="Modbus TCP device or gateway to scan (name or IP).")
+    ],
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Its TCP port.")] = 502,
+    units: Annotated[
+        str,
+        typer.Option("--units", help="Unit ids to probe: a list of ids and ranges, e.g. 1-10,255."),
+    ] = "1-247",
+    timeout_s: Annotated[
+        float,
+        typer.Option("--timeout-s", min=0.01, max=60, help="Wait for one answer [s]."),
+    ] = 0.5,
+    connections: Annotated[
+        int,
+        typer.Option(
+            "--connections", min=1, max=16, help="Connections probing at once (1: one client)."
+        ),
+    ] = 4,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir",
+            file_okay=False,
+            help="Write the profiles found to this folder; print only the [[devices]] entries.",
+        ),
+    ] = None,
+) -> None:
+    """Find the unit ids that answer on a Modbus TCP endpoint and their SunSpec models.
+
+    Prints a profile for each SunSpec device and [[devices]] entries to paste into the
+    site file (a unit without SunSpec gets the bundled profile its registers fit, if
+    any); progress goes to stderr. A unit answers with anything but silence or a
+    gateway's "no target" exception.
+    """
+    from zerocarbon.devices_scan import ScanError, parse_unit_ids, render, scan
+
+    try:
+        unit_ids = parse_unit_ids(units)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--units") from None
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("zerocarbon.ingest.modbus").setLevel(logging.ERROR)
+
+    def progress(line: str) -> None:
+        typer.echo(line, err=True)
+
+    try:
+        report = asyncio.run(
+            scan(
+                host,
+                port,
+                unit_ids,
+                timeout_s=timeout_s,
+                connections=connections,
+                progress=progress,
+            )
+        )
+    except ScanError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    rendered = render(report, out_dir)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for path, text in rendered.files.items():
+        path.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {path}", err=True)
+    typer.echo(rendered.text, nl=False)
+
+
 def main() -> None:
     app()

@@ -344,6 +344,17 @@ async def read_common(read: ReadHolding, header: ModelHeader) -> CommonInfo | No
     return CommonInfo(text["Mn"], text["Md"], text["SN"])
 
 
+def _common_body(common: CommonInfo) -> list[int]:
+    """The 66 registers after model 1's header: Mn, Md, Opt, Vr, SN strings, DA 1, pad."""
+    body = [0] * MODELS[COMMON_MODEL_ID].length
+    values = {"Mn": common.manufacturer, "Md": common.model, "SN": common.serial}
+    for name, offset, count in COMMON_STRINGS:
+        start = offset - HEADER_REGISTERS
+        body[start : start + count] = encode_string(values[name], count)
+    body[66 - HEADER_REGISTERS] = 1  # DA: device address
+    return body
+
+
 def _prefixes(models: Sequence[ModelHeader]) -> list[str]:
     """Point name prefix per model: ``m103_``; ``m802_2_`` for a second model 802."""
     seen: dict[int, int] = {}
@@ -398,10 +409,9 @@ def build_profile(
         if definition is None:
             continue
         if header.model_id == COMMON_MODEL_ID and serve_common and common is not None:
-            for key, offset, count in COMMON_STRINGS:
-                value = {"Mn": common.manufacturer, "Md": common.model, "SN": common.serial}[key]
-                words = encode_string(value, count)
-                static.append({"address": header.address + offset, "registers": words})
+            static.append(
+                {"address": header.address + HEADER_REGISTERS, "registers": _common_body(common)}
+            )
         for point in definition.points:
             entry = _point_dict(
                 point,
