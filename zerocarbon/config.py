@@ -638,7 +638,9 @@ class MqttDevice(_DeviceBase):
     """
 
     protocol: Literal["mqtt"]
-    topic: str | None = None  # topic filter of its messages: exact, or with +, # or {device}
+    # topic filter of its messages: exact, or with +, # or {device}; "" when its rules,
+    # preset or Sparkplug B source give the topics
+    topic: str = ""
     fields: dict[str, str | MqttField] = Field(default_factory=dict)  # JSON key -> metric
     rules: tuple[MqttRule, ...] = ()  # values by JSON path (or Sparkplug name)
     preset: Literal["tasmota", "shelly", "shelly_pro3em"] | None = None
@@ -671,7 +673,7 @@ class MqttDevice(_DeviceBase):
     @field_validator("topic", "prefix")
     @classmethod
     def _topic_filter(cls, value: str | None) -> str | None:
-        return None if value is None else check_topic_filter(value)
+        return value if not value else check_topic_filter(value)
 
     @field_validator("fields")
     @classmethod
@@ -704,10 +706,10 @@ class MqttDevice(_DeviceBase):
     def _one_form(self) -> MqttDevice:
         if self.prefix is not None and self.preset is None:
             raise ValueError("prefix: only a device with a `preset` takes one")
-        if self.preset is not None and (self.rules or self.topic is not None):
+        if self.preset is not None and (self.rules or self.topic):
             raise ValueError("preset: a preset device takes `prefix`, not `topic` or `rules`")
         if self.sparkplug is not None:
-            if self.preset is not None or self.topic is not None:
+            if self.preset is not None or self.topic:
                 raise ValueError("sparkplug: a Sparkplug B device takes no `topic` or `preset`")
             if not self.rules:
                 raise ValueError("rules: a Sparkplug B device maps its metrics in [[rules]]")
@@ -722,7 +724,7 @@ class MqttDevice(_DeviceBase):
             for i, rule in enumerate(self.rules):
                 if rule.path is None or rule.name is not None:
                     raise ValueError(f"rules[{i}].path: a JSON rule gives a `path` (no `name`)")
-                if rule.topic is None and self.topic is None:
+                if rule.topic is None and not self.topic:
                     raise ValueError(f"rules[{i}].topic: no topic here nor the device's `topic`")
             if self.ts_field is not None:
                 try:
@@ -733,7 +735,7 @@ class MqttDevice(_DeviceBase):
         if self.preset is None:
             if not self.fields:
                 raise ValueError("fields: must map at least one JSON key to a metric")
-            if self.topic is None:
+            if not self.topic:
                 raise ValueError("topic: a device with `fields` needs its topic")
         return self
 
