@@ -3,6 +3,8 @@ real Modbus TCP: register bank -> our server -> pymodbus -> the collector's deco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
@@ -136,7 +138,7 @@ async def test_every_point_reads_back_through_the_simulator(name: str) -> None:
         client = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=2, retries=0)
         assert await client.connect()
         try:
-            words: dict[str, list[int]] = {}
+            words: dict[str, Sequence[int]] = {}
             for block in blocks:
                 read = (
                     client.read_input_registers
