@@ -4,8 +4,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
@@ -299,3 +300,199 @@ async def test_bad_and_unmapped_messages_are_logged_once_per_topic_per_interval(
     unmapped = [m for m in lines if "factory/nobody/meter" in m]
     assert len(unmapped) == 1 and "no device is mapped" in unmapped[0]
     assert collector.stats.bad_payloads == 6 and collector.stats.unknown_topics == 1
+
+
+# --- grouped acknowledgement, seen from the broker's side of the socket ------------------
+
+
+class ScriptedBroker:
+    """The server side of one MQTT 3.1.1 connection on a free loopback port, driven by
+    the test: it accepts the connection and subscriptions (CONNACK, SUBACK: OASIS MQTT
+    3.1.1 §3.2, §3.9), sends the PUBLISH packets it is given in one write (§3.3) and
+    records the id of every PUBACK (§3.4) in the order they come. :meth:`barrier`
+    sends a PINGREQ and waits for the PINGRESP that paho answers it with: paho queues
+    its packets in order, so a PUBACK queued before the PINGREQ came is in by then."""
+
+    def __init__(self) -> None:
+        self.pubacks: list[int] = []
+        self._writer: asyncio.StreamWriter | None = None
+        self._connected = asyncio.Event()
+        self._pong: asyncio.Event | None = None
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ScriptedBroker:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"mqtt://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                kind, body = await _read_packet(reader)
+                if kind == 0x10:  # CONNECT -> CONNACK, session not present, accepted
+                    writer.write(b"\x20\x02\x00\x00")
+                    self._connected.set()
+                elif kind == 0x80:  # SUBSCRIBE -> SUBACK granting QoS 1 to its one filter
+                    writer.write(b"\x90\x03" + body[:2] + b"\x01")
+                elif kind == 0x40:  # PUBACK
+                    self.pubacks.append(int.from_bytes(body[:2], "big"))
+                elif kind == 0xC0:  # the client's keep-alive PINGREQ
+                    writer.write(b"\xd0\x00")
+                elif kind == 0xD0 and self._pong is not None:  # PINGRESP to our PINGREQ
+                    self._pong.set()
+                elif kind == 0xE0:  # DISCONNECT
+                    return
+
+    def publish_all(self, messages: list[tuple[str, bytes, int]]) -> None:
+        """(topic, payload, packet id) of QoS 1 PUBLISH packets, in one write."""
+        assert self._writer is not None
+        self._writer.write(b"".join(_publish_packet(*m) for m in messages))
+
+    async def barrier(self) -> None:
+        assert self._writer is not None
+        self._pong = asyncio.Event()
+        self._writer.write(b"\xc0\x00")
+        await self._pong.wait()
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(packet type and flags, remaining bytes) of the next MQTT packet (§2.2)."""
+    kind = (await reader.readexactly(1))[0]
+    length, shift = 0, 0
+    while True:
+        byte = (await reader.readexactly(1))[0]
+        length += (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    return kind & 0xF0, await reader.readexactly(length)
+
+
+def _publish_packet(topic: str, payload: bytes, mid: int) -> bytes:
+    body = len(topic.encode()).to_bytes(2, "big") + topic.encode() + mid.to_bytes(2, "big")
+    body += payload
+    length = bytearray()
+    n = len(body)
+    while True:
+        n, byte = n >> 7, n & 0x7F
+        length.append(byte | (0x80 if n else 0))
+        if not n:
+            break
+    return b"\x32" + bytes(length) + body  # PUBLISH, QoS 1
+
+
+class GatedSink:
+    """A pipeline sink that holds each batch until released, or fails on it."""
+
+    name = "gated"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.batches: list[ReadingBatch] = []
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.returned = 0
+
+    async def write_batch(self, batch: ReadingBatch) -> None:
+        self.batches.append(batch)
+        self.entered.set()
+        if self.fail:
+            raise RuntimeError("spool full")
+        await self.release.wait()
+        self.returned += 1
+
+
+def _line_b_messages(values: list[float], mids: list[int]) -> list[tuple[str, bytes, int]]:
+    return [
+        ("factory/line_b/meter", json.dumps({"power_kw": v}).encode(), mid)
+        for v, mid in zip(values, mids, strict=True)
+    ]
+
+
+@contextlib.asynccontextmanager
+async def _collecting(
+    demo_site: SiteConfig, broker: ScriptedBroker, sink: GatedSink
+) -> AsyncIterator[tuple[MqttCollector, Pipeline]]:
+    """A QoS 1 collector on ``broker`` putting into a real pipeline with ``sink``."""
+    assert demo_site.mqtt is not None
+    registry = SeriesRegistry.for_site(demo_site)
+    pipeline = Pipeline([sink], flush_interval_s=60)  # acks wait: no lingering anyway
+    collector = MqttCollector(
+        demo_site.mqtt.model_copy(update={"qos": 1}),
+        demo_site.mqtt_devices,
+        SystemClock(),
+        pipeline.put,
+        registry,
+        url=broker.url,
+    )
+    tasks = [asyncio.create_task(collector.run()), asyncio.create_task(pipeline.run())]
+    try:
+        async with asyncio.timeout(10):
+            await collector.subscribed.wait()
+        yield collector, pipeline
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_messages_of_one_turn_are_one_put_acked_in_order_after_the_sink(
+    demo_site: SiteConfig,
+) -> None:
+    """200 QoS 1 messages in one write reach the pipeline as one batch; while the sink
+    holds it no PUBACK goes out; once it returns, every message id is acknowledged
+    exactly once, in the order the messages came (not sorted: ids drawn at random)."""
+    rng = random.Random(20261125)
+    mids = rng.sample(range(1, 65536), 200)
+    values = [float(i) for i in range(200)]
+    sink = GatedSink()
+    async with ScriptedBroker() as broker, _collecting(demo_site, broker, sink) as running:
+        collector, pipeline = running
+        broker.publish_all(_line_b_messages(values, mids))
+        async with asyncio.timeout(10):
+            await sink.entered.wait()
+            await broker.barrier()
+            assert broker.pubacks == [] and collector.stats.acked == 0  # sink holds them
+            sink.release.set()
+            while len(broker.pubacks) < len(mids):
+                await asyncio.sleep(0.01)
+            await broker.barrier()  # nothing more is on its way
+    assert broker.pubacks == mids
+    assert len(sink.batches) == 1 and sink.batches[0].value.tolist() == values
+    assert sink.returned == 1
+    assert collector.stats.acked == len(mids) and collector.stats.messages == len(mids)
+    assert pipeline.stats.acked == 1  # one ack call for the group
+
+
+async def test_a_group_a_sink_failed_on_is_not_acknowledged(demo_site: SiteConfig) -> None:
+    """A sink fails on the group's batch: none of its messages is acknowledged (the
+    broker redelivers them); a later message the sink takes is."""
+    sink = GatedSink(fail=True)
+    async with ScriptedBroker() as broker, _collecting(demo_site, broker, sink) as running:
+        collector, pipeline = running
+        broker.publish_all(_line_b_messages([1.0, 2.0, 3.0], [11, 12, 13]))
+        async with asyncio.timeout(10):
+            while pipeline.stats.unacked_after_failure < 1:
+                await asyncio.sleep(0.01)
+            await broker.barrier()
+            assert broker.pubacks == [] and collector.stats.acked == 0
+            sink.fail = False
+            sink.release.set()
+            broker.publish_all(_line_b_messages([4.0], [14]))
+            while not broker.pubacks:
+                await asyncio.sleep(0.01)
+            await broker.barrier()
+    assert broker.pubacks == [14]
+    assert pipeline.stats.unacked_after_failure == 1 and pipeline.stats.sink_failures == 1
+    assert [b.value.tolist() for b in sink.batches] == [[1.0, 2.0, 3.0], [4.0]]

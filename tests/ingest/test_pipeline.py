@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import UTC, datetime
 
 import numpy as np
@@ -115,3 +116,51 @@ async def test_sink_gets_one_batch_whose_arrays_are_the_concatenation_of_the_put
         np.testing.assert_array_equal(array, np.concatenate([getattr(b, column) for b in puts]))
     assert not any(isinstance(x, Reading) for x in vars(pipeline).values())
     assert pipeline.stats.readings_in == pipeline.stats.readings_out == 6
+
+
+class HoldingSink(RecordingSink):
+    """Records each batch, then holds it until released."""
+
+    def __init__(self, name: str, fail: bool = False) -> None:
+        super().__init__(name, fail)
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def write_batch(self, batch: ReadingBatch) -> None:
+        self.entered.set()
+        await self.release.wait()
+        await super().write_batch(batch)
+
+
+async def test_acks_are_called_in_put_order_once_every_sink_took_the_batch() -> None:
+    """Puts with acks (one an empty batch: a message without readings) are acked in put
+    order, each once, and none before the last sink returned."""
+    first, second = RecordingSink("spool"), HoldingSink("engine")
+    pipeline = Pipeline([first, second], batch_rows=10_000, flush_interval_s=60)
+    acked: list[int] = []
+    for k, n in enumerate((3, 0, 2, 4)):
+        await pipeline.put(_batch(n, start=10 * k), ack=functools.partial(acked.append, k))
+    task = asyncio.create_task(pipeline.run())
+    async with asyncio.timeout(5):
+        await second.entered.wait()
+    assert acked == [] and len(first.batches) == 1  # the spool has it, the engine not yet
+    second.release.set()
+    await pipeline.close()
+    async with asyncio.timeout(5):
+        await task
+    assert acked == [0, 1, 2, 3]
+    assert pipeline.stats.acked == 4 and pipeline.stats.unacked_after_failure == 0
+
+
+async def test_a_sink_failure_withholds_every_ack_of_its_batch() -> None:
+    broken, healthy = RecordingSink("spool", fail=True), RecordingSink("engine")
+    pipeline = Pipeline([broken, healthy], batch_rows=10_000, flush_interval_s=60)
+    acked: list[int] = []
+    for k in range(3):
+        await pipeline.put(_batch(2, start=2 * k), ack=functools.partial(acked.append, k))
+    await pipeline.close()
+    async with asyncio.timeout(5):
+        await pipeline.run()
+    assert acked == []
+    assert pipeline.stats.unacked_after_failure == 3 and pipeline.stats.acked == 0
+    assert healthy.values() == [float(i) for i in range(6)]  # the other sink still got it

@@ -230,6 +230,8 @@ class MqttCollector:
                         raise aiomqtt.MqttError("Disconnected during message iteration")
             finally:
                 lost.cancel()
+                if lost.done() and not lost.cancelled():
+                    lost.exception()  # seen: a stop that came after it is no error to report
 
     @staticmethod
     def _read_available(paho: mqtt.Client, inbox: _Inbox) -> None:
