@@ -30,13 +30,15 @@ from zerocarbon.carbon_engine.engine import CarbonEngine
 from zerocarbon.carbon_engine.factors import site_factor_errors
 from zerocarbon.carbon_service import CarbonService
 from zerocarbon.clock import Clock
-from zerocarbon.config import SiteConfig
+from zerocarbon.config import Dlt645Device, ModbusRtuDevice, SiteConfig
 from zerocarbon.ingest.admission import Admission
 from zerocarbon.ingest.dlt645.collector import Dlt645LinkCollector, Dlt645Meter
+from zerocarbon.ingest.dlt645.link import Dlt645Link, SerialPort, TcpGateway
 from zerocarbon.ingest.modbus.collector import ModbusLinkCollector, link_collectors
 from zerocarbon.ingest.mqtt.collector import MqttCollector, mqtt_collector
 from zerocarbon.ingest.pipeline import Pipeline
 from zerocarbon.ingest.reading import BatchSink
+from zerocarbon.ingest.serial_link import SerialSettings
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import create_schema, ensure_database, open_pool, register_site
 from zerocarbon.storage.device_events import DeviceEventLog
@@ -118,11 +120,17 @@ async def _ensure(server_url: str, name: str, recreate: bool) -> str:
         ) from exc
 
 
+def serial_settings(device: ModbusRtuDevice | Dlt645Device) -> SerialSettings:
+    """The line settings of a device on a serial port."""
+    return SerialSettings(device.baudrate, device.bytesize, device.parity, device.stopbits)
+
+
 def dlt645_collectors(
     site: SiteConfig, clock: Clock, sink: BatchSink, registry: SeriesRegistry
 ) -> list[Dlt645LinkCollector]:
-    """One collector per DL/T 645 gateway (``host:port``), its meters in site order."""
-    links: dict[tuple[str, int], list[Dlt645Meter]] = {}
+    """One collector per DL/T 645 line (gateway ``host:port`` or serial port), its meters
+    in site order."""
+    links: dict[Dlt645Link, list[Dlt645Meter]] = {}
     for d in site.dlt645_devices:
         meter = Dlt645Meter(
             device_id=d.id,
@@ -131,10 +139,14 @@ def dlt645_collectors(
             timeout_s=d.timeout_s,
             identifiers=d.data_ids(),
         )
-        links.setdefault(d.endpoint, []).append(meter)
+        link: Dlt645Link
+        if d.serial_port is not None:
+            link = SerialPort(d.serial_port, serial_settings(d))
+        else:
+            link = TcpGateway(*d.endpoint)
+        links.setdefault(link, []).append(meter)
     return [
-        Dlt645LinkCollector(host, port, meters, clock, sink, registry)
-        for (host, port), meters in links.items()
+        Dlt645LinkCollector(link, meters, clock, sink, registry) for link, meters in links.items()
     ]
 
 

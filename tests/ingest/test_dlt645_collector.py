@@ -19,6 +19,7 @@ from zerocarbon.ingest.dlt645.frame import (
     encode_read_request,
     parse_frame,
 )
+from zerocarbon.ingest.dlt645.link import TcpGateway
 from zerocarbon.metering.dlt645 import DEFAULT_IDENTIFIERS, METRIC_OF_IDENTIFIER
 from zerocarbon.metering.metrics import METRICS_BY_NAME
 from zerocarbon.netutil import free_tcp_port
@@ -86,8 +87,7 @@ async def running(
     received = Received()
     port = server.port if server is not None else free_tcp_port()
     collector = Dlt645LinkCollector(
-        "127.0.0.1",
-        port,
+        TcpGateway("127.0.0.1", port),
         meters,
         clock or ScaledClock(START, speed=50.0),  # 1 s polls every 20 ms
         sink or received,  # type: ignore[arg-type]
@@ -305,8 +305,7 @@ def test_meter_config_errors_name_the_field(kw: dict[str, object], message: str)
 def test_unknown_device_is_named() -> None:
     with pytest.raises(UnknownSeriesError, match="nowhere"):
         Dlt645LinkCollector(
-            "127.0.0.1",
-            1,
+            TcpGateway("127.0.0.1", 1),
             [_meter("nowhere", GRID)],
             ManualClock(START),
             Received(),  # type: ignore[arg-type]

@@ -1,7 +1,9 @@
-"""DL/T 645-2007 collector: the meters behind one transparent serial gateway.
+"""DL/T 645-2007 collector: the meters on one RS-485 line.
 
-A transparent gateway passes DL/T 645-2007 frames between a TCP connection and an
-RS-485 line, which carries one exchange at a time: requests on a link go in sequence,
+The line is reached through a transparent gateway, which passes DL/T 645-2007 frames
+between a TCP connection and the line, or on a local serial port
+(:mod:`zerocarbon.ingest.dlt645.link`). A line carries one exchange at a time: requests
+on a link go in sequence,
 one read-data request (C = 0x11) per data identifier, each answered before the next is
 sent. Links run in parallel (one collector each).
 
@@ -12,7 +14,8 @@ poll reads the meter's identifiers and hands their values to ``sink`` as one
 exchange. A failure is typed (:class:`FailureKind`), counted and marks the meter
 unavailable; it is never fatal. A request that times out or gets a corrupt frame is
 sent again up to ``retries`` times; a refused connection is tried again after a
-back-off that doubles from ``reconnect_min_s`` to ``reconnect_max_s``.
+back-off that doubles from ``reconnect_min_s`` to ``reconnect_max_s`` (a serial port
+that is missing or busy is treated the same way).
 
 Timeouts are real seconds (the line does not run faster with a simulated clock);
 intervals and back-off are the clock's seconds.
@@ -40,6 +43,7 @@ from zerocarbon.ingest.dlt645.frame import (
     encode_read_request,
     parse_frame,
 )
+from zerocarbon.ingest.dlt645.link import Dlt645Link
 from zerocarbon.ingest.reading import BatchSink
 from zerocarbon.metering.dlt645 import DEFAULT_IDENTIFIERS, metric_of
 from zerocarbon.tasks import raise_if_cancelling
@@ -144,7 +148,7 @@ class _PolledMeter:
 
 
 class Dlt645LinkCollector:
-    """Polls every meter behind one TCP endpoint; hands each poll's readings to
+    """Polls every meter on one line (gateway or serial port); hands each poll's readings to
     ``sink`` as one :class:`~zerocarbon.batch.ReadingBatch`.
 
     Series ids are resolved in ``registry`` here, once; a device the registry lacks
@@ -152,8 +156,8 @@ class Dlt645LinkCollector:
 
     Parameters
     ----------
-    host, port : str, int
-        The gateway's TCP endpoint.
+    link : TcpGateway or SerialPort
+        How the line is reached.
     meters : sequence of Dlt645Meter
         The meters on its line (device ids unique).
     clock : Clock
@@ -170,8 +174,7 @@ class Dlt645LinkCollector:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        link: Dlt645Link,
         meters: Sequence[Dlt645Meter],
         clock: Clock,
         sink: BatchSink,
@@ -182,10 +185,10 @@ class Dlt645LinkCollector:
         reconnect_max_s: float = 60.0,
     ) -> None:
         if not meters:
-            raise ValueError(f"DL/T 645 link {host}:{port} has no meters")
+            raise ValueError(f"DL/T 645 link {link.name} has no meters")
         ids = [m.device_id for m in meters]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"DL/T 645 link {host}:{port}: device ids repeat: {ids}")
+            raise ValueError(f"DL/T 645 link {link.name}: device ids repeat: {ids}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         if not 0 < reconnect_min_s <= reconnect_max_s:
@@ -193,8 +196,7 @@ class Dlt645LinkCollector:
                 f"need 0 < reconnect_min_s <= reconnect_max_s, got "
                 f"{reconnect_min_s} and {reconnect_max_s}"
             )
-        self.host = host
-        self.port = port
+        self.link = link
         self._clock = clock
         self._sink = sink
         self._builder = BatchBuilder(registry)
@@ -221,7 +223,7 @@ class Dlt645LinkCollector:
 
     @property
     def name(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.link.name
 
     def stats(self) -> dict[str, DeviceStats]:
         return {m.config.device_id: m.stats for m in self.meters}
@@ -263,7 +265,7 @@ class Dlt645LinkCollector:
             )
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                self._reader, self._writer = await self.link.open()
         except (OSError, TimeoutError) as exc:
             self.connect_failures += 1
             self._next_connect_s = self._clock.now_s() + self._backoff_s
