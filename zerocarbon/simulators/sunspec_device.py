@@ -36,6 +36,10 @@ DEFAULT_SF_EXPONENTS: dict[str, int] = {
     "SoH_SF": 0,
 }
 
+# Fill every unmapped run between two served registers (the widest gap in a map of the
+# models above is well below a read's 125 registers).
+WHOLE_MAP_GAP = 125
+
 DEFAULT_COMMON = CommonInfo("zerocarbon", "SunSpec simulator", "SIM-0001")
 
 
@@ -68,9 +72,12 @@ def sunspec_register_bank(
     values: Mapping[str, float] | None = None,
 ) -> RegisterBank:
     """A register bank of a SunSpec device (see :func:`sunspec_device_profile`),
-    holding ``values`` (metric name -> value) if given."""
+    holding ``values`` (metric name -> value) if given. Like a real device it serves
+    every register from the marker to the end model (the points it does not model
+    read 0), so block reads across a model's unused points succeed."""
     bank = RegisterBank(
-        sunspec_device_profile(model_ids, base_address=base_address, mppt_modules=mppt_modules)
+        sunspec_device_profile(model_ids, base_address=base_address, mppt_modules=mppt_modules),
+        gap_fill_registers=WHOLE_MAP_GAP,
     )
     if values:
         bank.update(values)
