@@ -1,7 +1,10 @@
 """MQTT collector: one subscriber for the site's MQTT devices (aiomqtt over paho).
 
-Subscribes to each device's topic, turns each JSON payload into readings and hands them
-to the pipeline. A bad payload is logged (naming device and topic) and counted; it
+Subscribes to the topic filters of the site's mapping rules
+(:class:`~zerocarbon.ingest.mqtt.mapping.MqttMapping`: exact topics, patterns, presets,
+Sparkplug B edge nodes), turns each message into readings and hands them to the
+pipeline; Sparkplug B rebirth requests are published, death certificates take devices
+offline. A bad payload is logged (naming device and topic) and counted; it
 never stops the collector. A lost broker connection is retried with backoff and counted.
 
 Messages are taken in groups, one group per event-loop turn: paho's ``on_message``
@@ -40,7 +43,7 @@ import paho.mqtt.client as mqtt
 from zerocarbon.batch import BatchBuilder, ReadingBatch, SeriesRegistry
 from zerocarbon.clock import Clock
 from zerocarbon.config import MqttConfig, MqttDevice, SiteConfig
-from zerocarbon.ingest.mqtt.payload import PayloadError, field_series, parse_payload
+from zerocarbon.ingest.mqtt.mapping import MqttMapping
 from zerocarbon.ingest.reading import Ack, BatchSink
 from zerocarbon.tasks import raise_if_cancelling
 
@@ -148,12 +151,11 @@ class MqttCollector:
         url: str | None = None,
         max_backoff_s: float = 10.0,
         timeout_s: float = 10.0,
+        site_timezone: str = "UTC",
     ) -> None:
         self._config = config if url is None else config.model_copy(update={"url": url})
-        # devices on one exact topic each (those mapped by rules, presets or Sparkplug B
-        # have no ``topic`` and are not collected here)
-        self._by_topic = {d.topic: d for d in devices if d.topic is not None}
-        self._series = {topic: field_series(d, registry) for topic, d in self._by_topic.items()}
+        self.mapping = MqttMapping(devices, registry, site_timezone=site_timezone)
+        self._outgoing: list[tuple[str, bytes]] = []  # Sparkplug B rebirth requests to send
         self._builder = BatchBuilder(registry)
         self._clock = clock
         self._sink = sink
@@ -208,14 +210,16 @@ class MqttCollector:
         async with client:
             self.stats.connections += 1
             self.stats.connected = True
-            for topic in self._by_topic:
+            for topic in self.mapping.subscriptions:
                 await client.subscribe(topic, qos=cfg.qos)
             # aiomqtt's message iterator gets no message now: it ends only when the
             # connection is lost, raising the MqttError that says why
             lost = asyncio.ensure_future(anext(client.messages))
             lost.add_done_callback(lambda _: inbox.close())
             self.subscribed.set()
-            log.info("MQTT: subscribed to %d topics on %s", len(self._by_topic), cfg.url)
+            log.info(
+                "MQTT: subscribed to %d topics on %s", len(self.mapping.subscriptions), cfg.url
+            )
             try:
                 while True:
                     await inbox.wait()
@@ -225,6 +229,9 @@ class MqttCollector:
                         batch, mids = self._decode_group(messages, manual)
                         await self._sink(batch, self._acker(paho, mids) if mids else None)
                         raise_if_cancelling()
+                        outgoing, self._outgoing = self._outgoing, []
+                        for topic, payload in outgoing:  # QoS 0, as Sparkplug B's NCMD
+                            await client.publish(topic, payload, qos=0)
                     elif lost.done():
                         lost.result()  # raises the MqttError of the lost connection
                         raise aiomqtt.MqttError("Disconnected during message iteration")
@@ -280,38 +287,33 @@ class MqttCollector:
         group's readings so far), count them and its problems. Appends nothing for a
         message without readings; never raises for a bad message."""
         self.stats.messages += 1
-        device = self._by_topic.get(topic)
-        if device is None:
-            self.stats.unknown_topics += 1
-            self._log_limited(
-                topic, f"topic {topic!r}: no device is mapped to it", self.stats.unknown_topics
-            )
-            return
-        dstats = self.device_stats[device.id]
-        dstats.messages += 1
         arrival_s = self._clock.now_s()
-        arrival_us = round(arrival_s * 1_000_000)
         rows_before = len(self._builder)
         try:
-            count, problems = parse_payload(
-                device, payload, arrival_us, self._series[topic], self._builder
+            outcome = self.mapping.decode(
+                topic, payload, round(arrival_s * 1_000_000), self._builder
             )
-        except PayloadError as exc:
-            self._bad(str(exc), dstats, topic)
-            return
-        except Exception as exc:  # a parser bug must cost one message, not the collector
+        except Exception as exc:  # a decoder bug must cost one message, not the collector
             self._discard_rows_from(rows_before)  # anything half-appended
-            log.exception("device %r topic %r: payload not parsed", device.id, topic)
-            self._bad(
-                f"device {device.id!r} topic {topic!r}: {type(exc).__name__}: {exc}", dstats, topic
-            )
+            log.exception("topic %r: payload not decoded", topic)
+            self.stats.bad_payloads += 1
+            self._log_limited(topic, f"topic {topic!r}: {type(exc).__name__}: {exc}", 1)
             return
-        for problem in problems:
-            self._bad(problem, dstats, topic)
-        self.stats.readings += count
-        dstats.readings += count
-        if count:
-            dstats.last_seen_s = arrival_s
+        if outcome.unmapped is not None:
+            self.stats.unknown_topics += 1
+            self._log_limited(topic, outcome.unmapped, self.stats.unknown_topics)
+        for result in outcome.devices:
+            dstats = self.device_stats[result.device_id]
+            dstats.messages += 1
+            for problem in result.problems:
+                self._bad(problem, dstats, topic)
+            self.stats.readings += result.readings
+            dstats.readings += result.readings
+            if result.readings:
+                dstats.last_seen_s = arrival_s
+        for device_id in outcome.offline:  # a Sparkplug B death certificate
+            self.device_stats[device_id].last_seen_s = None
+        self._outgoing.extend(outcome.publish)
 
     def _discard_rows_from(self, start: int) -> None:
         """Drop the builder's rows from index ``start`` on, keeping those before it."""
@@ -359,4 +361,12 @@ def mqtt_collector(
     """The site's MQTT collector, or None when it has no MQTT devices."""
     if site.mqtt is None or not site.mqtt_devices:
         return None
-    return MqttCollector(site.mqtt, site.mqtt_devices, clock, sink, registry, url=url)
+    return MqttCollector(
+        site.mqtt,
+        site.mqtt_devices,
+        clock,
+        sink,
+        registry,
+        url=url,
+        site_timezone=site.site.timezone,
+    )
