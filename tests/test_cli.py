@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -10,6 +15,11 @@ from typer.testing import CliRunner
 
 from zerocarbon import __version__
 from zerocarbon.cli import app
+from zerocarbon.config import ModbusTcpDevice
+from zerocarbon.metering.profile import load_profile, parse_profile
+from zerocarbon.simulators.modbus_server import ModbusTcpServer
+from zerocarbon.simulators.register_bank import RegisterBank
+from zerocarbon.simulators.sunspec_device import sunspec_register_bank
 
 from .conftest import DEMO_SITE
 
@@ -73,3 +83,82 @@ def test_run_with_an_unreachable_database_says_so(monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 1
     assert "cannot use the database" in result.output
     assert "secret" not in result.output  # the password is not printed
+
+
+@contextmanager
+def _gateway_in_thread(units: dict[int, RegisterBank]) -> Iterator[int]:
+    """A simulated Modbus TCP gateway on its own event loop (the command runs its own);
+    yields its port."""
+    ready = threading.Event()
+    stop: list[asyncio.Event] = []
+    port: list[int] = []
+
+    async def serve() -> None:
+        stop.append(asyncio.Event())
+        async with ModbusTcpServer("127.0.0.1", 0, units) as server:
+            port.append(server.port)
+            ready.set()
+            await stop[0].wait()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(10), "the gateway did not start"
+    try:
+        yield port[0]
+    finally:
+        loop.call_soon_threadsafe(stop[0].set)
+        thread.join(10)
+        loop.close()
+
+
+def test_devices_scan_end_to_end(tmp_path: Path) -> None:
+    """Two units behind one gateway, one SunSpec and one SDM630: the printed profile
+    parses back as a valid profile, the [[devices]] entries as site devices."""
+    units = {
+        3: sunspec_register_bank([1, 103, 160, 802]),
+        7: RegisterBank(load_profile("eastron_sdm630")),
+    }
+    with _gateway_in_thread(units) as port:
+        args = ["devices", "scan", "--host", "127.0.0.1", "--port", str(port)]
+        printed = runner.invoke(app, [*args, "--units", "1-10", "--timeout-s", "0.3"])
+        written = runner.invoke(app, [*args, "--units", "3,7", "--out-dir", str(tmp_path)])
+    assert printed.exit_code == 0, printed.output
+    assert "probed 10/10 unit ids, 2 answer" in printed.stderr
+    sections = printed.stdout.split("\n# ---- ")
+    profile_section = next(s for s in sections if s.startswith("profile file "))
+    name = profile_section.split()[2].removesuffix(".toml")
+    profile = parse_profile(tomllib.loads(profile_section.split("\n", 1)[1]), "printed")
+    assert profile.profile.name == name == f"sunspec_127_0_0_1_{port}_u3"
+    assert {p.metric for p in profile.metric_points} == {
+        "voltage_v", "active_power_kw", "frequency_hz", "energy_generated_kwh",
+        "state_of_charge_pct",
+    }  # fmt: skip
+    entries_section = next(s for s in sections if s.startswith("[[devices]] entries"))
+    entries = tomllib.loads(entries_section.split("\n", 1)[1])["devices"]
+    assert [(e["device_id"], e["profile"]) for e in entries] == [
+        (3, f"{name}.toml"),
+        (7, "eastron_sdm630"),
+    ]
+    (tmp_path / f"{name}.toml").write_text(profile_section.split("\n", 1)[1])
+    devices = [ModbusTcpDevice.model_validate(e, context={"base_dir": tmp_path}) for e in entries]
+    assert devices[0].load_profile(tmp_path) == profile
+
+    assert written.exit_code == 0, written.output
+    files = sorted(tmp_path.glob("*.toml"))
+    assert [f.name for f in files] == [f"{name}.toml"]
+    assert load_profile(str(files[0])) == profile  # same file content as printed
+    written_entries = tomllib.loads(written.stdout)["devices"]
+    assert written_entries[0]["profile"] == str(files[0].resolve())
+
+
+def test_devices_scan_errors_name_the_problem() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens once closed
+    result = runner.invoke(app, ["devices", "scan", "--host", "127.0.0.1", "--port", str(port)])
+    assert result.exit_code == 1
+    assert f"error: cannot reach 127.0.0.1:{port}" in result.stderr
+    result = runner.invoke(app, ["devices", "scan", "--host", "x", "--units", "1-300"])
+    assert result.exit_code == 2
+    assert "'1-300' is not within 0..255" in result.output
