@@ -42,6 +42,7 @@ stays implausible is refused, counted in ``torn_reads`` and reported as a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -247,7 +248,7 @@ class ModbusLinkScheduler:
         self.connect_failures = 0
         self.gap_waits = 0  # requests that waited for request_gap_s
         self.link_resets = 0  # connections closed after LINK_SILENT_TIMEOUTS
-        self._connect_lock = asyncio.Lock()
+        self._connecting: asyncio.Future[None] | None = None
         self._gap_lock = asyncio.Lock()
         self._next_send_s = now
         self._backoff_s = reconnect_min_s
@@ -276,6 +277,10 @@ class ModbusLinkScheduler:
                     for device in self.devices:
                         group.create_task(self._device_loop(device))
         finally:
+            if self._connecting is not None:
+                self._connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ModbusLinkDown):
+                    await self._connecting
             await self._transport.close()
 
     async def _device_loop(self, device: _PolledDevice) -> None:
@@ -302,28 +307,38 @@ class ModbusLinkScheduler:
 
     async def _ensure_connected(self) -> None:
         """Connect unless connected; :class:`ModbusLinkDown` when it fails or while the
-        back-off after a failed attempt runs."""
+        back-off after a failed attempt runs. Polls that need the link while it is
+        being opened wait for that one attempt (and share its outcome)."""
         if self._transport.connected:
             return
-        async with self._connect_lock:
-            if self._transport.connected:
-                return
-            now = self._clock.now_s()
-            if now < self._next_connect_s:
-                raise ModbusLinkDown(
-                    f"{self._last_connect_error}; next attempt in "
-                    f"{self._next_connect_s - now:.1f} s"
-                )
-            try:
-                await self._transport.connect()
-            except ModbusLinkDown as exc:
-                self.connect_failures += 1
-                self._last_connect_error = str(exc)
-                self._next_connect_s = self._clock.now_s() + self._backoff_s
-                self._backoff_s = min(2 * self._backoff_s, self.reconnect_max_s)
-                raise
-            self._backoff_s = self.reconnect_min_s
-            self._silent_timeouts = 0
+        attempt = self._connecting
+        if attempt is None:
+            attempt = self._connecting = asyncio.ensure_future(self._connect())
+            attempt.add_done_callback(self._connect_done)
+        await asyncio.shield(attempt)
+
+    def _connect_done(self, attempt: asyncio.Future[None]) -> None:
+        if self._connecting is attempt:
+            self._connecting = None
+        if not attempt.cancelled():
+            attempt.exception()  # retrieved: every waiter has seen it
+
+    async def _connect(self) -> None:
+        now = self._clock.now_s()
+        if now < self._next_connect_s:
+            raise ModbusLinkDown(
+                f"{self._last_connect_error}; next attempt in {self._next_connect_s - now:.1f} s"
+            )
+        try:
+            await self._transport.connect()
+        except ModbusLinkDown as exc:
+            self.connect_failures += 1
+            self._last_connect_error = str(exc)
+            self._next_connect_s = self._clock.now_s() + self._backoff_s
+            self._backoff_s = min(2 * self._backoff_s, self.reconnect_max_s)
+            raise
+        self._backoff_s = self.reconnect_min_s
+        self._silent_timeouts = 0
 
     async def _request(self, device: _PolledDevice, block: ReadBlock) -> list[int]:
         """One request, paced by ``request_gap_s``; counts link silence."""

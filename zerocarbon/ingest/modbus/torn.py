@@ -23,9 +23,11 @@ that point (``last``, read ``elapsed_s`` seconds of clock time earlier):
 2. The scheduler reads the block of an implausible value again at once (one extra
    request), and the re-read decides:
    a. plausible against ``last``: the re-read's value is accepted (the first was torn);
-   b. *consistent* with the first read (the same value, or a step on from it that
-      is plausible by rule 1 with the first read as ``last``): the device really shows
-      it (a reset, a rollover, a meter exchanged); accepted. The carbon engine handles
+   b. *consistent* with the first read: the same value, or a step on from it that is
+      plausible by rule 1 with the first read as ``last`` and small for two reads in a
+      row (integers: fewer than 65536 counts, so the upper words agree; floats: at
+      most :data:`REREAD_RELATIVE_STEP` of the value). The device really shows it (a
+      reset, a rollover, a meter exchanged); accepted. The carbon engine handles
       resets and rollovers from what is stored.
    c. otherwise (or the re-read failed): the value is refused, counted in
       ``DeviceStats.torn_reads``, reported as a ``TORN_READ`` device event and never
@@ -47,9 +49,12 @@ from zerocarbon.metering.metrics import METRICS_BY_NAME, MetricKind
 from zerocarbon.metering.profile import DeviceProfile, Point
 from zerocarbon.metering.registers import is_integer
 
-__all__ = ["WORD_COUNTS", "CounterGuard"]
+__all__ = ["REREAD_RELATIVE_STEP", "WORD_COUNTS", "CounterGuard"]
 
 WORD_COUNTS = 0x10000  # raw counts of one step of the second word
+# A float counter's re-read, taken right after the first read, may be ahead of it by
+# this fraction at most; one step of a float32's upper word is 2**-7 (0.8 %) or more.
+REREAD_RELATIVE_STEP = 1e-3
 S_PER_H = 3600.0
 
 
@@ -112,9 +117,15 @@ class CounterGuard:
             return False
         if self.implausible(name, again, at_s) is None:
             return True
-        if first.value is None:
+        if first.value is None or again.value < first.value:
             return False
-        return self._check(name, _Accepted(first.raw, first.value, at_s), again, at_s) is None
+        if is_integer(self.points[name].type):
+            immediate = again.raw - first.raw < WORD_COUNTS  # the upper words agree
+        else:
+            limit = REREAD_RELATIVE_STEP * abs(first.value)
+            immediate = again.value - first.value <= limit
+        first_read = _Accepted(first.raw, first.value, at_s)
+        return immediate and self._check(name, first_read, again, at_s) is None
 
     def _check(self, name: str, last: _Accepted, new: PointValue, at_s: float) -> str | None:
         point = self.points[name]
