@@ -382,7 +382,7 @@ def devices_scan(
     units: Annotated[
         str,
         typer.Option("--units", help="Unit ids to probe: a list of ids and ranges, e.g. 1-10,255."),
-    ] = "1-247",
+    ] = "1-247,255",
     timeout_s: Annotated[
         float,
         typer.Option("--timeout-s", min=0.01, max=60, help="Wait for one answer [s]."),

@@ -51,7 +51,7 @@ from zerocarbon.metering.sunspec import (
     read_common,
 )
 
-DEFAULT_UNITS = "1-247"
+DEFAULT_UNITS = "1-247,255"  # the serial unit ids, and 255 for TCP-native devices
 PROBE_ADDRESS = 40000  # SunSpec's first base address: a SunSpec device answers "SunS"
 GATEWAY_NO_TARGET = frozenset({0x0A, 0x0B})  # gateway path unavailable / target silent
 INVERTER_MODELS = frozenset({101, 102, 103, 111, 112, 113})
@@ -356,7 +356,10 @@ def render(report: ScanReport, out_dir: Path | None = None) -> RenderedScan:
             devices += ["", *_device_lines(report, unit, where)]
         elif unit.candidates:
             others = unit.candidates[1:]
-            devices.append("")
+            devices += [
+                "",
+                f"# unit {unit.unit_id}: its registers fit {unit.candidates[0]} (check the model)",
+            ]
             if others:
                 devices.append(f"# unit {unit.unit_id} also fits: {', '.join(others)}")
             devices += _device_lines(report, unit, unit.candidates[0])
