@@ -34,11 +34,13 @@ from zerocarbon.config import Dlt645Device, ModbusRtuDevice, SiteConfig
 from zerocarbon.ingest.admission import Admission
 from zerocarbon.ingest.dlt645.collector import Dlt645LinkCollector, Dlt645Meter
 from zerocarbon.ingest.dlt645.link import Dlt645Link, SerialPort, TcpGateway
-from zerocarbon.ingest.modbus.collector import ModbusLinkCollector, link_collectors
+from zerocarbon.ingest.modbus.collector import ModbusLinkScheduler, link_collectors
+from zerocarbon.ingest.modbus.rtu_transport import ModbusRtuTransport
 from zerocarbon.ingest.mqtt.collector import MqttCollector, mqtt_collector
 from zerocarbon.ingest.pipeline import Pipeline
 from zerocarbon.ingest.reading import BatchSink
 from zerocarbon.ingest.serial_link import SerialSettings
+from zerocarbon.metering.profile import DeviceProfile
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import create_schema, ensure_database, open_pool, register_site
 from zerocarbon.storage.device_events import DeviceEventLog
@@ -125,6 +127,25 @@ def serial_settings(device: ModbusRtuDevice | Dlt645Device) -> SerialSettings:
     return SerialSettings(device.baudrate, device.bytesize, device.parity, device.stopbits)
 
 
+def modbus_rtu_links(
+    site: SiteConfig, clock: Clock, sink: BatchSink, registry: SeriesRegistry
+) -> list[ModbusLinkScheduler]:
+    """One link scheduler per serial port of the site's Modbus RTU units, over the RTU
+    transport; the line's request gap is kept by the transport, in real seconds (a bus
+    does not run faster on a simulated clock)."""
+    links: dict[str, list[tuple[ModbusRtuDevice, DeviceProfile]]] = {}
+    for d in site.modbus_rtu_devices:
+        links.setdefault(d.serial_port, []).append((d, site.profile_of(d)))
+    schedulers = []
+    for port, devices in links.items():
+        first = devices[0][0]  # the site file checked that they agree on the line
+        transport = ModbusRtuTransport(
+            port, serial_settings(first), request_gap_s=first.request_gap_s
+        )
+        schedulers.append(ModbusLinkScheduler(transport, devices, clock, sink, registry))
+    return schedulers
+
+
 def dlt645_collectors(
     site: SiteConfig, clock: Clock, sink: BatchSink, registry: SeriesRegistry
 ) -> list[Dlt645LinkCollector]:
@@ -209,7 +230,7 @@ class EnergyCenter:
         self._pipeline_task: asyncio.Task[None] | None = None
         self._http_server: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
-        self.modbus: list[ModbusLinkCollector] = []
+        self.modbus: list[ModbusLinkScheduler] = []  # TCP endpoints, then serial ports
         self.dlt645: list[Dlt645LinkCollector] = []
         self.mqtt: MqttCollector | None = None
         self.writer: ReadingWriter | None = None
@@ -285,7 +306,10 @@ class EnergyCenter:
         self.admission = Admission(self.site, series, self.clock)
         self.pipeline = Pipeline([self.forwarder], admission=self.admission)
         self._pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
-        self.modbus = link_collectors(self.site, self.clock, self.pipeline.put, series)
+        self.modbus = [
+            *link_collectors(self.site, self.clock, self.pipeline.put, series),
+            *modbus_rtu_links(self.site, self.clock, self.pipeline.put, series),
+        ]
         self.mqtt = mqtt_collector(
             self.site, self.clock, self.pipeline.put, series, url=self._mqtt_url
         )
