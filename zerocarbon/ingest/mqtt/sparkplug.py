@@ -232,9 +232,11 @@ def _encode_metric(metric: Metric) -> bytes:
     elif isinstance(value, str):
         raw = value.encode()
         out += _key(15, 2) + _varint(len(raw)) + raw
-    elif datatype in _INT_TYPES:
+    elif datatype in _INT_TYPES or (
+        not datatype and isinstance(value, int) and 0 <= value <= 0xFFFFFFFF
+    ):
         out += _key(10, 0) + _varint(int(value) & 0xFFFFFFFF)
-    elif datatype in _LONG_TYPES:
+    elif datatype in _LONG_TYPES or (not datatype and isinstance(value, int)):
         out += _key(11, 0) + _varint(int(value))
     elif datatype is DataType.FLOAT:
         out += _key(12, 5) + struct.pack("<f", value)
