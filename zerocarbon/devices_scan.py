@@ -103,8 +103,9 @@ class ScanReport:
 
 
 class _Link:
-    """One connection of the scan: reads that return None for an exception response,
-    raise :class:`ModbusTimeout` for silence, and reconnect once when the link drops."""
+    """One connection of the scan: reads raise :class:`ModbusExceptionResponse` or
+    :class:`ModbusTimeout` as the transport does, and reconnect once when the link
+    drops (a second :class:`ModbusLinkDown` ends the scan)."""
 
     def __init__(self, transport: ModbusTcpTransport, timeout_s: float) -> None:
         self.transport = transport
@@ -208,7 +209,8 @@ async def scan(
     try:
         await transports[0].connect()
     except ModbusLinkDown as exc:
-        raise ScanError(f"cannot reach {endpoint}: {exc}") from None
+        reason = str(exc).removeprefix(f"cannot connect to {endpoint}: ")
+        raise ScanError(f"cannot reach {endpoint}: {reason}") from None
     links = [_Link(transports[0], timeout_s)]
     for transport in transports[1:]:
         try:
