@@ -107,3 +107,19 @@ async def test_rendered_profiles_and_entries_load_back(tmp_path: Path) -> None:
     }  # fmt: skip
     assert devices[1].load_profile() == load_profile("eastron_sdm630")
     assert "# unit 9 answers, but shows no SunSpec map" in rendered.text
+
+
+async def test_a_link_lost_for_good_stops_the_scan_with_its_endpoint() -> None:
+    """The gateway switches off after its tenth request: the scan reconnects once, is
+    refused, and says which endpoint it lost."""
+    units = {1: RegisterBank(load_profile("eastron_sdm630"))}
+    server = ModbusTcpServer("127.0.0.1", 0, units)
+
+    def switch_off_after_ten() -> None:
+        if server.requests >= 10:
+            server.suspend()
+
+    server.before_request = switch_off_after_ten
+    async with server:
+        with pytest.raises(ScanError, match=f"lost the link to 127.0.0.1:{server.port}"):
+            await scan("127.0.0.1", server.port, range(1, 40), timeout_s=TIMEOUT_S)
