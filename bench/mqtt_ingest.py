@@ -1,13 +1,14 @@
 """MQTT ingest throughput: messages/s through the ``MqttCollector`` into the ``Pipeline``.
 
 Measured: the gateway's MQTT path — :class:`~zerocarbon.ingest.mqtt.collector.MqttCollector`
-(aiomqtt) parsing each JSON payload into a batch and putting it into a
-:class:`~zerocarbon.ingest.pipeline.Pipeline` (default settings, admission off) whose
-only sink counts the readings. The pipeline calls each put's ack once the sink took its
-batch, so at QoS 1 every PUBACK is sent only after the pipeline's ack, as in the
-gateway. Timed from the first message the collector puts to the moment the sink has
-counted the readings of all messages. (The pipeline is closed right after the last put,
-so the tail batch does not wait out the flush interval at QoS 0.)
+(aiomqtt over paho) parsing the JSON payloads of each event-loop turn's messages into
+one batch and putting it into a :class:`~zerocarbon.ingest.pipeline.Pipeline` (default
+settings, admission off) whose only sink counts the readings. The pipeline calls each
+put's ack once the sink took its batch, so at QoS 1 every PUBACK is sent only after the
+pipeline's ack, as in the gateway. Timed from the collector's first put (its first
+turn's messages) to the moment the sink has counted the readings of all messages. (The
+pipeline is closed right after the put that holds the last message, so the tail batch
+does not wait out the flush interval at QoS 0.)
 
 Ceiling, in the same run: a bare aiomqtt subscriber on the same broker, same topics,
 same QoS, same messages, which only counts them (no parsing), timed from its first
