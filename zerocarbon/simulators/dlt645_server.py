@@ -4,7 +4,8 @@
 (C = 0x11) for its address from a value source, a callable returning the meter's
 current metric values (names of :mod:`zerocarbon.metering.metrics`). Identifiers map to
 metrics as in :mod:`zerocarbon.metering.dlt645`; the combined active energy (00000000)
-is served as forward + reverse energy. It serves any pair of asyncio streams; two
+is served as forward + reverse energy. The unsigned energy counters (XXXXXX.XX kWh) roll
+over at 1,000,000 kWh as a meter's register does. It serves any pair of asyncio streams; two
 front ends give it one:
 
 * :class:`Dlt645Server`, a TCP server standing for a transparent serial gateway, which
@@ -35,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -49,6 +51,7 @@ from zerocarbon.ingest.dlt645.frame import (
     address_matches,
     address_to_wire,
     data_id_from_wire,
+    data_item,
     encode_abnormal_reply,
     encode_read_reply,
     parse_frame,
@@ -243,6 +246,7 @@ class Dlt645Line:
             value = None if metric is None else values.get(metric)
         if value is None:
             return encode_abnormal_reply(address, ErrorFlags.NO_DATA, preamble=self.preamble)
+        value = _rolled_over(data_id, value)
         try:
             return encode_read_reply(address, data_id, value, preamble=self.preamble)
         except Dlt645Error as exc:
@@ -426,3 +430,15 @@ class Dlt645SerialServer(Dlt645Line):
         line_s = self.settings.transmit_time_s(request_bytes + reply_bytes)
         self.paced_s += line_s
         await self.pace(line_s)
+
+
+def _rolled_over(data_id: int, value: float) -> float:
+    """``value`` as an unsigned energy register of ``data_id`` holds it: modulo the
+    register's range (XXXXXX.XX kWh: 1,000,000 kWh); other items unchanged."""
+    try:
+        fmt = data_item(data_id).format
+    except KeyError:
+        return value
+    if fmt.signed or fmt.unit != "kWh" or value < 0:
+        return value
+    return math.fmod(value, (fmt.max_magnitude + 1) / 10**fmt.decimals)
