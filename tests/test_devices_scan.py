@@ -106,6 +106,12 @@ async def test_rendered_profiles_and_entries_load_back(tmp_path: Path) -> None:
         "voltage_v", "active_power_kw", "frequency_hz", "energy_generated_kwh",
     }  # fmt: skip
     assert devices[1].load_profile() == load_profile("eastron_sdm630")
+    # The printed profile serves the scale factors the device served: a simulator fed
+    # the file scales every point as the device does.
+    device = _gateway_units()[1]
+    copy = RegisterBank(profile)
+    for point in profile.points:
+        assert copy.unit_value(point) == device.unit_value(device.profile.point(point.name))
     assert "# unit 9 answers, but shows no SunSpec map" in rendered.text
 
 

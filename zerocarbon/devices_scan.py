@@ -52,6 +52,7 @@ from zerocarbon.metering.sunspec import (
     build_profile,
     discover,
     read_common,
+    read_scale_factors,
 )
 
 DEFAULT_UNITS = "1-247,255"  # the serial unit ids, and 255 for TCP-native devices
@@ -90,6 +91,7 @@ class UnitReport:
     sunspec: SunSpecMap | None = None
     common: CommonInfo | None = None
     candidates: tuple[str, ...] = ()  # bundled profiles whose registers all answer
+    scale_factors: tuple[tuple[str, int], ...] = ()  # SunSpec: (point name, exponent) read
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +181,8 @@ async def _describe(link: _Link, unit_id: int, meter_profiles: Sequence[str]) ->
         first = sunspec.models[0] if sunspec.models else None
         if first is not None and first.model_id == COMMON_MODEL_ID:
             common = await read_common(read, first)
-        return UnitReport(unit_id, sunspec, common)
+        exponents = await read_scale_factors(read, sunspec)
+        return UnitReport(unit_id, sunspec, common, scale_factors=tuple(sorted(exponents.items())))
     candidates = tuple([name for name in meter_profiles if await _fits(link, unit_id, name)])
     return UnitReport(unit_id, candidates=candidates)
 
@@ -342,13 +345,16 @@ def render(report: ScanReport, out_dir: Path | None = None) -> RenderedScan:
     for unit in report.units:
         if unit.sunspec is not None:
             name = profile_name(report, unit)
-            profile = build_profile(unit.sunspec, name=name, common=unit.common)
+            profile = build_profile(
+                unit.sunspec, name=name, common=unit.common, sf_exponents=dict(unit.scale_factors)
+            )
             comment = (
                 f"SunSpec device at {report.endpoint} unit {unit.unit_id}, found by "
                 "`zerocarbon devices scan`.\nModels: "
                 f"{_models_text(unit.sunspec)}.\nThe [[static]] blocks are the map's "
-                "marker and model headers (what a simulator\nserves); the collector "
-                "reads the scale factors from the device."
+                "marker, model headers and the scale factors the\ndevice served at scan "
+                "time: what a simulator serves. The collector reads the scale\nfactors "
+                "at every poll."
             )
             text = profile_to_toml(profile, comment)
             if out_dir is not None:

@@ -30,6 +30,7 @@ from zerocarbon.metering.sunspec import (
     encode_string,
     layout,
     read_common,
+    read_scale_factors,
 )
 from zerocarbon.simulators.modbus_server import ModbusTcpServer
 from zerocarbon.simulators.register_bank import RegisterBank
@@ -232,3 +233,21 @@ def test_generated_profiles_write_and_load_back() -> None:
         text = profile_to_toml(profile, "a comment\nover two lines")
         assert text.startswith("# a comment\n# over two lines\n[profile]\n")
         assert parse_profile(tomllib.loads(text), "written") == profile
+
+
+async def test_scale_factors_read_from_the_device() -> None:
+    """One read per model; a "not implemented" exponent (0x8000) is left out."""
+    exponents = {"W_SF": 1, "V_SF": -1, "Hz_SF": -2, "WH_SF": 0, "SoC_SF": -1, "A_SF": -32768}
+    profile = sunspec_device_profile([1, 103, 802], sf_exponents=exponents)
+    async with served(RegisterBank(profile, gap_fill_registers=125)) as read:
+        found = await discover(read)
+        assert found is not None
+        got = await read_scale_factors(read, found)
+    assert got["m103_W_SF"] == 1 and got["m103_Hz_SF"] == -2 and got["m802_SoC_SF"] == -1
+    assert got["m802_W_SF"] == 1  # by the model's point name: every model with W_SF
+    assert "m802_A_SF" not in got
+    assert got["m802_SoH_SF"] == 0  # not given: the register reads 0
+    pinned = build_profile(found, name="x", sf_exponents={**got, "m802_W_SF": 2})
+    words = {b.address: b.registers for b in pinned.static}
+    assert words[pinned.point("m802_W_SF").address] == (2,)
+    assert words[pinned.point("m103_W_SF").address] == (1,)

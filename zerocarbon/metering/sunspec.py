@@ -355,6 +355,28 @@ def _common_body(common: CommonInfo) -> list[int]:
     return body
 
 
+async def read_scale_factors(read: ReadHolding, sunspec_map: SunSpecMap) -> dict[str, int]:
+    """The scale-factor exponents a device serves now, by profile point name
+    (``{"m103_W_SF": 1, ...}``): one read per known model; "not implemented" (0x8000)
+    and unreadable ones are left out."""
+    exponents: dict[str, int] = {}
+    for header, prefix in zip(sunspec_map.models, _prefixes(sunspec_map.models), strict=True):
+        definition = MODELS.get(header.model_id)
+        sf_points = [p for p in definition.points if p.name.endswith("_SF")] if definition else []
+        if not sf_points:
+            continue
+        first = min(p.offset for p in sf_points)
+        count = max(p.offset for p in sf_points) - first + 1
+        registers = await read(header.address + first, count)
+        if registers is None or len(registers) != count:
+            continue
+        for point in sf_points:
+            word = int(registers[point.offset - first]) & 0xFFFF
+            if word != 0x8000:
+                exponents[prefix + point.name] = word - 0x10000 if word & 0x8000 else word
+    return exponents
+
+
 def _prefixes(models: Sequence[ModelHeader]) -> list[str]:
     """Point name prefix per model: ``m103_``; ``m802_2_`` for a second model 802."""
     seen: dict[int, int] = {}
@@ -394,8 +416,10 @@ def build_profile(
     value of a later model is kept as a helper point (no metric), so one device never
     reports a metric twice. Static blocks: the marker, every model header, model 160's
     module count N, the end model, and, when given, the scale-factor exponents
-    ``sf_exponents`` (by point name, e.g. ``{"W_SF": 1}``; what a simulator serves) and,
-    with ``serve_common``, the identification strings of ``common`` in model 1.
+    ``sf_exponents`` (what a simulator serves; keyed by the profile's point name,
+    ``{"m103_W_SF": 1}``, or by the model's, ``{"W_SF": 1}`` for every model with that
+    point, the first winning) and, with ``serve_common``, the identification strings of
+    ``common`` in model 1.
     """
     points: list[dict[str, object]] = []
     static: list[dict[str, object]] = [
@@ -423,12 +447,10 @@ def build_profile(
                 entry["metric"] = point.metric
                 used_metrics.add(point.metric)
             points.append(entry)
-            if point.name in exponents and point.type is RegisterType.INT16:
+            exponent = exponents.get(prefix + point.name, exponents.get(point.name))
+            if exponent is not None and point.type is RegisterType.INT16:
                 static.append(
-                    {
-                        "address": header.address + point.offset,
-                        "registers": [exponents[point.name] & 0xFFFF],
-                    }
+                    {"address": header.address + point.offset, "registers": [exponent & 0xFFFF]}
                 )
         block = definition.block
         blocks = definition.block_count(header.length)
