@@ -85,7 +85,8 @@ async def test_units_on_one_line(pty_pair: PtyPair) -> None:
     stats = line.scheduler.stats()
     for name in ("meter_1", "meter_2"):
         assert stats[name].available and stats[name].errors == stats[name].timeouts == 0
-    assert line.transport.stats.answers == line.server.answers > 0
+    # the stop may cut the one exchange in flight: its answer sent, never taken
+    assert line.server.answers - 1 <= line.transport.stats.answers <= line.server.answers
     assert line.transport.stats.timeouts == line.server.ignored_frames == 0
     values = line.values()
     for metric, value in VALUES.items():
@@ -106,7 +107,9 @@ async def test_an_absent_unit_does_not_disturb_the_others(pty_pair: PtyPair) -> 
     stats = line.scheduler.stats()
     absent = stats["absent"]
     assert not absent.available and absent.timeouts >= 2 and absent.retried_requests >= 1
-    assert line.server.ignored_frames == line.transport.stats.timeouts >= absent.timeouts
+    timeouts = line.transport.stats.timeouts
+    assert timeouts >= absent.timeouts
+    assert timeouts <= line.server.ignored_frames <= timeouts + 1  # + one cut by the stop
     for name in ("meter_1", "meter_2"):
         assert stats[name].errors == 0, stats[name]
     assert not any(device == "absent" for device, _ in line.values())
