@@ -6,27 +6,21 @@ import pytest
 
 from zerocarbon.batch import BatchBuilder, Reading, SeriesRegistry, datetime_to_us
 from zerocarbon.ingest.modbus.decoder import DecodeResult, decode_blocks, point_series
-from zerocarbon.ingest.modbus.planner import needed_points, plan_reads
-from zerocarbon.metering.profile import load_profile
+from zerocarbon.ingest.modbus.planner import ReadBlock, needed_points, plan_reads
+from zerocarbon.metering.profile import PROFILES_DIR, DeviceProfile, load_profile
 from zerocarbon.metering.registers import RegisterType, WordOrder, decode, encode
 
 TS = datetime(2026, 6, 21, 4, 0, tzinfo=UTC)
 REGISTRY = SeriesRegistry(["pv", "battery", "grid"])
+Bank = tuple[DeviceProfile, list[ReadBlock], dict[ReadBlock, list[int]]]
 
 
-def _decode(device: str, bank: tuple[object, ...]) -> tuple[DecodeResult, list[Reading]]:
+def _decode(device: str, bank: Bank) -> tuple[DecodeResult, list[Reading]]:
     """decode_blocks into a fresh builder; the rows as Reading views for the checks."""
     profile, blocks, registers = bank
     builder = BatchBuilder(REGISTRY)
-    series = point_series(device, profile, REGISTRY)  # type: ignore[arg-type]
-    result = decode_blocks(
-        series,
-        profile,
-        blocks,
-        registers,
-        datetime_to_us(TS),
-        builder,  # type: ignore[arg-type]
-    )
+    series = point_series(device, profile, REGISTRY)
+    result = decode_blocks(series, profile, blocks, registers, datetime_to_us(TS), builder)
     readings = list(builder.build().readings(REGISTRY))
     assert result.readings == len(readings)
     return result, readings
@@ -49,10 +43,10 @@ def test_encode_out_of_range_names_type() -> None:
         encode(40000, RegisterType.INT16, WordOrder.BIG)
 
 
-def _bank(profile_name: str, raw: dict[int, list[int]]) -> tuple[object, ...]:
+def _bank(profile_name: str, raw: dict[int, list[int]]) -> Bank:
     profile = load_profile(profile_name)
     blocks = plan_reads(needed_points(profile))
-    registers = {}
+    registers: dict[ReadBlock, list[int]] = {}
     for block in blocks:
         regs = [0] * block.count
         for address, words in raw.items():
@@ -112,7 +106,7 @@ def test_battery_little_endian_words() -> None:
 
 def test_failed_block_yields_no_readings_from_it() -> None:
     profile, blocks, registers = _bank("eastron_sdm630", {})
-    del registers[blocks[0]]  # type: ignore[attr-defined, index]
+    del registers[blocks[0]]
     _, readings = _decode("grid", (profile, blocks, registers))
     assert "voltage_v" not in {r.metric for r in readings}
     assert "energy_import_kwh" in {r.metric for r in readings}
@@ -124,3 +118,35 @@ def test_series_ids_are_resolved_once_per_point() -> None:
     assert series == {
         p.name: REGISTRY.id("battery", p.metric) for p in profile.metric_points if p.metric
     }
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in PROFILES_DIR.glob("*.toml")))
+def test_device_decoder_gives_the_values_of_decode_points(name: str) -> None:
+    """The per-device decoder (formats worked out once) against the generic path, on
+    seeded random registers (NaN, sentinels and extremes included by chance)."""
+    import math
+    import random
+
+    from zerocarbon.ingest.modbus.decoder import DeviceDecoder, decode_points
+
+    profile = load_profile(name)
+    blocks = plan_reads(needed_points(profile), max_gap_registers=10)
+    decoder = DeviceDecoder(profile, blocks)
+    rng = random.Random(20261125)
+    for trial in range(300):
+        regs = [
+            [
+                rng.choice((0, 0xFFFF, 0x8000, 0x7FC0, rng.randrange(0x10000)))
+                for _ in range(b.count)
+            ]
+            for b in blocks
+        ]
+        if trial % 3 == 0:
+            regs[0] = [rng.randrange(0x10000) for _ in range(blocks[0].count)]
+        read = [None if trial % 5 == 1 and i == 0 else r for i, r in enumerate(regs)]
+        done = {b: r for b, r in zip(blocks, read, strict=True) if r is not None}
+        want = decode_points(profile, blocks, done)
+        got = decoder.decode(read)
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            assert (math.isnan(got[key].raw) and math.isnan(value.raw)) or got[key] == value

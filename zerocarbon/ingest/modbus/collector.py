@@ -53,7 +53,7 @@ from zerocarbon.batch import BatchBuilder, SeriesRegistry
 from zerocarbon.clock import Clock
 from zerocarbon.config import ModbusTcpDevice, SiteConfig
 from zerocarbon.ingest.events import DeviceEvent, DeviceEventKind, DeviceEventSink, discard_events
-from zerocarbon.ingest.modbus.decoder import PointValue, append_rows, decode_points, point_series
+from zerocarbon.ingest.modbus.decoder import DeviceDecoder, PointValue, append_rows, point_series
 from zerocarbon.ingest.modbus.planner import ReadBlock, needed_points, plan_reads
 from zerocarbon.ingest.modbus.tcp_transport import ModbusTcpTransport
 from zerocarbon.ingest.modbus.torn import CounterGuard
@@ -167,6 +167,8 @@ class _PolledDevice:
     blocks: list[ReadBlock]
     series: dict[str, int]  # metric point name -> series id, resolved once at start
     guard: CounterGuard
+    decoder: DeviceDecoder
+    block_of: dict[str, int]  # metric point name -> index of its block
     next_due_s: float
     stats: DeviceStats = field(default_factory=DeviceStats)
 
@@ -234,17 +236,7 @@ class ModbusLinkScheduler:
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
         now = clock.now_s()
-        self.devices = [
-            _PolledDevice(
-                cfg,
-                profile,
-                plan_reads(needed_points(profile), max_gap_registers=cfg.max_gap_registers),
-                point_series(cfg.id, profile, registry),
-                CounterGuard(profile, cfg.rated_power_kw),
-                now,
-            )
-            for cfg, profile in devices
-        ]
+        self.devices = [_polled(cfg, profile, registry, now) for cfg, profile in devices]
         self.connect_failures = 0
         self.gap_waits = 0  # requests that waited for request_gap_s
         self.link_resets = 0  # connections closed after LINK_SILENT_TIMEOUTS
@@ -423,28 +415,22 @@ class ModbusLinkScheduler:
         t_sent_s = clock.now_s()
         t_start_wall = time.perf_counter()
         failures: list[str] = []
-        registers: dict[ReadBlock, list[int]] = {}
         retries = device.config.retries
+        registers: list[list[int] | None]
         if len(device.blocks) == 1:
-            block = device.blocks[0]
-            regs = await self._read_block(device, block, failures, retries)
-            if regs is not None:
-                registers[block] = regs
+            registers = [await self._read_block(device, device.blocks[0], failures, retries)]
         else:
-            answers = await asyncio.gather(
+            registers = await asyncio.gather(
                 *(self._read_block(device, b, failures, retries) for b in device.blocks)
             )
-            for block, regs in zip(device.blocks, answers, strict=True):
-                if regs is not None:
-                    registers[block] = regs
         if failures:
             self._poll_failed(device, failures)
-        if not registers:
-            return
+            if all(regs is None for regs in registers):
+                return
         # Stamp with the middle of the request/response exchange.
         t_received_s = clock.now_s()
         ts_us = round((t_sent_s + t_received_s) / 2 * US_PER_S)
-        values = decode_points(device.profile, device.blocks, registers)
+        values = device.decoder.decode(registers)
         refused: list[str] = []
         if device.guard.points:
             suspects = device.guard.suspects(values, t_received_s)
@@ -470,15 +456,14 @@ class ModbusLinkScheduler:
         """Read the blocks of suspect counters again once (torn-read rule 2); put the
         accepted re-read values into ``values``; return the refused point names."""
         refused: list[str] = []
-        by_block: dict[ReadBlock, list[str]] = {}
+        by_block: dict[int, list[str]] = {}
         for name in suspects:
-            block = next(b for b in device.blocks if any(p.name == name for p in b.points))
-            by_block.setdefault(block, []).append(name)
-        for block, names in by_block.items():
+            by_block.setdefault(device.block_of[name], []).append(name)
+        for index, names in by_block.items():
             device.stats.torn_rereads += 1
             failures: list[str] = []
-            regs = await self._read_block(device, block, failures, retries=0)
-            again = {} if regs is None else decode_points(device.profile, [block], {block: regs})
+            regs = await self._read_block(device, device.blocks[index], failures, retries=0)
+            again = {} if regs is None else device.decoder.decode_block(index, regs)
             for name in names:
                 first = values[name]
                 second = again.get(name)
@@ -524,6 +509,22 @@ class ModbusLinkScheduler:
             self._events(DeviceEvent(ts_us, device.config.id, kind, detail))
         except Exception:
             log.exception("device event sink failed on %s %s", device.config.id, kind)
+
+
+def _polled(
+    cfg: ModbusDeviceConfig, profile: DeviceProfile, registry: SeriesRegistry, now_s: float
+) -> _PolledDevice:
+    blocks = plan_reads(needed_points(profile), max_gap_registers=cfg.max_gap_registers)
+    return _PolledDevice(
+        cfg,
+        profile,
+        blocks,
+        point_series(cfg.id, profile, registry),
+        CounterGuard(profile, cfg.rated_power_kw),
+        DeviceDecoder(profile, blocks),
+        {p.name: i for i, b in enumerate(blocks) for p in b.points},
+        now_s,
+    )
 
 
 def _link_property(devices: Sequence[tuple[ModbusTcpDevice, DeviceProfile]], name: str) -> float:
