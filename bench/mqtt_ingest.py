@@ -6,9 +6,9 @@ one batch and putting it into a :class:`~zerocarbon.ingest.pipeline.Pipeline` (d
 settings, admission off) whose only sink counts the readings. The pipeline calls each
 put's ack once the sink took its batch, so at QoS 1 every PUBACK is sent only after the
 pipeline's ack, as in the gateway. Timed from the collector's first put (its first
-turn's messages) to the moment the sink has counted the readings of all messages. (The
-pipeline is closed right after the put that holds the last message, so the tail batch
-does not wait out the flush interval at QoS 0.)
+turn's messages, which the rate leaves out) to the moment the sink has counted the
+readings of all messages. (The pipeline is closed right after the put that holds the
+last message, so the tail batch does not wait out the flush interval at QoS 0.)
 
 Ceiling, in the same run: a bare aiomqtt subscriber on the same broker, same topics,
 same QoS, same messages, which only counts them (no parsing), timed from its first
@@ -292,11 +292,13 @@ class StampedPut:
         self.messages = messages
         self.puts = 0
         self.first = 0.0
+        self.first_messages = 0  # messages in the first put (not counted in the rate)
 
     def __call__(self, batch: ReadingBatch, ack: Ack | None = None, /) -> Awaitable[None]:
         self.puts += 1
         if self.puts == 1:
             self.first = time.perf_counter()
+            self.first_messages = self._handled()
         if self._handled() >= self.messages:
             return self._last(batch, ack)
         return self._put(batch, ack)
@@ -351,7 +353,7 @@ async def collector_run(
         or stats.acked != expected_acks
     ):
         raise RuntimeError(f"collector QoS {qos}: {stats}; sink counted {sink.readings}")
-    return messages / (sink.end - put.first)
+    return (messages - put.first_messages) / (sink.end - put.first)
 
 
 # --- broker and main ----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from zerocarbon.clock import SystemClock
 from zerocarbon.config import SiteConfig
 from zerocarbon.ingest.admission import Admission
 from zerocarbon.ingest.mqtt.broker import local_broker
-from zerocarbon.ingest.mqtt.collector import MqttCollector
+from zerocarbon.ingest.mqtt.collector import MAX_MESSAGES_PER_TURN, MqttCollector
 from zerocarbon.ingest.pipeline import Pipeline
 from zerocarbon.ingest.reading import Ack, BatchSink
 from zerocarbon.netutil import free_tcp_port
@@ -450,12 +450,13 @@ async def _collecting(
 async def test_messages_of_one_turn_are_one_put_acked_in_order_after_the_sink(
     demo_site: SiteConfig,
 ) -> None:
-    """200 QoS 1 messages in one write reach the pipeline as one batch; while the sink
-    holds it no PUBACK goes out; once it returns, every message id is acknowledged
-    exactly once, in the order the messages came (not sorted: ids drawn at random)."""
-    rng = random.Random(20261125)
-    mids = rng.sample(range(1, 65536), 200)
-    values = [float(i) for i in range(200)]
+    """MAX_MESSAGES_PER_TURN + 44 QoS 1 messages in one write reach the pipeline as two
+    puts (one per loop turn); while the sink holds the first no PUBACK goes out; once it
+    returns, every message id is acknowledged exactly once, in the order the messages
+    came, across both groups (not sorted: ids drawn at random)."""
+    count = MAX_MESSAGES_PER_TURN + 44
+    mids = random.Random(20261125).sample(range(1, 65536), count)
+    values = [float(i) for i in range(count)]
     sink = GatedSink()
     async with ScriptedBroker() as broker, _collecting(demo_site, broker, sink) as running:
         collector, pipeline = running
@@ -465,14 +466,15 @@ async def test_messages_of_one_turn_are_one_put_acked_in_order_after_the_sink(
             await broker.barrier()
             assert broker.pubacks == [] and collector.stats.acked == 0  # sink holds them
             sink.release.set()
-            while len(broker.pubacks) < len(mids):
+            while len(broker.pubacks) < count:
                 await asyncio.sleep(0.01)
             await broker.barrier()  # nothing more is on its way
     assert broker.pubacks == mids
-    assert len(sink.batches) == 1 and sink.batches[0].value.tolist() == values
-    assert sink.returned == 1
-    assert collector.stats.acked == len(mids) and collector.stats.messages == len(mids)
-    assert pipeline.stats.acked == 1  # one ack call for the group
+    assert [len(b) for b in sink.batches] == [MAX_MESSAGES_PER_TURN, 44]
+    assert [v for b in sink.batches for v in b.value.tolist()] == values
+    assert sink.returned == 2
+    assert collector.stats.acked == count and collector.stats.messages == count
+    assert pipeline.stats.acked == 2  # one ack call per group
 
 
 async def test_a_group_a_sink_failed_on_is_not_acknowledged(demo_site: SiteConfig) -> None:
