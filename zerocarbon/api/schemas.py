@@ -33,7 +33,7 @@ class Device(_Model):
     id: str = Field(description="The device id of the site file")
     name: str
     role: str = Field(description="grid | pv | battery | load | production")
-    protocol: str = Field(description="modbus_tcp | mqtt")
+    protocol: str = Field(description="modbus_tcp | modbus_rtu | mqtt | dlt645")
     line: str | None = Field(description="Production line the device belongs to")
     rated_power_kw: float | None
 
