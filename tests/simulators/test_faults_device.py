@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.simulators.test_faults import H0, H1, HERE, START_S, make_site, site_data
-from zerocarbon.config import ModbusTcpDevice, SiteConfigError, parse_site
+from zerocarbon.config import ModbusTcpDevice, SiteConfigError, load_site, parse_site
 from zerocarbon.ingest.mqtt.payload import MAX_PAYLOAD_BYTES
 from zerocarbon.simulators.faults import (
     DEEP_NESTING,
@@ -332,3 +333,49 @@ def test_ground_truth_is_unchanged_by_device_faults() -> None:
     assert truth.faults("line_b") == {H0: {FaultKind.STUCK_VALUE}, H1: {FaultKind.STUCK_VALUE}}
     assert truth.faults("sub_meter") == {H0: {FaultKind.WORD_SWAP}}
     assert "pv_roof" not in truth.faulty_devices()  # single connection: not an event
+
+
+def test_the_faults_example_loads_and_every_fault_happens() -> None:
+    site = load_site(REPO_ROOT / "examples" / "device-faults-site.toml")
+    faults = site.simulation.faults
+    given = {name for name in type(faults).model_fields if getattr(faults, name)}
+    assert given >= {
+        "exception_codes",
+        "single_connection",
+        "word_swaps",
+        "stuck_values",
+        "spikes",
+        "torn_reads",
+        "clock_skews",
+        "malformed",
+        "duplicates",
+        "late_data",
+    }
+    plant = PlantModel(site, START_S)
+    plan = plant.faults
+    assert plan.exception_code("battery", START_S + 700) == 6
+    assert plan.single_connection("pv_roof")
+    key = ("battery", "energy_discharged_kwh")
+    carry_kwh = 65536 * 0.1
+    assert plant.counter_start(*key) % carry_kwh == pytest.approx(carry_kwh - 2.0)
+    for t in range(0, 5001, 10):
+        plant.advance(START_S + t)
+        for d in site.devices:
+            plant.values(d.id)
+        for device_id in ("line_a", "line_b"):
+            plan.duplicate(device_id, START_S + t)
+            plan.malformed(device_id, START_S + t)
+            plan.due_spikes(device_id, START_S + t)
+    truth = plant.ground_truth
+    marked = {
+        kind for d in truth.faulty_devices() for kinds in truth.faults(d).values() for kind in kinds
+    }
+    assert marked >= {
+        FaultKind.EXCEPTION_CODE,
+        FaultKind.WORD_SWAP,
+        FaultKind.STUCK_VALUE,
+        FaultKind.CLOCK_SKEW,
+        FaultKind.MALFORMED,
+        FaultKind.DUPLICATE_DATA,
+        FaultKind.LATE_DATA,
+    }
