@@ -394,6 +394,8 @@ class _GatewayCollector(Collector):
             "errors": "Exception responses and connection failures",
             "skipped_cycles": "Poll cycles skipped because the link was late",
             "rejected_values": "Values the decoder rejected",
+            "torn_reads": "Counter values refused as torn (words of different moments)",
+            "retried_requests": "Requests sent again after a timeout",
             "went_offline": "Times the device changed from available to unavailable",
             "came_online": "Times the device changed from unavailable to available",
         }
