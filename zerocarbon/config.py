@@ -231,6 +231,15 @@ class _DeviceBase(_Frozen):
         return self
 
 
+def _installed(
+    profile: DeviceProfile, pt_ratio: float | None, ct_ratio: float | None
+) -> DeviceProfile:
+    """``profile`` with an installed device's transformer ratios, when it gives any."""
+    if pt_ratio is None and ct_ratio is None:
+        return profile
+    return profile.with_ratios(pt_ratio=pt_ratio, ct_ratio=ct_ratio)
+
+
 class ModbusTcpDevice(_DeviceBase):
     protocol: Literal["modbus_tcp"]
     profile: str  # bundled profile name or path to a profile TOML (relative to the site file)
@@ -246,6 +255,9 @@ class ModbusTcpDevice(_DeviceBase):
     # transaction ids), and the pause between two requests [s] for slow gateways/buses
     max_in_flight: int = Field(default=1, ge=1, le=64)
     request_gap_s: float = Field(default=0.0, ge=0, le=10)
+    # this installation's instrument transformers (replace the profile's; see profile.py)
+    pt_ratio: float | None = Field(default=None, gt=0)  # e.g. 10000 V / 100 V -> 100
+    ct_ratio: float | None = Field(default=None, gt=0)  # e.g. 600 A / 5 A -> 120
 
     @field_validator("profile")
     @classmethod
@@ -258,7 +270,8 @@ class ModbusTcpDevice(_DeviceBase):
         return value
 
     def load_profile(self, base_dir: Path | None = None) -> DeviceProfile:
-        return load_profile(self.profile, base_dir)
+        """The profile with this device's PT/CT ratios (when it gives them)."""
+        return _installed(load_profile(self.profile, base_dir), self.pt_ratio, self.ct_ratio)
 
     @property
     def endpoint(self) -> tuple[str, int]:
@@ -296,6 +309,9 @@ class ModbusRtuDevice(_DeviceBase, _SerialLine):
     # link property (every device on one serial_port must agree): silence before each
     # request beyond the line's 3.5 characters [s], for slow units
     request_gap_s: float = Field(default=0.0, ge=0, le=10)
+    # this installation's instrument transformers (replace the profile's; see profile.py)
+    pt_ratio: float | None = Field(default=None, gt=0)
+    ct_ratio: float | None = Field(default=None, gt=0)
 
     @field_validator("profile")
     @classmethod
@@ -307,7 +323,8 @@ class ModbusRtuDevice(_DeviceBase, _SerialLine):
         return value
 
     def load_profile(self, base_dir: Path | None = None) -> DeviceProfile:
-        return load_profile(self.profile, base_dir)
+        """The profile with this device's PT/CT ratios (when it gives them)."""
+        return _installed(load_profile(self.profile, base_dir), self.pt_ratio, self.ct_ratio)
 
     @property
     def link(self) -> str:

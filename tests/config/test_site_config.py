@@ -123,3 +123,43 @@ def test_a_modbus_device_without_a_host_is_an_error() -> None:
     assert "devices[1].host" in message and "required" in message.lower()
     data["devices"][1]["host"] = ""
     assert "devices[1].host" in _error(data)
+
+
+def _ct_meter(**ratios: float) -> dict[str, Any]:
+    return {
+        "id": "press_line",
+        "role": "grid",
+        "protocol": "modbus_tcp",
+        "profile": "acrel_adl400",
+        "host": "10.0.0.7",
+        **ratios,
+    }
+
+
+def test_device_transformer_ratios_scale_secondary_registers_to_primary() -> None:
+    from zerocarbon.simulators.register_bank import RegisterBank
+
+    data = {"devices": [_ct_meter(ct_ratio=120.0, pt_ratio=1.0)]}  # 600 A / 5 A CTs
+    site = parse_site(data, "site.toml")
+    installed = site.profile_of(site.devices[0])  # type: ignore[arg-type]
+    assert (installed.profile.pt_ratio, installed.profile.ct_ratio) == (1.0, 120.0)
+    bank = RegisterBank(installed)
+    bank.update({"active_power_kw": 96.0, "energy_import_kwh": 120_000.0})
+    by_metric = {p.metric: p for p in installed.metric_points}
+    bundled = parse_site({"devices": [_ct_meter()]}, "site.toml")
+    plain = bundled.profile_of(bundled.devices[0])  # type: ignore[arg-type]
+    for metric, primary in (("active_power_kw", 96.0), ("energy_import_kwh", 120_000.0)):
+        point = by_metric[metric]
+        registers = bank.read(point.table, point.address, point.register_count)
+        assert registers is not None
+        # the meter holds secondary-side counts: x120 is applied only by the installed profile
+        raw = installed.decode_raw(point, registers)
+        assert raw == plain.decode_raw(point, registers)  # the same secondary-side counts
+        value = raw * point.scale * installed.ratio_of(point)
+        assert value == pytest.approx(primary, rel=1e-6)
+        assert raw * point.scale * plain.ratio_of(point) == pytest.approx(primary / 120, rel=1e-4)
+
+
+def test_device_transformer_ratio_must_be_positive() -> None:
+    message = _error({"devices": [_ct_meter(ct_ratio=0.0)]})
+    assert "devices[0]" in message and "ct_ratio" in message
