@@ -9,6 +9,7 @@ import logging
 import math
 import secrets
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -18,7 +19,14 @@ import pytest
 from tests.ingest.clocks import ManualClock
 from zerocarbon.batch import BatchBuilder, Reading, ReadingBatch, SeriesRegistry, datetime_to_us
 from zerocarbon.clock import ScaledClock
-from zerocarbon.config import MqttDevice, SiteConfig, SiteConfigError, parse_site, split_json_path
+from zerocarbon.config import (
+    MqttDevice,
+    SiteConfig,
+    SiteConfigError,
+    load_site,
+    parse_site,
+    split_json_path,
+)
 from zerocarbon.ingest.mqtt.collector import MqttCollector
 from zerocarbon.ingest.mqtt.mapping import MqttMapping, filter_matches
 from zerocarbon.ingest.reading import Ack
@@ -422,3 +430,30 @@ def test_manual_clock_is_the_arrival_time() -> None:
     assert readings["active_power_kw"].ts == datetime(2026, 11, 25, 12, 0, 5, tzinfo=UTC)
     assert collector.device_stats["sw"].readings == 2  # no voltage in that message
     assert isinstance(site.mqtt_devices[1], MqttDevice)
+
+
+@pytest.mark.parametrize(
+    ("name", "topic", "payload", "device"),
+    [
+        (
+            "mqtt-tasmota.toml",
+            "tele/tasmota_8A3F2C/SENSOR",
+            b'{"ENERGY":{"Power":5}}',
+            "compressor",
+        ),
+        ("mqtt-shelly.toml", "shellypro3em-0cb815fc1234/status/emdata:0", b'{"total_act":1}', None),
+        ("mqtt-rules.toml", "plant/line-2/meter", b'{"p_kw": 3}', "line-2"),
+        ("mqtt-sparkplug.toml", "spBv1.0/plant1/NCMD/substation-gw", b"", None),
+    ],
+)
+def test_example_site_files_load_and_map(
+    name: str, topic: str, payload: bytes, device: str | None
+) -> None:
+    site = load_site(Path(__file__).parents[2] / "examples" / name)
+    mapping = MqttMapping(site.mqtt_devices, SeriesRegistry.for_site(site))
+    outcome = mapping.decode(
+        topic, payload, ARRIVAL_US, BatchBuilder(SeriesRegistry.for_site(site))
+    )
+    assert outcome.unmapped is None
+    if device is not None:
+        assert [(d.device_id, d.readings) for d in outcome.devices] == [(device, 1)]
