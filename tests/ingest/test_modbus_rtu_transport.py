@@ -252,3 +252,24 @@ async def test_silence_before_each_request(pty_pair: PtyPair) -> None:
     transport = ModbusRtuTransport(pty_pair.b, settings, request_gap_s=0.02)
     assert transport.silence_s == pytest.approx(0.02)
     assert ModbusRtuTransport(pty_pair.b, settings).silence_s == pytest.approx(3.5 * 11 / 9600)
+
+
+async def test_a_line_that_goes_away_is_link_down(pty_pair: PtyPair) -> None:
+    transport = ModbusRtuTransport(pty_pair.b, SETTINGS)
+    await transport.connect()
+    try:
+        read = asyncio.create_task(
+            transport.read_registers(1, READ_INPUT_REGISTERS, 0, 2, TIMEOUT_S)
+        )
+        while transport.stats.requests == 0:
+            await asyncio.sleep(0.005)
+        pty_pair.stop()  # the adapter unplugged: socat and both ptys gone
+        with pytest.raises(ModbusLinkDown, match=pty_pair.b):
+            await read
+        assert not transport.connected
+        with pytest.raises(ModbusLinkDown):
+            await transport.read_registers(1, READ_INPUT_REGISTERS, 0, 2, TIMEOUT_S)
+        with pytest.raises(ModbusLinkDown, match=pty_pair.b):
+            await transport.connect()  # the port is gone
+    finally:
+        await transport.close()
