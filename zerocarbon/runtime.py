@@ -307,7 +307,9 @@ class EnergyCenter:
         self.pipeline = Pipeline([self.forwarder], admission=self.admission)
         self._pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
         self.modbus = [
-            *link_collectors(self.site, self.clock, self.pipeline.put, series),
+            *link_collectors(
+                self.site, self.clock, self.pipeline.put, series, events=self.events.record
+            ),
             *modbus_rtu_links(self.site, self.clock, self.pipeline.put, series),
         ]
         self.mqtt = mqtt_collector(
