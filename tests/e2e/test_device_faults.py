@@ -399,34 +399,21 @@ def test_clock_skew_ahead_is_refused(fault_run: FaultRun) -> None:
 
 def test_clock_skew_behind_arrives_late(fault_run: FaultRun) -> None:
     """600 s behind is inside the accepted past: the readings are stored with the wrong
-    time and the engine takes them as late (older than the series' last point)."""
+    time and the engine takes them as late (older than the series' last point).
+
+    Nothing refuses them: recomputed among the true readings by time (what the gateway
+    does for late readings), a skewed reading stamped between two true ones puts a later
+    counter value at an earlier time. Measured with a fresh engine over the sorted
+    series: the hour came out at 3.2 kWh for a true 6.55 in one run, 3.52 for 3.27 in
+    another, and right when the skewed stamps fell on the true ones (dropped as
+    duplicates): it depends on the sub-second alignment of the publish times, so it is
+    not asserted here."""
     row = fault_run.hourly("line_c", "energy_import_kwh")[HOUR_0]
     assert 3 <= row.late <= 11  # the behind window's messages
     energy = fault_run.series("line_c", "energy_import_kwh")
     stamped_behind = [r for r in energy if 200 <= fault_run.offset_s(r) < 300]
     assert len(stamped_behind) >= 2 * row.late - 2  # the true ones and the skewed ones
     assert [r for r in energy if 802 <= fault_run.offset_s(r) < 898] == []  # moved away
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="readings 600 s behind pass admission (accept_past_h); recomputed among the "
-    "true ones by time they put later counter values at earlier times, and the hour's "
-    "energy is off (several percent to half of it, by where the window falls): nothing "
-    "refuses a device clock that runs behind",
-)
-def test_clock_skew_behind_is_harmless_after_recompute(fault_run: FaultRun) -> None:
-    energy = fault_run.series("line_c", "energy_import_kwh")
-    recomputed = CarbonEngine(fault_run.site, fault_run.registry)
-    recomputed.ingest(
-        ReadingBatch.from_readings(sorted(energy, key=lambda r: r.ts), fault_run.registry)
-    )
-    truth = fault_run.sim.ground_truth.hourly(("line_c", "energy_import_kwh"))
-    before = energy[0].value - fault_run.sim.plant.counter_start("line_c", "energy_import_kwh")
-    delta, _estimated = recomputed.channel_energy(
-        "line_c", "energy_import_kwh", int(HOUR_0.timestamp())
-    )
-    assert delta == pytest.approx(truth[HOUR_0] - before, rel=0.01, abs=0.05)
 
 
 def test_malformed_json_is_counted_and_costs_only_its_message(fault_run: FaultRun) -> None:
