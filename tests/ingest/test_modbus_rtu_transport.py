@@ -273,3 +273,28 @@ async def test_a_line_that_goes_away_is_link_down(pty_pair: PtyPair) -> None:
             await transport.connect()  # the port is gone
     finally:
         await transport.close()
+
+
+async def test_a_line_never_silent_times_out_before_sending(pty_pair: PtyPair) -> None:
+    _reader, writer = await open_serial(pty_pair.a, SETTINGS)
+    # a long request gap: the line must be quiet for 0.5 s, and a byte comes every 5 ms
+    transport = ModbusRtuTransport(pty_pair.b, SETTINGS, request_gap_s=0.5)
+    await transport.connect()
+
+    async def babble() -> None:
+        while True:
+            writer.write(b"\x55")
+            await writer.drain()
+            await asyncio.sleep(0.005)
+
+    babbler = asyncio.create_task(babble())
+    try:
+        with pytest.raises(ModbusTimeout, match="never silent"):
+            await transport.read_registers(5, READ_INPUT_REGISTERS, 0, 2, SHORT_TIMEOUT_S)
+    finally:
+        babbler.cancel()
+        await asyncio.gather(babbler, return_exceptions=True)
+        await transport.close()
+        writer.close()
+    assert transport.stats.requests == 0  # nothing was sent onto a busy line
+    assert transport.stats.timeouts == 1

@@ -15,8 +15,10 @@ exchange are dropped before each request. An exception answer raises
 :class:`~.transport.ModbusExceptionResponse`; a port that cannot be opened or that
 fails raises :class:`~.transport.ModbusLinkDown` naming it.
 
-Timeouts are real seconds (the line does not run faster on a simulated clock); the
-timeout of a read starts when its request has been handed to the port.
+Timeouts are real seconds (the line does not run faster on a simulated clock): a read
+waits at most its timeout for the line to fall silent (a unit that never stops sending
+blocks the bus), then at most its timeout again for the answer once the request has
+been handed to the port.
 """
 
 from __future__ import annotations
@@ -142,7 +144,15 @@ class ModbusRtuTransport:
             writer = self._writer
             if writer is None or self._lost is not None:
                 raise ModbusLinkDown(f"{self._port}: {self._lost or 'not open'}")
-            await self._wait_for_silence()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._wait_for_silence()
+            except TimeoutError:
+                self.stats.timeouts += 1
+                raise ModbusTimeout(
+                    f"the line was never silent for {self.silence_s * 1000:.2f} ms within "
+                    f"{timeout_s} s: {what}"
+                ) from None
             if self._buffer:
                 self.stats.stale_bytes += len(self._buffer)
                 self._buffer.clear()
