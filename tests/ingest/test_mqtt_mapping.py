@@ -29,6 +29,7 @@ from zerocarbon.config import (
 )
 from zerocarbon.ingest.mqtt.collector import MqttCollector
 from zerocarbon.ingest.mqtt.mapping import MqttMapping, filter_matches
+from zerocarbon.ingest.mqtt.payload import PayloadError, field_series, parse_payload
 from zerocarbon.ingest.reading import Ack
 from zerocarbon.simulators.mqtt_publisher import MqttPublisher
 from zerocarbon.simulators.plant import PlantModel
@@ -457,3 +458,46 @@ def test_example_site_files_load_and_map(
     assert outcome.unmapped is None
     if device is not None:
         assert [(d.device_id, d.readings) for d in outcome.devices] == [(device, 1)]
+
+
+PARITY_PAYLOADS = [
+    b'{"ts": "2026-06-21T03:00:05.5+00:00", "power_kw": 310.5, "energy_kwh": 1000}',
+    b'{"ts": 1782014400, "power_kw": 1}',
+    b'{"power_kw": "high", "energy_kwh": 5}',
+    b'{"power_kw": 1' + b"0" * 400 + b', "energy_kwh": 5}',
+    b"not json",
+    b"[1, 2]",
+    b'{"ts": "yesterday", "power_kw": 1}',
+    b'{"ts": "2026-06-21T03:00:00", "power_kw": 1}',
+    b'{"ts": 1e20, "power_kw": 1}',
+    b'{"ts": true, "power_kw": 1}',
+    b'{"other": 1}',
+    b'{"power_kw": NaN}',
+    b'{"power_kw": null, "energy_kwh": "x"}',
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"power_kw": 1, "pad": "' + b"x" * 300_000 + b'"}',
+]
+
+
+@pytest.mark.parametrize("payload", PARITY_PAYLOADS, ids=range(len(PARITY_PAYLOADS)))
+def test_simple_form_decodes_as_the_single_device_parser(
+    demo_site: SiteConfig, payload: bytes
+) -> None:
+    """A ``fields`` device through the mapping gives what ``parse_payload`` gives: the
+    same readings and the same problems, word for word."""
+    device = demo_site.device("line_a")
+    assert isinstance(device, MqttDevice)
+    registry = SeriesRegistry.for_site(demo_site)
+    single = BatchBuilder(registry)
+    try:
+        _count, expected = parse_payload(
+            device, payload, ARRIVAL_US, field_series(device, registry), single
+        )
+    except PayloadError as exc:
+        expected = [str(exc)]
+    mapped = BatchBuilder(registry)
+    mapping = MqttMapping(demo_site.mqtt_devices, registry)
+    outcome = mapping.decode(device.topic, payload, ARRIVAL_US, mapped)
+    [result] = outcome.devices
+    assert result.problems == expected
+    assert list(mapped.build().readings(registry)) == list(single.build().readings(registry))
