@@ -427,3 +427,38 @@ def test_link_properties_must_agree(demo_site: SiteConfig) -> None:
     ]
     with pytest.raises(SiteConfigError, match="'battery' and 'battery2'.*request_gap_s"):
         parse_site(data, base_dir=demo_site.base_dir)
+
+
+async def test_one_absent_unit_is_not_a_silent_link(demo_site: SiteConfig) -> None:
+    """A unit that never answers, behind a gateway whose other units do: its timeouts
+    do not close the link (the half-open rule wants every unit silent)."""
+    # no gap fill: three blocks a poll, whose requests queue together
+    base = _battery(demo_site, poll_interval_s=1.0, timeout_s=0.05, max_gap_registers=0)
+    profile = demo_site.profile_of(base)
+    units = {u: RegisterBank(profile) for u in (1, 2, 3)}
+    for bank in units.values():
+        bank.update(VALUES)
+    devices = tuple(base.model_copy(update={"id": f"b{u}", "device_id": u}) for u in units)
+    site = demo_site.model_copy(update={"devices": devices})
+    registry = SeriesRegistry.for_site(site)
+    polls: dict[str, int] = {}
+    done = asyncio.Event()
+
+    async def sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
+        for device in {r.device for r in batch.readings(registry)}:
+            polls[device] = polls.get(device, 0) + 1
+        if min(polls.get("b1", 0), polls.get("b2", 0)) >= 6:
+            done.set()
+
+    async with ModbusTcpServer("127.0.0.1", 0, units) as server:
+        server.set_offline(3)
+        on_server = [(d.model_copy(update={"port": server.port}), profile) for d in devices]
+        collector = ModbusLinkCollector(
+            "127.0.0.1", server.port, on_server, ManualClock(START), sink, registry
+        )
+        await _collect_until(collector, done)
+    stats = collector.stats()
+    assert stats["b3"].timeouts >= 4 and not stats["b3"].available
+    assert collector.link_resets == 0 and collector.tcp.connects == 1
+    for device in ("b1", "b2"):
+        assert stats[device].errors == stats[device].timeouts == 0

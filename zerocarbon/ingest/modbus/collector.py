@@ -18,12 +18,13 @@ slow gateways and buses.
 
 Failures. A request that times out is sent again up to the device's ``retries``; an
 exception response is final for the poll (the unit is alive but refuses). A link that
-is down (refused, broken, or :data:`LINK_SILENT_TIMEOUTS` timeouts in a row with no
-answer at all on it, a half-open connection) is closed and opened again on the next
-poll, after a back-off that doubles from ``reconnect_min_s`` to ``reconnect_max_s``
-[s, clock time] while connecting fails; never two connections at once. A poll with a
-failed block counts one consecutive failure and marks the device unavailable; the
-values of its good blocks still go to the sink.
+is down (refused, broken, or silent: :data:`LINK_SILENT_TIMEOUTS` or more timeouts in a
+row, every unit on it among them, and no answer at all, as on a half-open connection;
+one absent unit among others that answer is not a silent link) is closed and opened
+again on the next poll, after a back-off that doubles from ``reconnect_min_s`` to
+``reconnect_max_s`` [s, clock time] while connecting fails; never two connections at
+once. A poll with a failed block counts one consecutive failure and marks the device
+unavailable; the values of its good blocks still go to the sink.
 
 Health: a poll is *good* when every block of the device was read. A good poll sets
 ``last_seen_s`` (the injected clock's time) and the poll latency: wall time
@@ -246,7 +247,8 @@ class ModbusLinkScheduler:
         self._backoff_s = reconnect_min_s
         self._next_connect_s = now
         self._last_connect_error = ""
-        self._silent_timeouts = 0
+        self._silent_timeouts = 0  # timeouts since the last answer on the link
+        self._silent_units: set[int] = set()  # units that timed out since then
 
     @property
     def name(self) -> str:
@@ -330,7 +332,7 @@ class ModbusLinkScheduler:
             self._backoff_s = min(2 * self._backoff_s, self.reconnect_max_s)
             raise
         self._backoff_s = self.reconnect_min_s
-        self._silent_timeouts = 0
+        self._link_answered()
 
     async def _request(self, device: _PolledDevice, block: ReadBlock) -> list[int]:
         """One request, paced by ``request_gap_s``; counts link silence."""
@@ -357,21 +359,30 @@ class ModbusLinkScheduler:
             )
         except ModbusTimeout:
             self._silent_timeouts += 1
-            if self._silent_timeouts >= LINK_SILENT_TIMEOUTS and self._transport.connected:
-                self._silent_timeouts = 0
+            self._silent_units.add(cfg.device_id)
+            if (
+                self._silent_timeouts >= LINK_SILENT_TIMEOUTS
+                and len(self._silent_units) == len(self.devices)
+                and self._transport.connected
+            ):
+                self._link_answered()
                 self.link_resets += 1
                 log.warning(
-                    "Modbus link %s: %d timeouts in a row, no answer at all; reconnecting",
+                    "Modbus link %s: %d timeouts in a row, no unit answers; reconnecting",
                     self.name,
                     LINK_SILENT_TIMEOUTS,
                 )
                 await self._transport.close()
             raise
         except ModbusExceptionResponse:
-            self._silent_timeouts = 0
+            self._link_answered()
             raise
-        self._silent_timeouts = 0
+        self._link_answered()
         return registers
+
+    def _link_answered(self) -> None:
+        self._silent_timeouts = 0
+        self._silent_units.clear()
 
     async def _read_block(
         self, device: _PolledDevice, block: ReadBlock, failures: list[str], retries: int
