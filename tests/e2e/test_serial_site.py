@@ -16,7 +16,7 @@ import asyncpg
 from tests.serial_support import PtyPair
 from zerocarbon.carbon_service import warm_up_kernels
 from zerocarbon.clock import ScaledClock
-from zerocarbon.config import parse_site
+from zerocarbon.config import Dlt645Device, ModbusRtuDevice, parse_site
 from zerocarbon.runtime import EnergyCenter
 from zerocarbon.settings import Settings
 from zerocarbon.simulators.endpoints import on_free_ports
@@ -84,7 +84,8 @@ async def test_serial_devices_are_collected_and_stored(
     rtu, dlt = pty_pairs("rtu"), pty_pairs("dlt")
     # the gateway uses the b ends, the simulator serves on the a ends
     site = on_free_ports(parse_site(site_file()), serial_ports={RTU_PORT: rtu.b, DLT_PORT: dlt.b})
-    assert [d.serial_port for d in site.devices] == [rtu.b, rtu.b, dlt.b]
+    serial = [d for d in site.devices if isinstance(d, ModbusRtuDevice | Dlt645Device)]
+    assert [d.serial_port for d in serial] == [rtu.b, rtu.b, dlt.b]
     warm_up_kernels(site)
     name = f"zc_test_serial_{secrets.token_hex(3)}"
     url = await ensure_database(pg_server_url, name)
@@ -103,7 +104,7 @@ async def test_serial_devices_are_collected_and_stored(
             devices = ("grid_meter", "line_a_meter", "line_b_meter")
 
             def polled_twice() -> bool:
-                return all((h := health(d)) is not None and h.polls >= 2 for d in devices)
+                return all((h := health(d)) is not None and (h.polls or 0) >= 2 for d in devices)
 
             await _until(polled_twice, 40)
             forwarder = center.forwarder
@@ -120,11 +121,16 @@ async def test_serial_devices_are_collected_and_stored(
     finally:
         rows = await _stored(url)
         await drop_database(pg_server_url, name)
+    protocols = {}
     for device, report in reports.items():
         assert report is not None and report.online, (device, report)
         assert report.errors == 0 and report.timeouts == 0, (device, report)
-    assert reports["grid_meter"].protocol == "modbus_rtu"
-    assert reports["line_b_meter"].protocol == "dlt645"
+        protocols[device] = report.protocol
+    assert protocols == {
+        "grid_meter": "modbus_rtu",
+        "line_a_meter": "modbus_rtu",
+        "line_b_meter": "dlt645",
+    }
     sdm630 = {"voltage_v", "active_power_kw", "frequency_hz", "energy_import_kwh"}
     assert sdm630 <= set(rows["grid_meter"]) and sdm630 <= set(rows["line_a_meter"])
     assert set(rows["line_b_meter"]) == {"voltage_v", "frequency_hz", "energy_import_kwh"}

@@ -120,9 +120,9 @@ async def test_rtu_and_dlt645_lines_served_on_given_paths(pty_pairs: Any) -> Non
             await transport.close()
         reader, writer = await open_serial(dlt.b, SerialSettings(2400))
         try:
-            served = await _read(reader, writer, "000012345678", FORWARD_ACTIVE_ENERGY)
+            energy = await _read(reader, writer, "000012345678", FORWARD_ACTIVE_ENERGY)
             truth = sim.plant.values("sub_meter")["energy_import_kwh"]
-            assert served == pytest.approx(truth % 1e6, abs=0.005)
+            assert energy == pytest.approx(truth % 1e6, abs=0.005)
         finally:
             writer.close()
         assert sim.rtu_servers[0].paced_s > 0 and sim.dlt645_servers[0].replies == 1
