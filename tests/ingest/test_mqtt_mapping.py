@@ -334,6 +334,17 @@ def _preset_site(tag: str) -> SiteConfig:
                 "protocol": "mqtt",
                 "preset": "shelly_pro3em",
             },
+            {
+                "id": "mixer",
+                "role": "load",
+                "protocol": "mqtt",
+                "topic": f"plant-{tag}/{{device}}/status",
+                "ts_field": "meta.time",
+                "rules": [
+                    {"path": "emeters[1].power", "metric": "active_power_kw", "scale": 0.001},
+                    {"path": "emeters[1].total", "metric": "energy_import_kwh", "scale": 0.001},
+                ],
+            },
         ]
     )
 
@@ -396,6 +407,7 @@ async def test_presets_decoded_against_their_simulators(
         f"plug-{tag}": {"energy_import_kwh", "active_power_kw", "voltage_v"},
         "press": {"energy_import_kwh", "active_power_kw", "voltage_v"},
         f"em-{tag}": {"energy_import_kwh", "energy_export_kwh", "active_power_kw", "voltage_v"},
+        "mixer": {"energy_import_kwh", "active_power_kw"},
     }
     for device, names in metrics.items():
         assert {r.metric for r in received if r.device == device} == names, device
@@ -403,6 +415,10 @@ async def test_presets_decoded_against_their_simulators(
         sent = source.seen[(r.device, r.metric)]
         if r.device == f"plug-{tag}":  # Tasmota: its local Time (whole s) stamps the values
             value = {math.floor(t): v for t, v in sent}[round(r.ts.timestamp())]
+            assert r.value == pytest.approx(value, rel=1e-12, abs=1e-12)
+        elif r.device == "mixer":  # rules: meta.time, ISO 8601 UTC to the microsecond
+            sent_s, value = min(sent, key=lambda tv: abs(tv[0] - r.ts.timestamp()))
+            assert abs(sent_s - r.ts.timestamp()) <= 1e-6
             assert r.value == pytest.approx(value, rel=1e-12, abs=1e-12)
         else:  # Shelly: no time in the payload, arrival time; the value is one it was sent
             assert any(v == pytest.approx(r.value, rel=1e-12, abs=1e-12) for _, v in sent)
