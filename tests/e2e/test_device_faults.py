@@ -71,6 +71,9 @@ FAULTS: dict[str, Any] = {
     "malformed": [{"device": "output_counter", "share": 0.3, "at_s": [100]}],
     "duplicates": [{"device": "line_b", "at_s": [700, 1000]}],
     "late_data": [{"device": "line_a", "start_s": 800, "duration_s": 60, "delay_s": 60}],
+    # line_d (a uint32 x 0.01 kWh MQTT meter) wraps a few minutes in, then restarts at 0
+    "rollovers": [{"device": "line_d", "below_wrap": 10.0}],
+    "counter_resets": [{"device": "line_d", "at_s": 900}],
 }
 
 
@@ -80,6 +83,10 @@ def device_faults_site(mqtt_url: str) -> SiteConfig:
     data = site_data(FAULTS)
     sub = next(d for d in data["devices"] if d["id"] == "sub_meter")
     data["devices"].append({**sub, "id": "sub_meter_b", "port": sub["port"] + 1})
+    line_c = next(d for d in data["devices"] if d["id"] == "line_c")
+    data["devices"].append(
+        {**line_c, "id": "line_d", "topic": "factory/line_d/meter", "rated_power_kw": 300}
+    )
     for device in data["devices"]:
         if device["protocol"] == "modbus_tcp":
             device["poll_interval_s"] = 5.0
@@ -427,6 +434,22 @@ def test_malformed_json_is_counted_and_costs_only_its_message(fault_run: FaultRu
         assert fault_run.mqtt.device_stats[other].bad_payloads == 0
 
 
+def test_reset_and_rollover_give_no_negative_or_absurd_energy(fault_run: FaultRun) -> None:
+    truth = fault_run.sim.ground_truth
+    wrapped = truth.fault_hours("line_d", FaultKind.ROLLOVER)
+    reset = truth.fault_hours("line_d", FaultKind.COUNTER_RESET)
+    assert wrapped and reset
+    values = [r.value for r in fault_run.series("line_d", "energy_import_kwh")]
+    assert max(values) > 2**32 * 0.01 - 10.0 and min(values) < 5.0  # near the top, near 0
+    rows = fault_run.hourly("line_d", "energy_import_kwh")
+    assert sum(r.rollovers for r in rows.values()) == 1
+    assert sum(r.resets for r in rows.values()) == 1
+    assert rows[wrapped[0]].rollovers == 1 and rows[reset[0]].resets == 1
+    for hour, row in rows.items():
+        assert 0.0 <= row.delta <= 300 * 1.5, hour  # never negative, never beyond the rating
+    _assert_hours_match_truth(fault_run, "line_d", "energy_import_kwh", tolerance=0.02)
+
+
 def test_duplicates_and_late_data_are_per_device(fault_run: FaultRun) -> None:
     def total(device: str, column: str) -> int:
         rows = fault_run.hourly(device, "energy_import_kwh")
@@ -448,7 +471,7 @@ def _assert_hours_match_truth(run: FaultRun, device: str, metric: str, tolerance
     readings = run.series(device, metric)
     plant = run.sim.plant
     before = readings[0].value - plant.counter_start(device, metric)
-    after = plant.counter_start(device, metric) + plant.counted(device, metric) - readings[-1].value
+    after = plant.values(device)[metric] - readings[-1].value  # reported at the end
     last_hour = max(truth)
     assert 0 <= before < 0.05 * truth[HOUR_0] and 0 <= after < 0.05 * truth[last_hour]
     for hour, row in rows.items():
