@@ -20,6 +20,7 @@ reported in the :class:`~zerocarbon.ingest.mqtt.payload.MessageOutcome`, never r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -230,7 +231,6 @@ class MqttMapping:
         doc: object = MISSING
         error: str | None = None
         for rule_set in route.rule_sets:
-            where = f"device {rule_set.device_id!r} topic {topic!r}"
             device = _device_outcome(outcome, rule_set.device_id)
             if doc is MISSING and error is None:
                 try:
@@ -242,10 +242,11 @@ class MqttMapping:
                 continue
             if not isinstance(doc, dict):
                 device.problems.append(
-                    f"{where}: payload must be a JSON object, got {type(doc).__name__}"
+                    f"device {rule_set.device_id!r} topic {topic!r}: payload must be a JSON "
+                    f"object, got {type(doc).__name__}"
                 )
                 continue
-            device.readings += _apply(rule_set, doc, arrival_us, out, where, device.problems)
+            device.readings += _apply(rule_set, doc, arrival_us, out, topic, device.problems)
         return outcome
 
 
@@ -263,7 +264,7 @@ def _apply(
     doc: dict[str, object],
     arrival_us: int,
     out: BatchBuilder,
-    where: str,
+    topic: str,
     problems: list[str],
 ) -> int:
     """Append one rule set's readings from ``doc``; return how many (0 with a problem
@@ -275,6 +276,7 @@ def _apply(
             try:
                 ts_us = parse_ts_us(raw_ts, rule_set.local_zone)
             except (ValueError, OverflowError) as exc:
+                where = f"device {rule_set.device_id!r} topic {topic!r}"
                 problems.append(f"{where}: key {rule_set.ts_label!r}: {exc}")
                 return 0
     rows: list[tuple[int, float]] = []
@@ -286,14 +288,16 @@ def _apply(
         number = as_number(raw)
         if number is not None:
             number *= value_rule.scale
-        if number is None or number != number or number in (float("inf"), float("-inf")):
+        if number is None or not math.isfinite(number):  # a huge scale can overflow
             bad.append(
-                f"{where}: key {value_rule.label!r} must be a finite number, got {raw!r:.80}"
+                f"device {rule_set.device_id!r} topic {topic!r}: key {value_rule.label!r} "
+                f"must be a finite number, got {raw!r:.80}"
             )
             continue
         rows.append((value_rule.series_id, number))
     if not rows:  # the message is of no use to the device: one problem
         labels = sorted(v.label for v in rule_set.values)
+        where = f"device {rule_set.device_id!r} topic {topic!r}"
         problems.append("; ".join(bad) or f"{where}: none of the keys {labels} is present")
         return 0
     problems.extend(bad)
