@@ -427,7 +427,8 @@ def test_malformed_json_is_counted_and_costs_only_its_message(fault_run: FaultRu
     publisher = fault_run.sim.publisher
     assert publisher is not None and publisher.stats.malformed >= 20
     device = fault_run.mqtt.device_stats["output_counter"]
-    assert device.bad_payloads == publisher.stats.malformed
+    # made in the publisher's last cycle, the stop may cut its publishing short
+    assert publisher.stats.malformed - 1 <= device.bad_payloads <= publisher.stats.malformed
     good = len(fault_run.series("output_counter", "production_count_units"))
     assert good + device.bad_payloads == device.messages
     for other in ("line_a", "line_b", "line_c"):
