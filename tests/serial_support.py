@@ -9,12 +9,15 @@ and the tests run as root on a system with apt-get, and otherwise says why it ca
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 SOCAT_READY_TIMEOUT_S = 10.0
 APT_TIMEOUT_S = 600.0
@@ -52,6 +55,12 @@ def ensure_socat() -> SocatInstall:
     return SocatInstall(found, install_s=elapsed_s)
 
 
+def _drain(stream: IO[bytes]) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        for _line in stream:
+            pass
+
+
 class PtyPair:
     """Two linked pseudo-terminals, ``a`` and ``b`` (paths of symbolic links to them).
 
@@ -87,6 +96,8 @@ class PtyPair:
         if not (os.path.exists(self.a) and os.path.exists(self.b)):
             self.stop()
             raise RuntimeError(f"socat did not make the pty pair {self.a}, {self.b}")
+        # keep reading its log, so that a full pipe never stalls it
+        threading.Thread(target=_drain, args=(self._process.stderr,), daemon=True).start()
         return self
 
     def stop(self) -> None:
