@@ -12,6 +12,8 @@ from urllib.parse import urlparse
 
 import aiomqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zerocarbon.batch import BatchBuilder, Reading, ReadingBatch, SeriesRegistry
 from zerocarbon.clock import ScaledClock
@@ -324,3 +326,43 @@ async def test_edge_node_simulator_birth_data_rebirth_death(mqtt_url: str) -> No
         assert any(v == pytest.approx(r.value, rel=1e-12, abs=1e-12) for v in sent), r
     power = [r.value for r in received if r.metric == "active_power_kw"]
     assert max(power) > 10.0  # kW: the line runs at 10:00 local
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_decode_or_raise_sparkplug_error(raw: bytes) -> None:
+    with contextlib.suppress(SparkplugError):
+        decode_payload(raw)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["NBIRTH", "DBIRTH", "NDATA", "DDATA", "NDEATH", "DDEATH"]),
+            st.integers(0, 255) | st.none(),
+            st.lists(
+                st.builds(
+                    Metric,
+                    st.sampled_from(["Power/Active", "Energy/Import", "Voltage", "x"]) | st.none(),
+                    st.integers(0, 20) | st.none(),
+                    st.integers(0, 2**64 - 1) | st.none(),
+                    st.integers(0, 20),
+                    st.integers(0, 2**64 - 1) | st.floats() | st.booleans() | st.text() | st.none(),
+                ),
+                max_size=4,
+            ),
+        ),
+        max_size=12,
+    )
+)
+def test_any_message_sequence_is_decoded_without_raising(
+    messages: list[tuple[str, int | None, list[Metric]]],
+) -> None:
+    host = Host(_site())
+    for kind, seq, metrics in messages:
+        device = "/meter-1" if kind.startswith("D") else ""
+        topic = f"spBv1.0/plant/{kind}/edge-1{device}"
+        outcome, readings = host.send(topic, _payload(seq, *metrics))
+        assert all(abs(r.value) < float("inf") for r in readings)
+        assert len(outcome.publish) <= 1

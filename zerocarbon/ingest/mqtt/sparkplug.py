@@ -23,12 +23,13 @@ device.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from zerocarbon.batch import BatchBuilder, SeriesRegistry
+from zerocarbon.batch import MAX_TS_US, BatchBuilder, SeriesRegistry
 from zerocarbon.config import MqttDevice
 from zerocarbon.ingest.mqtt.payload import MAX_PAYLOAD_BYTES, DeviceOutcome, MessageOutcome
 
@@ -232,16 +233,19 @@ def _encode_metric(metric: Metric) -> bytes:
     elif isinstance(value, str):
         raw = value.encode()
         out += _key(15, 2) + _varint(len(raw)) + raw
-    elif datatype in _INT_TYPES or (
-        not datatype and isinstance(value, int) and 0 <= value <= 0xFFFFFFFF
-    ):
-        out += _key(10, 0) + _varint(int(value) & 0xFFFFFFFF)
-    elif datatype in _LONG_TYPES or (not datatype and isinstance(value, int)):
-        out += _key(11, 0) + _varint(int(value))
-    elif datatype is DataType.FLOAT:
-        out += _key(12, 5) + struct.pack("<f", value)
-    else:
-        out += _key(13, 1) + struct.pack("<d", float(value))
+    elif isinstance(value, float):  # float_value for Float, double_value otherwise
+        try:
+            single = struct.pack("<f", value) if datatype == DataType.FLOAT else None
+        except OverflowError:  # beyond float32: sent as a double
+            single = None
+        if single is not None:
+            out += _key(12, 5) + single
+        else:
+            out += _key(13, 1) + struct.pack("<d", value)
+    elif datatype in _INT_TYPES or (not datatype and 0 <= value <= 0xFFFFFFFF):
+        out += _key(10, 0) + _varint(value & 0xFFFFFFFF)
+    else:  # long_value: Int64, UInt64, DateTime and larger integers
+        out += _key(11, 0) + _varint(value)
     return bytes(out)
 
 
@@ -494,8 +498,11 @@ class SparkplugDecoder:
                 mapped = target.series.get(name)
                 if mapped is None:
                     continue
+                if ts_us > MAX_TS_US:  # uint64 milliseconds reach past year 9999
+                    result.problems.append(f"{where}: metric {name!r}: timestamp {ts_us} us")
+                    continue
                 number = metric_number(metric, datatype)
-                if number is None or number != number or abs(number) == float("inf"):
+                if number is None or not math.isfinite(number * mapped[1]):
                     result.problems.append(
                         f"{where}: metric {name!r} must be a finite number, got "
                         f"{metric.value!r:.80} (datatype {datatype})"
