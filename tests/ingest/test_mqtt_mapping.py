@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import secrets
@@ -15,6 +16,8 @@ from urllib.parse import urlparse
 
 import aiomqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.ingest.clocks import ManualClock
 from zerocarbon.batch import BatchBuilder, Reading, ReadingBatch, SeriesRegistry, datetime_to_us
@@ -517,3 +520,39 @@ def test_simple_form_decodes_as_the_single_device_parser(
     [result] = outcome.devices
     assert result.problems == expected
     assert list(mapped.build().readings(registry)) == list(single.build().readings(registry))
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["ENERGY", "Total", "Power", "Time", "emeters", "p"]),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON_VALUES)
+def test_any_json_document_is_decoded_without_raising(doc: object) -> None:
+    site = _site(
+        [
+            {"id": "plug", "role": "load", "protocol": "mqtt", "preset": "tasmota"},
+            {
+                "id": "m",
+                "role": "load",
+                "protocol": "mqtt",
+                "topic": "tele/plug/SENSOR",
+                "ts_field": "Time",
+                "rules": [{"path": "emeters[1].p", "metric": "voltage_v", "scale": 1e300}],
+            },
+        ]
+    )
+    payload = json.dumps(doc, allow_nan=True).encode()
+    outcomes, readings = _decode(site, [("tele/plug/SENSOR", payload)])
+    assert sorted(d.device_id for d in outcomes[0].devices) == ["m", "plug"]
+    assert all(math.isfinite(r.value) for r in readings)
