@@ -3,9 +3,11 @@ edge nodes (births, data, seq, rebirth requests)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+from tests.ingest.clocks import ManualClock
 from zerocarbon.config import MqttDevice, SiteConfig, parse_site
 from zerocarbon.ingest.mqtt.sparkplug import (
     BD_SEQ_METRIC,
@@ -17,7 +19,15 @@ from zerocarbon.ingest.mqtt.sparkplug import (
     encode_payload,
     rebirth_request,
 )
-from zerocarbon.simulators.mqtt_publisher import SparkplugEdge, json_messages, publish_topic
+from zerocarbon.simulators.faults import FaultPlan
+from zerocarbon.simulators.ground_truth import GroundTruth
+from zerocarbon.simulators.mqtt_publisher import (
+    MqttPublisher,
+    SparkplugEdge,
+    json_messages,
+    publish_topic,
+)
+from zerocarbon.simulators.plant import PlantModel
 
 TS_S = datetime(2026, 7, 1, 10, 0, 5, tzinfo=UTC).timestamp()
 
@@ -162,3 +172,40 @@ def test_edge_answers_only_its_rebirth_command() -> None:
     )
     assert not edge.wants_rebirth("spBv1.0/g/NCMD/e", no)
     assert not edge.wants_rebirth("spBv1.0/g/NCMD/e", b"\x12\x7f")
+
+
+def test_faults_apply_to_each_topic_of_a_preset_device() -> None:
+    """Faults see a preset device on each topic its form publishes on: a gap silences
+    its messages, a duplicate doubles its message at the fault's time."""
+    start_s = TS_S - 100.0
+    site = _site(
+        {"id": "em", "role": "load", "protocol": "mqtt", "preset": "shelly_pro3em"},
+        {"id": "plug", "role": "load", "protocol": "mqtt", "preset": "tasmota"},
+    )
+    faults = {
+        "gaps": [{"device": "plug", "start_s": 50, "duration_s": 100}],
+        "duplicates": [{"device": "em", "at_s": [100]}],
+    }
+    data = site.model_dump(mode="json", exclude_none=True)
+    for device in data["devices"]:
+        device.pop("fields")  # derived from the presets, as in a site file
+        device.pop("topic", None)
+    data["devices"][0].update(topic="g", fields={"p": "active_power_kw"})
+    site = parse_site({**data, "simulation": {"faults": faults}})
+    plan = FaultPlan(site, start_s, GroundTruth())
+    publisher = MqttPublisher(
+        site,
+        PlantModel(site, start_s),
+        ManualClock(datetime.fromtimestamp(start_s, UTC)),
+        faults=plan,
+    )
+    values = {"energy_import_kwh": 2.0, "active_power_kw": 1.5, "voltage_v": 231.0}
+    messages = [
+        (publisher._on_topic(d, topic), json.dumps(doc))
+        for d in publisher.json_devices[1:]
+        for topic, doc in json_messages(d, values, TS_S)
+    ]
+    sent = [topic for topic, _ in publisher._apply_faults(messages, TS_S)]
+    # the plug's message withheld; the duplicate (one message at 100 s) is em's first
+    assert sent == ["em/status/em:0", "em/status/em:0", "em/status/emdata:0"]
+    assert publisher.stats.withheld == 1 and publisher.stats.duplicated == 1
