@@ -160,17 +160,7 @@ def parse_payload(
     :class:`PayloadError` and appends nothing.
     """
     where = f"device {device.id!r} topic {device.topic!r}"
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(
-            f"{where}: payload of {len(payload):,} bytes is larger than the "
-            f"{MAX_PAYLOAD_BYTES:,} bytes accepted"
-        )
-    try:
-        doc = json.loads(payload)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
-        raise PayloadError(f"{where}: payload is not JSON: {exc}") from None
-    except RecursionError:
-        raise PayloadError(f"{where}: payload is nested too deeply") from None
+    doc = decode_json(payload, where)
     if not isinstance(doc, dict):
         raise PayloadError(f"{where}: payload must be a JSON object, got {type(doc).__name__}")
     ts_us = arrival_us
@@ -184,15 +174,9 @@ def parse_payload(
     for key in device.fields:
         if key not in doc:
             continue
-        value = doc[key]
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        if numeric:
-            try:
-                value = float(value)  # a huge JSON integer overflows a float
-            except OverflowError:
-                numeric = False
-        if not numeric or not math.isfinite(value):
-            problems.append(f"{where}: key {key!r} must be a finite number, got {value!r:.80}")
+        value = as_number(doc[key])
+        if value is None:
+            problems.append(f"{where}: key {key!r} must be a finite number, got {doc[key]!r:.80}")
             continue
         rows.append((series[key], value))
     if not rows:
