@@ -556,3 +556,54 @@ def test_any_json_document_is_decoded_without_raising(doc: object) -> None:
     outcomes, readings = _decode(site, [("tele/plug/SENSOR", payload)])
     assert sorted(d.device_id for d in outcomes[0].devices) == ["m", "plug"]
     assert all(math.isfinite(r.value) for r in readings)
+
+
+async def test_pattern_subscriptions_keep_a_persistent_session(
+    mqtt_url: str, mqtt_broker_kind: str
+) -> None:
+    """With a client id the broker keeps what arrives on the rule patterns (here a
+    Tasmota {device} filter) while the gateway is away, and delivers it on return."""
+    if mqtt_broker_kind == "amqtt":
+        pytest.skip("amqtt does not queue for a resumed session (Mosquitto is not installed)")
+    tag = secrets.token_hex(3)
+    site = _site(
+        [
+            {"id": f"a-{tag}", "role": "load", "protocol": "mqtt", "preset": "tasmota"},
+            {"id": f"b-{tag}", "role": "load", "protocol": "mqtt", "preset": "tasmota"},
+        ]
+    )
+    assert site.mqtt is not None
+    mqtt = site.mqtt.model_copy(update={"client_id": f"zc-persist-{tag}"})
+    registry = SeriesRegistry.for_site(site)
+    received: list[Reading] = []
+
+    async def sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
+        received.extend(batch.readings(registry))
+        if ack is not None:
+            ack()
+
+    async def session(until: Any) -> None:
+        collector = MqttCollector(
+            mqtt, site.mqtt_devices, ManualClock(ARRIVAL), sink, registry, url=mqtt_url
+        )
+        task = asyncio.create_task(collector.run())
+        try:
+            async with asyncio.timeout(10):
+                await collector.subscribed.wait()
+                while not until():
+                    await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    await session(lambda: True)  # the broker now knows the session and its filters
+    url = urlparse(mqtt_url)
+    async with aiomqtt.Client(url.hostname or "127.0.0.1", port=url.port or 1883) as pub:
+        for i in range(20):
+            device = f"{'ab'[i % 2]}-{tag}"
+            doc = {"Time": "2026-11-25T20:00:00", "ENERGY": {"Total": float(i)}}
+            await pub.publish(f"tele/{device}/SENSOR", json.dumps(doc), qos=1)
+    await session(lambda: len(received) >= 20)
+    assert sorted(r.value for r in received) == [float(i) for i in range(20)]
+    assert {r.device for r in received if r.value % 2} == {f"b-{tag}"}
