@@ -33,7 +33,7 @@ from zerocarbon.ingest.mqtt.sparkplug import (
     metric_number,
 )
 from zerocarbon.ingest.reading import Ack
-from zerocarbon.simulators.mqtt_publisher import MqttPublisher
+from zerocarbon.simulators.mqtt_publisher import MqttPublisher, SparkplugEdge
 from zerocarbon.simulators.plant import PlantModel
 
 T0_MS = 1_790_000_000_000
@@ -366,3 +366,52 @@ def test_any_message_sequence_is_decoded_without_raising(
         outcome, readings = host.send(topic, _payload(seq, *metrics))
         assert all(abs(r.value) < float("inf") for r in readings)
         assert len(outcome.publish) <= 1
+
+
+async def test_a_lost_edge_connection_delivers_its_death(mqtt_url: str) -> None:
+    """The edge node's NDEATH is its connection's will: a connection that drops without
+    a DISCONNECT makes the broker publish it, and its bdSeq matches the birth's."""
+    group = f"g-{secrets.token_hex(3)}"
+    site = _site(group=group)
+    registry = SeriesRegistry.for_site(site)
+
+    async def sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
+        if ack is not None:
+            ack()
+
+    assert site.mqtt is not None
+    clock = ScaledClock(datetime(2026, 6, 21, 2, 0, tzinfo=UTC), 1.0)
+    collector = MqttCollector(site.mqtt, site.mqtt_devices, clock, sink, registry, url=mqtt_url)
+    sparkplug = collector.mapping.sparkplug
+    assert sparkplug is not None
+    edge = SparkplugEdge(group, "edge-1", site.mqtt_devices[1:])
+    edge.new_session()  # an earlier session: its will must not count once this one is born
+    will_topic, will = edge.new_session()
+    url = urlparse(mqtt_url)
+    collecting = asyncio.create_task(collector.run())
+    node = aiomqtt.Client(
+        url.hostname or "127.0.0.1",
+        port=url.port or 1883,
+        will=aiomqtt.Will(will_topic, will, qos=1),
+    )
+    try:
+        await _until(collector.subscribed.is_set)
+        await node.__aenter__()
+        values = {"chiller": {"active_power_kw": 2.0}, "edge-meter": {"voltage_v": 230.0}}
+        for topic, payload in edge.birth(values.__getitem__, 1000):
+            await node.publish(topic, payload)
+        await _until(lambda: collector.device_stats["chiller"].readings == 1)
+        assert collector.device_stats["chiller"].online(clock.now_s())
+        sock = node._client.socket()
+        assert sock is not None
+        sock.close()  # no DISCONNECT: the broker sends the will
+        await _until(lambda: sparkplug.stats.deaths == 1)
+    finally:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(0.5):  # its socket is gone: no DISCONNECT to wait for
+                await node.__aexit__(None, None, None)
+        collecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collecting
+    assert not collector.device_stats["chiller"].online(clock.now_s())
+    assert not collector.device_stats["edge-meter"].online(clock.now_s())
