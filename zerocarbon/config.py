@@ -522,6 +522,7 @@ class MqttPreset(_Frozen):
     rules: tuple[MqttRule, ...]
     ts_path: str | None  # JSON path of the time the values stand for; None: arrival time
     local_time: bool = False  # its times carry no UTC offset: they are the site's local time
+    interval_s: float | None = None  # its default publish interval [s] (device interval_s)
 
 
 def _preset_rule(**values: Any) -> MqttRule:
@@ -534,7 +535,8 @@ MQTT_PRESETS: dict[str, MqttPreset] = {
     # {"Time": "2026-11-25T21:00:00", "ENERGY": {"Total": kWh, "Power": W,
     # "Voltage": V, "Current": A, ...}}; "Time" is local time without an offset unless
     # SetOption52 1 adds one (tasmota.github.io/docs/Commands/#setoption52, Timezone and
-    # /docs/MQTT/). Current [A] has no metric here and is not read.
+    # /docs/MQTT/). Current [A] has no metric here and is not read. TelePeriod, the
+    # telemetry interval, defaults to 300 s (10..3600; /docs/Commands/#teleperiod).
     "tasmota": MqttPreset(
         rules=(
             _preset_rule(
@@ -556,6 +558,7 @@ MQTT_PRESETS: dict[str, MqttPreset] = {
         ),
         ts_path="Time",
         local_time=True,
+        interval_s=300.0,
     ),
     # Shelly Gen2+ switch with metering (Plus 1PM, Pro 4PM, ...), status_ntf on: the
     # whole status of switch:0 on <topic_prefix>/status/switch:0 with apower [W],
@@ -673,6 +676,8 @@ class MqttDevice(_DeviceBase):
         if not isinstance(data, dict):
             return data
         preset = MQTT_PRESETS.get(data.get("preset") or "")
+        if preset is not None and preset.interval_s is not None and "interval_s" not in data:
+            data = {**data, "interval_s": preset.interval_s}  # e.g. Tasmota's TelePeriod
         raw_rules = data.get("rules") or (preset.rules if preset is not None else ())
         if not raw_rules:
             return data

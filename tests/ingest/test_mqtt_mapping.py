@@ -165,6 +165,7 @@ def test_rules_and_presets_give_fields_for_the_rest_of_the_site() -> None:
         "voltage_v",
     }
     assert m.counter_register("energy_import_kwh") == ("uint32", 0.01)
+    assert plug.interval_s == 300.0 and m.interval_s == 10.0  # Tasmota's TelePeriod default
     dumped = site.model_dump(mode="json", exclude_none=True)
     assert parse_site(dumped, "again.toml").mqtt_devices == site.mqtt_devices
 
