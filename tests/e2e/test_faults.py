@@ -45,7 +45,16 @@ FAULTS: dict[str, Any] = {
     # hour 2: line_a's meter is replaced at 10:30; the grid meter reads 12 kWh low at 10:35
     "meter_replacements": [{"device": "line_a", "at_s": 10800.0, "new_value": 50000.0}],
     "backward_steps": [
-        {"device": "grid_meter", "metric": "energy_import_kwh", "at_s": 11100.0, "step": 12.0}
+        # a minute long: the collector re-reads a backward value at once (its torn-read
+        # guard) and keeps it only when the re-read agrees, so a step shorter than the
+        # re-read's delay would be refused as transient rather than stored and flagged
+        {
+            "device": "grid_meter",
+            "metric": "energy_import_kwh",
+            "at_s": 11100.0,
+            "step": 12.0,
+            "duration_s": 60.0,
+        }
     ],
     # hour 3: line_b's meter restarts from 0 at 11:25
     "counter_resets": [{"device": "line_b", "at_s": 14100.0}],
