@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
@@ -403,8 +404,11 @@ async def test_a_lost_edge_connection_delivers_its_death(mqtt_url: str) -> None:
         await _until(lambda: collector.device_stats["chiller"].readings == 1)
         assert collector.device_stats["chiller"].online(clock.now_s())
         sock = node._client.socket()
-        assert sock is not None
-        sock.close()  # no DISCONNECT: the broker sends the will
+        assert isinstance(sock, socket.socket)
+        # the TCP connection ends without a DISCONNECT: the broker sends the will (a
+        # shutdown, not a close: the event loop still watches the socket, and paho
+        # closes it when it reads the end)
+        sock.shutdown(socket.SHUT_RDWR)
         await _until(lambda: sparkplug.stats.deaths == 1)
     finally:
         with contextlib.suppress(Exception):
