@@ -34,6 +34,7 @@ from zerocarbon.config import Dlt645Device, ModbusRtuDevice, SiteConfig
 from zerocarbon.ingest.admission import Admission
 from zerocarbon.ingest.dlt645.collector import Dlt645LinkCollector, Dlt645Meter
 from zerocarbon.ingest.dlt645.link import Dlt645Link, SerialPort, TcpGateway
+from zerocarbon.ingest.events import DeviceEventSink, discard_events
 from zerocarbon.ingest.modbus.collector import ModbusLinkScheduler, link_collectors
 from zerocarbon.ingest.modbus.rtu_transport import ModbusRtuTransport
 from zerocarbon.ingest.mqtt.collector import MqttCollector, mqtt_collector
@@ -128,7 +129,11 @@ def serial_settings(device: ModbusRtuDevice | Dlt645Device) -> SerialSettings:
 
 
 def modbus_rtu_links(
-    site: SiteConfig, clock: Clock, sink: BatchSink, registry: SeriesRegistry
+    site: SiteConfig,
+    clock: Clock,
+    sink: BatchSink,
+    registry: SeriesRegistry,
+    events: DeviceEventSink = discard_events,
 ) -> list[ModbusLinkScheduler]:
     """One link scheduler per serial port of the site's Modbus RTU units, over the RTU
     transport; the line's request gap is kept by the transport, in real seconds (a bus
@@ -142,12 +147,18 @@ def modbus_rtu_links(
         transport = ModbusRtuTransport(
             port, serial_settings(first), request_gap_s=first.request_gap_s
         )
-        schedulers.append(ModbusLinkScheduler(transport, devices, clock, sink, registry))
+        schedulers.append(
+            ModbusLinkScheduler(transport, devices, clock, sink, registry, events=events)
+        )
     return schedulers
 
 
 def dlt645_collectors(
-    site: SiteConfig, clock: Clock, sink: BatchSink, registry: SeriesRegistry
+    site: SiteConfig,
+    clock: Clock,
+    sink: BatchSink,
+    registry: SeriesRegistry,
+    events: DeviceEventSink = discard_events,
 ) -> list[Dlt645LinkCollector]:
     """One collector per DL/T 645 line (gateway ``host:port`` or serial port), its meters
     in site order."""
@@ -167,7 +178,8 @@ def dlt645_collectors(
             link = TcpGateway(*d.endpoint)
         links.setdefault(link, []).append(meter)
     return [
-        Dlt645LinkCollector(link, meters, clock, sink, registry) for link, meters in links.items()
+        Dlt645LinkCollector(link, meters, clock, sink, registry, events=events)
+        for link, meters in links.items()
     ]
 
 
@@ -310,12 +322,16 @@ class EnergyCenter:
             *link_collectors(
                 self.site, self.clock, self.pipeline.put, series, events=self.events.record
             ),
-            *modbus_rtu_links(self.site, self.clock, self.pipeline.put, series),
+            *modbus_rtu_links(
+                self.site, self.clock, self.pipeline.put, series, events=self.events.record
+            ),
         ]
         self.mqtt = mqtt_collector(
             self.site, self.clock, self.pipeline.put, series, url=self._mqtt_url
         )
-        self.dlt645 = dlt645_collectors(self.site, self.clock, self.pipeline.put, series)
+        self.dlt645 = dlt645_collectors(
+            self.site, self.clock, self.pipeline.put, series, events=self.events.record
+        )
         runs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             (f"modbus collector {c.name}", c.run) for c in self.modbus
         ]

@@ -16,7 +16,7 @@ from zerocarbon.clock import SystemClock
 from zerocarbon.config import SiteConfigError, parse_site
 from zerocarbon.runtime import EnergyCenter
 from zerocarbon.settings import Settings
-from zerocarbon.simulators.dlt645_server import Dlt645Server
+from zerocarbon.simulators.dlt645_server import Dlt645Server, FaultKind
 from zerocarbon.storage.database import drop_database, ensure_database
 
 ADDRESS = "000012345678"
@@ -69,6 +69,15 @@ async def test_a_dlt645_meter_is_collected_stored_and_reported(
                 assert health is not None and health.protocol == "dlt645" and health.online
                 assert health.readings >= 2 * len(VALUES) and health.errors == 0
                 assert center.collectors[f"dlt645 collector 127.0.0.1:{server.port}"].running
+                # the meter stops answering, then answers again: offline, online events
+                server.set_fault(ADDRESS, FaultKind.ABNORMAL)
+                async with asyncio.timeout(20):
+                    while center.telemetry.device_health("grid_meter").online:  # type: ignore[union-attr]
+                        await asyncio.sleep(0.05)
+                server.set_fault(ADDRESS, None)
+                async with asyncio.timeout(20):
+                    while not center.telemetry.device_health("grid_meter").online:  # type: ignore[union-attr]
+                        await asyncio.sleep(0.05)
         conn = await asyncpg.connect(url)
         try:
             rows = await conn.fetch(
@@ -76,9 +85,15 @@ async def test_a_dlt645_meter_is_collected_stored_and_reported(
                 "JOIN metrics m ON m.id = r.metric_id JOIN devices d ON d.id = r.device_id "
                 "WHERE d.key = 'grid_meter'"
             )
+            events = await conn.fetch(
+                "SELECT e.kind, e.detail FROM device_events e "
+                "JOIN devices d ON d.id = e.device_id WHERE d.key = 'grid_meter' ORDER BY e.ts"
+            )
         finally:
             await conn.close()
         assert {r["name"]: r["value"] for r in rows} == VALUES
+        assert [e["kind"] for e in events] == ["online", "offline", "online"]
+        assert f"meter {ADDRESS}: abnormal reply" in events[1]["detail"]
     finally:
         await drop_database(pg_server_url, name)
 

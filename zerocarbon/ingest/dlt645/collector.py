@@ -44,6 +44,7 @@ from zerocarbon.ingest.dlt645.frame import (
     parse_frame,
 )
 from zerocarbon.ingest.dlt645.link import Dlt645Link
+from zerocarbon.ingest.events import DeviceEvent, DeviceEventKind, DeviceEventSink, discard_events
 from zerocarbon.ingest.reading import BatchSink
 from zerocarbon.metering.dlt645 import DEFAULT_IDENTIFIERS, metric_of
 from zerocarbon.tasks import raise_if_cancelling
@@ -145,6 +146,7 @@ class _PolledMeter:
     series: tuple[tuple[DataId, int], ...]  # identifier -> series id, resolved at start
     next_due_s: float
     stats: DeviceStats = field(default_factory=DeviceStats)
+    reported_online: bool | None = None  # the state last sent as an event (None: none yet)
 
 
 class Dlt645LinkCollector:
@@ -170,6 +172,8 @@ class Dlt645LinkCollector:
         Extra sends of a request after a timeout or a corrupt reply.
     reconnect_min_s, reconnect_max_s : float
         Back-off after a failed connect [s, clock time], doubling from min to max.
+    events : DeviceEventSink
+        Receives each meter's online/offline changes (the first outcome too).
     """
 
     def __init__(
@@ -183,6 +187,7 @@ class Dlt645LinkCollector:
         retries: int = 1,
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 60.0,
+        events: DeviceEventSink = discard_events,
     ) -> None:
         if not meters:
             raise ValueError(f"DL/T 645 link {link.name} has no meters")
@@ -199,6 +204,7 @@ class Dlt645LinkCollector:
         self.link = link
         self._clock = clock
         self._sink = sink
+        self._events = events
         self._builder = BatchBuilder(registry)
         self.retries = retries
         self.reconnect_min_s = reconnect_min_s
@@ -317,6 +323,7 @@ class Dlt645LinkCollector:
                     self.name,
                 )
             stats.available = True
+            self._report(meter, online=True, detail=f"at {self.name}")
         if len(batch):
             await self._sink(batch)
 
@@ -390,3 +397,13 @@ class Dlt645LinkCollector:
             log.warning("DL/T 645 meter %s: %s", meter.config.device_id, message)
         stats.available = False
         stats.last_error = message
+        self._report(meter, online=False, detail=message)
+
+    def _report(self, meter: _PolledMeter, *, online: bool, detail: str) -> None:
+        """Send an event when the meter's state differs from the one last reported."""
+        if meter.reported_online is online:
+            return
+        meter.reported_online = online
+        kind = DeviceEventKind.ONLINE if online else DeviceEventKind.OFFLINE
+        ts_us = round(self._clock.now_s() * US_PER_S)
+        self._events(DeviceEvent(ts_us, meter.config.device_id, kind, detail))
