@@ -298,7 +298,9 @@ class MqttCollector:
             self._discard_rows_from(rows_before)  # anything half-appended
             log.exception("topic %r: payload not decoded", topic)
             self.stats.bad_payloads += 1
-            self._log_limited(topic, f"topic {topic!r}: {type(exc).__name__}: {exc}", 1)
+            problem = f"topic {topic!r}: {type(exc).__name__}: {exc}"
+            self.stats.last_error = problem
+            self._log_limited(topic, problem, self.stats.bad_payloads)
             return
         if outcome.unmapped is not None:
             self.stats.unknown_topics += 1
