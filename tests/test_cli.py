@@ -162,3 +162,12 @@ def test_devices_scan_errors_name_the_problem() -> None:
     result = runner.invoke(app, ["devices", "scan", "--host", "x", "--units", "1-300"])
     assert result.exit_code == 2
     assert "'1-300' is not within 0..255" in result.output
+
+
+def test_check_config_names_where_each_mqtt_device_publishes() -> None:
+    examples = Path(__file__).parent.parent / "examples"
+    out = runner.invoke(app, ["check-config", "--site", str(examples / "mqtt-tasmota.toml")])
+    assert out.exit_code == 0, out.output
+    assert "tasmota tele/main/SENSOR" in out.output
+    out = runner.invoke(app, ["check-config", "--site", str(examples / "mqtt-sparkplug.toml")])
+    assert "sparkplug spBv1.0/plant1/+/substation-gw/chiller-meter" in out.output

@@ -259,7 +259,7 @@ def check_config(site: SiteOption) -> None:
         elif d.protocol == "dlt645":
             where = f"{d.link} address {d.address}"
         else:
-            where = d.topic
+            where = d.source
         typer.echo(f"  {d.id:<16} {d.role.value:<10} {d.protocol:<10} {where}")
     from zerocarbon.carbon_engine.factors import resolve_grid_factors
 

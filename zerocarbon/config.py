@@ -801,6 +801,20 @@ class MqttDevice(_DeviceBase):
             return site_timezone
         return None
 
+    @property
+    def source(self) -> str:
+        """Where its messages come from, for people: its topic filter(s), the preset
+        and prefix, or the Sparkplug B node (and device)."""
+        if self.sparkplug is not None:
+            sp = self.sparkplug
+            node = f"spBv1.0/{sp.group}/+/{sp.edge_node}"
+            return f"sparkplug {node}/{sp.device}" if sp.device else f"sparkplug {node}"
+        topics = dict.fromkeys(
+            r.topic.replace(DEVICE_CAPTURE, self.id) for r in self.message_rules() if r.topic
+        )
+        where = ", ".join(topics)
+        return f"{self.preset} {where}" if self.preset is not None else where
+
     def field_metric(self, key: str) -> str:
         spec = self.fields[key]
         return spec if isinstance(spec, str) else spec.metric

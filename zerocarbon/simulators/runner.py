@@ -309,7 +309,7 @@ class PlantSimulator:
             lines.append(f"  dl/t 645 {line.name}: {meters}")
         if self.publisher is not None:
             for device in self.publisher.devices:
-                lines.append(f"  mqtt {self.publisher.url} {device.topic} ({device.id})")
+                lines.append(f"  mqtt {self.publisher.url} {device.source} ({device.id})")
         if self.truth_path is not None:
             lines.append(f"  ground truth -> {self.truth_path}")
         return "\n".join(lines)
