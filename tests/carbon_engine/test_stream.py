@@ -94,6 +94,7 @@ class Ring:
         self.cand_ts = np.full(n, NO_TS, np.int64)
         self.cand_value = np.zeros(n, np.float64)
         self.last_rate = np.zeros(n, np.float64)
+        self.moved_ts = np.full(n, NO_TS, np.int64)
         self.ring_hour = np.full(n_slots, -1, np.int64)
         self.energy = np.zeros((nc, n_slots), np.float64)
         self.estimated = np.zeros((nc, n_slots), np.float64)
@@ -127,6 +128,7 @@ class Ring:
             self.cand_ts,
             self.cand_value,
             self.last_rate,
+            self.moved_ts,
             self.ring_hour,
             self.energy,
             self.estimated,
@@ -145,6 +147,7 @@ class Ring:
             "cand_ts",
             "cand_value",
             "last_rate",
+            "moved_ts",
             "ring_hour",
             "energy",
             "estimated",
@@ -188,6 +191,13 @@ def assert_same(a: Ring, b: Ring) -> None:
             np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-9, err_msg=name)
         else:
             np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def stuck_meter(t_s: float, start_s: float, froze_s: float, back_s: float) -> float:
+    """A 0.01 kWh register counting 0.02 kWh/s from ``start_s``, whose value stood
+    still from its reading at ``froze_s`` until ``back_s`` [s]."""
+    shown = froze_s if froze_s <= t_s < back_s else t_s
+    return round(1000.0 + 0.02 * (shown - start_s), 2)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
@@ -270,6 +280,70 @@ class TestRules:
         assert ring.count(0, EV_GAP) == 1
         assert ring.estimated_at(0, H0) == pytest.approx(0.8)
         assert ring.energy_at(0, H0) == pytest.approx(1.0)
+
+    # --- a counter that stood still, then caught up --------------------------------------
+    def test_stuck_counter_catching_up_across_an_hour_boundary(self, impl: Kernel) -> None:
+        # 72 kW (0.02 kWh/s) from 3000 s, a reading every 10 s; the register froze after
+        # its reading at 3500 s and showed the true value again from 3810 s on
+        t = list(range(3000, 4210, 10))
+        values = [stuck_meter(x, 3000, 3500, 3810) for x in t]
+        ring, fed = one(impl, Series(rated_kw=100.0), t, values)  # at most 0.0417 kWh/s
+        assert values[t.index(3800)] == values[t.index(3500)]  # it stood still
+        # each hour gets the energy used in it (to the register's 0.01 kWh)
+        assert ring.energy_at(0, H0) == pytest.approx(0.02 * 600, abs=0.01)
+        assert ring.energy_at(0, H0 + 1) == pytest.approx(0.02 * 600, abs=0.01)
+        # the still time before the last stuck reading is estimated: (3500 s, 3800 s)
+        assert ring.estimated_at(0, H0) == pytest.approx(0.02 * 100, abs=0.01)
+        assert ring.estimated_at(0, H0 + 1) == pytest.approx(0.02 * 200, abs=0.01)
+        assert ring.count(0, EV_GAP) == 1 and ring.count(0, EV_GAP, H0 + 1) == 1
+        assert ring.count(0, EV_REPLACED) == 0 and ring.count(0, EV_REJECTED) == 0
+        # the catch-up reading was held, then confirmed with the next: used as one
+        assert fed.n_used == len(t) - 1 and ring.cand_ts[0] == NO_TS
+        assert ring.moved_ts[0] == T0 + 4200 * S
+
+    def test_catch_up_in_two_batches_marks_the_closed_hour_again(self, impl: Kernel) -> None:
+        ring = Ring([Series(rated_kw=100.0)])
+        t = list(range(3000, 3900, 10))
+        values = [stuck_meter(x, 3000, 3500, 3810) for x in t]
+        ts = [T0 + x * S for x in t]
+        k = t.index(3800) + 1  # the first batch ends stuck, an hour after it began
+        ring.feed(impl, [0] * k, ts[:k], values[:k])
+        before = ring.energy_at(0, H0)
+        assert before == pytest.approx(0.02 * 500, abs=0.01)
+        ring.dirty[:] = False  # the hours so far were written
+        ring.feed(impl, [0] * (len(t) - k), ts[k:], values[k:])
+        assert ring.dirty[H0 % ring.ring_hour.shape[0]]  # the closed hour changed
+        assert ring.energy_at(0, H0) == pytest.approx(0.02 * 600, abs=0.01)
+
+    def test_spike_after_a_still_time_is_still_rejected(self, impl: Kernel) -> None:
+        # a load switched off for 10 minutes, then one reading 10 kWh up (plausible over
+        # the still time at 0.0417 kWh/s, not over 10 s), then back at the baseline
+        t = [0, 300, 600, 610, 620, 630]
+        values = [500.0, 500.0, 500.0, 510.0, 500.0, 500.02]
+        ring, fed = one(impl, Series(rated_kw=100.0, gap_s=1000.0), t, values)
+        assert ring.count(0, EV_REJECTED) == 1
+        assert ring.count(0, EV_GAP) == 0 and ring.count(0, EV_REPLACED) == 0
+        assert ring.energy_at(0, H0) == pytest.approx(0.02)
+        assert ring.estimated_at(0, H0) == 0.0
+
+    def test_jump_beyond_the_still_time_is_a_replacement(self, impl: Kernel) -> None:
+        # stood still 70 s since 10 s (at most 3 kWh at 100 kW), then 20 kWh up at 80 s
+        t = [0, 10, 20, 50, 80, 90, 100]
+        values = [500.0, 500.2, 500.2, 500.2, 520.2, 520.4, 520.6]
+        ring, _ = one(impl, Series(rated_kw=100.0), t, values)
+        assert ring.count(0, EV_REPLACED) == 1 and ring.count(0, EV_GAP) == 0
+        swap = 0.02 * 30  # (50 s, 80 s) at the new meter's 0.02 kWh/s
+        assert ring.energy_at(0, H0) == pytest.approx(0.2 + swap + 0.4)
+        assert ring.estimated_at(0, H0) == pytest.approx(swap)
+
+    def test_moving_counter_jump_is_a_replacement_not_a_catch_up(self, impl: Kernel) -> None:
+        # the counter moved at every reading: its still time is nil, a jump up beyond
+        # the interval's bound is the replaced meter's, as before
+        t = [0, 10, 20, 30, 40]
+        values = [500.0, 500.2, 500.4, 9000.0, 9000.2]
+        ring, _ = one(impl, Series(rated_kw=100.0), t, values)
+        assert ring.count(0, EV_REPLACED) == 1 and ring.count(0, EV_GAP) == 0
+        assert ring.energy_at(0, H0) == pytest.approx(0.4 + 0.2 + 0.2)
 
     # --- power ---------------------------------------------------------------------------
     def test_power_trapezoid_and_sign_change_split_at_zero(self, impl: Kernel) -> None:
@@ -399,7 +473,8 @@ def mixed_feed(
     seed: int, n: int, step_s: float
 ) -> tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.float64]]:
     """Readings of SITE in arrival order with every rule in them: rollovers, resets,
-    steps back, spikes, replacements, gaps, late and duplicate readings, sign changes."""
+    steps back, spikes, replacements, gaps, late and duplicate readings, sign changes,
+    registers that stand still for a while and then catch up."""
     rng = np.random.default_rng(seed)
     s = rng.integers(0, len(SITE), n).astype(np.int32)
     dt = rng.exponential(step_s, n) * S
@@ -412,6 +487,8 @@ def mixed_feed(
     s[dup], t[dup] = s[dup - 1], t[dup - 1]
     counter = np.zeros(len(SITE))
     counter[0], counter[2] = UINT32_CENTI_WRAP - 0.5, 1e6
+    frozen = np.zeros(len(SITE), np.int64)  # readings a register still stands still
+    shown = np.zeros(len(SITE))  # the value it stands still at
     v = np.empty(n)
     for j in range(n):
         k = int(s[j])
@@ -420,6 +497,12 @@ def mixed_feed(
             continue
         counter[k] += rng.uniform(0.0, 0.05 * step_s)
         x = counter[k] % UINT32_CENTI_WRAP if k == 0 else counter[k]
+        if frozen[k] > 0:
+            frozen[k] -= 1
+            v[j] = shown[k]
+            continue
+        if rng.random() < 0.02 and (k != 0 or counter[k] >= UINT32_CENTI_WRAP):
+            frozen[k], shown[k] = rng.integers(2, 60), x  # from the next reading on
         r = rng.random()
         if r < 0.01:
             x = rng.uniform(0.0, 0.05)  # reset

@@ -60,9 +60,15 @@ def series_readings(draw: st.DrawFn, s: int, in_order: bool = True) -> list[tupl
             out.append((s, ti, draw(st.sampled_from([-90.0, -12.5, 0.0, 3.0, 40.0, 99.0, 500.0]))))
         return out
     v = UINT32_CENTI_WRAP - 1.0 if s == 0 else 1000.0
+    shown = v  # what a register that stands still shows
+    steps = ["up", "up", "up", "flat", "reset", "spike", "back", "swap", "stuck", "stuck"]
     for j, ti in enumerate(t.tolist()):
-        step = draw(st.sampled_from(["up", "up", "up", "flat", "reset", "spike", "back", "swap"]))
+        step = draw(st.sampled_from(steps))
         dt_s = dts[j]
+        if step == "stuck":  # counting on below the rating, the register shows its old value
+            v += draw(st.floats(0.0, 0.08)) * dt_s
+            out.append((s, ti, shown % UINT32_CENTI_WRAP if s == 0 else shown))
+            continue
         if step == "up":
             v += draw(st.floats(0.0, 0.1)) * dt_s
         elif step == "reset":
@@ -72,6 +78,7 @@ def series_readings(draw: st.DrawFn, s: int, in_order: bool = True) -> list[tupl
         elif step == "swap":
             v = 1234.5
         x = v * 5.0 if step == "spike" else v
+        shown = v
         out.append((s, ti, x % UINT32_CENTI_WRAP if s == 0 else x))
     return out
 
@@ -153,7 +160,7 @@ def test_interleaving_of_series_changes_no_series_result(feed: Feed) -> None:
     for k in np.unique(s).tolist():
         alone, _ = run(numba_kernel, (s[s == k], feed[1][s == k], feed[2][s == k]))
         chans = [c for c in (SITE[k].pos, SITE[k].neg) if c >= 0]
-        for name in ("last_ts", "last_value", "cand_ts", "cand_value", "last_rate"):
+        for name in ("last_ts", "last_value", "cand_ts", "cand_value", "last_rate", "moved_ts"):
             assert getattr(alone, name)[k] == getattr(mixed, name)[k], name
         for c in chans:
             for h in range(H0, H0 + BIG_RING):

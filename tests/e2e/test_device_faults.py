@@ -364,13 +364,6 @@ def test_stuck_counter_hour_is_flagged(fault_run: FaultRun) -> None:
     assert row.estimated > 0 and (row.replacements + row.gaps + row.rejected) >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="carbon engine: a counter that stood still for 200 s and then catches up in "
-    "one interval is beyond max_rate x (dt + 2 s) of that interval, so it is taken as "
-    "a meter replacement and the catch-up (the energy of the stuck window) is dropped; "
-    "the plausible increase could be judged over the time since the value last moved",
-)
 def test_stuck_counter_is_harmless_to_the_hourly_energy(fault_run: FaultRun) -> None:
     _assert_hours_match_truth(fault_run, "line_a", "energy_import_kwh", tolerance=0.02)
 

@@ -124,6 +124,7 @@ class CarbonEngine:
         self.cand_ts = np.full(n, st.NO_TS, np.int64)
         self.cand_value = np.zeros(n, np.float64)
         self.last_rate = np.zeros(n, np.float64)
+        self.moved_ts = np.full(n, st.NO_TS, np.int64)  # a counter's value last changed
         self.ring_hour = np.full(self.n_slots, -1, np.int64)
         self.energy = np.zeros((nc, self.n_slots), np.float64)
         self.estimated = np.zeros((nc, self.n_slots), np.float64)
@@ -170,16 +171,18 @@ class CarbonEngine:
             NDArray[np.int64],
             NDArray[np.float64],
             NDArray[np.float64],
+            NDArray[np.int64],
         ]
         | None = None,
     ) -> tuple[int, int, int]:
         m = self.model
-        last_ts, last_value, cand_ts, cand_value, last_rate = state or (
+        last_ts, last_value, cand_ts, cand_value, last_rate, moved_ts = state or (
             self.last_ts,
             self.last_value,
             self.cand_ts,
             self.cand_value,
             self.last_rate,
+            self.moved_ts,
         )
         result: tuple[int, int, int] = self._kernel(
             batch.series,
@@ -196,6 +199,7 @@ class CarbonEngine:
             cand_ts,
             cand_value,
             last_rate,
+            moved_ts,
             self.ring_hour,
             self.energy,
             self.estimated,
@@ -260,16 +264,31 @@ class CarbonEngine:
             np.full(n, st.NO_TS, np.int64),
             np.zeros(n, np.float64),
             np.zeros(n, np.float64),
+            np.full(n, st.NO_TS, np.int64),
         )
         batch = ReadingBatch.of(np.full(t.shape, s, np.int32), t, v)
         self._run(batch, np.empty(len(batch), np.int64), h_lo, h_hi, state)
         self.stats.recomputed_hours += h_hi - h_lo + 1
         return self.take_dirty()
 
-    def restore_series(self, series_id: int, last_ts_us: int, last_value: float) -> None:
-        """Continue a series from a previous run's newest stored reading."""
+    def restore_series(
+        self,
+        series_id: int,
+        last_ts_us: int,
+        last_value: float,
+        moved_ts_us: int | None = None,
+    ) -> None:
+        """Continue a series from a previous run's newest stored reading.
+
+        ``moved_ts_us`` is when the counter's value last changed (the first stored
+        reading of the run of equal values that ends at the newest one) [us]; without
+        it the series is taken to have moved at its newest reading, so a catch-up
+        after the restart is judged over the still time since the restart only.
+        """
         self.last_ts[series_id] = last_ts_us
         self.last_value[series_id] = last_value
+        moved = last_ts_us if moved_ts_us is None else min(moved_ts_us, last_ts_us)
+        self.moved_ts[series_id] = moved
 
     def restore_hour(self, row: HourlyEnergy) -> bool:
         """Put back a stored hourly energy row (hours of the ring only); False if the

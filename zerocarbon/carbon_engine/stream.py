@@ -31,6 +31,20 @@ increase the device's rated power makes plausible over the interval
   was **replaced**: the new meter's rate over (candidate, next) estimates the energy
   over (old baseline, candidate) (flagged estimated) and counting continues from the
   candidate. Otherwise the candidate is rejected and the new reading held instead.
+* a candidate confirmed so (the next reading plausible from it) whose jump up ``c - prev``
+  is plausible over the time since the counter last *moved*,
+  ``0 <= c - prev <= max_rate * (t_c - moved_ts + 2 s)`` (``moved_ts``: the last reading
+  at which the value changed; every reading after it repeated the value), is a
+  **catch-up**, not a replacement: the register stood still (a frozen display or
+  register, busy firmware, a gateway serving a cached value) and then counted at once
+  what was used over ``(moved_ts, t_c)``. The jump is spread uniformly over that time,
+  the part before ``prev`` flagged estimated (the register did not say when it was
+  used), and counted as a **gap** (no column of its own: the still time is a gap in the
+  information, and a spread over closed hours marks them changed, so they are written
+  again). A counter that stood still because nothing was used (a load switched off)
+  makes the bound generous, which is why the jump is held and confirmed like any
+  candidate: a spike after a still time is still rejected when the next reading returns
+  to the baseline.
 
 Power (``kind == POWER``, kW): trapezoid energy of each interval [3]_, its positive
 part to channel ``pos_channel`` and its negative part to ``neg_channel`` (the zero
@@ -239,6 +253,7 @@ def stream_readings(
     cand_ts: NDArray[np.int64],
     cand_value: NDArray[np.float64],
     last_rate: NDArray[np.float64],
+    moved_ts: NDArray[np.int64],
     ring_hour: NDArray[np.int64],
     energy: NDArray[np.float64],
     estimated: NDArray[np.float64],
@@ -259,9 +274,11 @@ def stream_readings(
         receives positive / negative energy (-1: none); register wrap value [unit]
         (0: never wraps); largest plausible rate [unit/s] (inf: unknown); gap
         threshold [us].
-    last_ts, last_value, cand_ts, cand_value, last_rate : ndarray, shape (n_series,)
+    last_ts, last_value, cand_ts, cand_value, last_rate, moved_ts : ndarray, shape (n_series,)
         Streaming state, updated in place (``NO_TS``: none); ``last_rate`` is the rate of
-        a counter's last counted interval [unit/us].
+        a counter's last counted interval [unit/us]; ``moved_ts`` the time [us] of the
+        last reading at which a counter's value changed (its baseline's time at least
+        when it was set: a new or restored series starts from ``last_ts``).
     ring_hour : ndarray of int64, shape (n_slots,)
         Hour index (POSIX hours) each slot holds; updated in place.
     energy, estimated : ndarray of float64, shape (n_channels, n_slots)
@@ -312,6 +329,7 @@ def stream_readings(
         if prev_t == NO_TS:  # the first reading only sets the baseline
             last_ts[s] = t
             last_value[s] = v
+            moved_ts[s] = t
             n_used += 1
             continue
         if t < prev_t or (cand_ts[s] != NO_TS and t < cand_ts[s]):
@@ -359,16 +377,42 @@ def stream_readings(
                     _event(ech, ct, EV_REJECTED, ring, hour_lo, hour_hi)
                     cand_ts[s] = NO_TS
                 elif 0.0 <= dc <= rate * (float(t - ct) / 1e6 + JITTER_S):
-                    # meter replaced at the candidate: estimate (prev, cand) at the new
-                    # meter's rate, then count (cand, t)
-                    est = dc / float(t - ct) * float(ct - prev_t)
-                    _event(ech, ct, EV_REPLACED, ring, hour_lo, hour_hi)
-                    n_expired += _spread(ch, prev_t, ct, est, True, ring, hour_lo, hour_hi)
+                    mt = moved_ts[s] if moved_ts[s] != NO_TS else prev_t
+                    jump = cand_value[s] - prev_v
+                    if 0.0 <= jump <= rate * (float(ct - mt) / 1e6 + JITTER_S):
+                        # catch-up: the counter stood still since mt, then counted at
+                        # once what was used over (mt, cand); spread it there, the
+                        # part before prev estimated
+                        _event(ech, ct, EV_GAP, ring, hour_lo, hour_hi)
+                        before = 0.0
+                        if prev_t > mt:
+                            before = jump * (float(prev_t - mt) / float(ct - mt))
+                            n_expired += _spread(
+                                ch, mt, prev_t, before, True, ring, hour_lo, hour_hi
+                            )
+                        n_expired += _spread(
+                            ch,
+                            prev_t,
+                            ct,
+                            jump - before,
+                            ct - prev_t > gap_us[s],
+                            ring,
+                            hour_lo,
+                            hour_hi,
+                        )
+                    else:
+                        # meter replaced at the candidate: estimate (prev, cand) at the
+                        # new meter's rate
+                        est = dc / float(t - ct) * float(ct - prev_t)
+                        _event(ech, ct, EV_REPLACED, ring, hour_lo, hour_hi)
+                        n_expired += _spread(ch, prev_t, ct, est, True, ring, hour_lo, hour_hi)
+                    # then count (cand, t)
                     n_expired += _spread(ch, ct, t, dc, t - ct > gap_us[s], ring, hour_lo, hour_hi)
                     cand_ts[s] = NO_TS
                     last_ts[s] = t
                     last_value[s] = v
                     last_rate[s] = dc / float(t - ct)
+                    moved_ts[s] = t if dc != 0.0 else ct
                     n_used += 1
                     continue
                 else:  # neither: the old candidate was a spike, this one is held instead
@@ -398,6 +442,7 @@ def stream_readings(
                     # keep the baseline at prev: nothing counted twice
                     _event(ech, t, EV_BACKSTEP, ring, hour_lo, hour_hi)
                     last_ts[s] = t
+                    moved_ts[s] = t
                     n_used += 1
                     continue
                 else:
@@ -405,6 +450,8 @@ def stream_readings(
                     cand_value[s] = v
                     continue
             last_rate[s] = (amount + extra) / float(t - prev_t)
+            if d != 0.0:
+                moved_ts[s] = t
         # the interval (prev_t, t) carries amount (+ extra) to channel c
         if gap:
             _event(ech, t, EV_GAP, ring, hour_lo, hour_hi)

@@ -135,6 +135,7 @@ class _SeriesState:
     cand_ts: int
     cand_value: float
     last_rate: float = 0.0  # rate of the last counted interval [unit/us]
+    moved_ts: int = _NO_TS  # time of the last reading at which the value changed [us]
 
 
 def _step(
@@ -158,7 +159,7 @@ def _step(
         ops.event(i, 0, ech, t, EV_REJECTED)
         return 0, False
     if st.last_ts == _NO_TS:
-        st.last_ts, st.last_value = t, v
+        st.last_ts, st.last_value, st.moved_ts = t, v, t
         return 1, True
     prev_t, prev_v = st.last_ts, st.last_value
     if t < prev_t or (st.cand_ts != _NO_TS and t < st.cand_ts):
@@ -195,13 +196,25 @@ def _step(
         else:
             dc = v - cv
             if 0.0 <= dc <= rate * (float(t - ct) / 1e6 + JITTER_S):
-                # the meter was replaced at the candidate
-                ops.event(i, 0, ech, ct, EV_REPLACED)
-                ops.interval(i, 1, ch, prev_t, ct, dc / float(t - ct) * float(ct - prev_t), True)
-                ops.interval(i, 2, ch, ct, t, dc, t - ct > gap_us)
+                mt = st.moved_ts if st.moved_ts != _NO_TS else prev_t
+                jump = cv - prev_v
+                if 0.0 <= jump <= rate * (float(ct - mt) / 1e6 + JITTER_S):
+                    # a catch-up of a counter that stood still since mt
+                    ops.event(i, 0, ech, ct, EV_GAP)
+                    share = float(prev_t - mt) / float(ct - mt)
+                    before = jump * share if prev_t > mt else 0.0
+                    if prev_t > mt:
+                        ops.interval(i, 1, ch, mt, prev_t, before, True)
+                    ops.interval(i, 2, ch, prev_t, ct, jump - before, ct - prev_t > gap_us)
+                else:  # the meter was replaced at the candidate
+                    ops.event(i, 0, ech, ct, EV_REPLACED)
+                    est = dc / float(t - ct) * float(ct - prev_t)
+                    ops.interval(i, 1, ch, prev_t, ct, est, True)
+                ops.interval(i, 3, ch, ct, t, dc, t - ct > gap_us)
                 st.cand_ts = _NO_TS
                 st.last_ts, st.last_value = t, v
                 st.last_rate = dc / float(t - ct)
+                st.moved_ts = t if dc != 0.0 else ct
                 return 1, True
             ops.event(i, 0, ech, ct, EV_REJECTED)
             st.cand_ts, st.cand_value = t, v
@@ -223,7 +236,7 @@ def _step(
             extra = max(st.last_rate * float(t - prev_t) - v, 0.0)
         elif -d <= BACKSTEP_FRACTION * prev_v + (allow if allow < 1e300 else 0.0):
             ops.event(i, 1, ech, t, EV_BACKSTEP)
-            st.last_ts = t
+            st.last_ts = st.moved_ts = t
             return 1, False
         else:
             st.cand_ts, st.cand_value = t, v
@@ -235,6 +248,8 @@ def _step(
         ops.interval(i, 4, ch, prev_t, t, extra, True)
     st.last_ts, st.last_value = t, v
     st.last_rate = (amount + extra) / float(t - prev_t)
+    if d != 0.0:
+        st.moved_ts = t
     return 1, True
 
 
@@ -383,6 +398,9 @@ def _series(
                     last = q - 2  # the run's last pair (q-2, q-1)
                     amount = (w - v[last] + v[q - 1]) if rolled[last] else v[q - 1] - v[last]
                     st.last_rate = float(amount) / float(t[q - 1] - t[last])
+                    moved = np.flatnonzero(v[p:q] != v[a:b])
+                    if moved.size:
+                        st.moved_ts = int(t[p + int(moved[-1])])
                 p = q
                 continue
         u, chained = _step(
@@ -446,6 +464,7 @@ def stream_readings(
     cand_ts: NDArray[np.int64],
     cand_value: NDArray[np.float64],
     last_rate: NDArray[np.float64],
+    moved_ts: NDArray[np.int64],
     ring_hour: NDArray[np.int64],
     energy: NDArray[np.float64],
     estimated: NDArray[np.float64],
@@ -478,6 +497,7 @@ def stream_readings(
             int(cand_ts[s]),
             float(cand_value[s]),
             float(last_rate[s]),
+            int(moved_ts[s]),
         )
         used += _series(
             s,
@@ -497,6 +517,7 @@ def stream_readings(
         last_ts[s], last_value[s] = st.last_ts, st.last_value
         cand_ts[s], cand_value[s] = st.cand_ts, st.cand_value
         last_rate[s] = st.last_rate
+        moved_ts[s] = st.moved_ts
     late.sort()
     late_out[: len(late)] = late
     n_expired = _apply(ops, ring_hour, energy, estimated, events, dirty, hour_lo, hour_hi)
