@@ -566,20 +566,51 @@ class MqttPublisher:
         spikes = faults.due_spikes(device.id, ts_s)
         if skew_s or spikes:
             doc = json.loads(payload)
-            if skew_s and device.ts_field is not None:
-                doc[device.ts_field] = format_ts(ts_s + skew_s)
-                self.stats.skewed += 1
+            ts_path = device.ts_path()
+            if skew_s and ts_path is not None:
+                if _replace_at(doc, _steps(device, ts_path), lambda _: format_ts(ts_s + skew_s)):
+                    self.stats.skewed += 1
             for spike in spikes:
+                served = False
                 for key in device.fields:
-                    if device.field_metric(key) == spike.metric and key in doc:
-                        doc[key] = (
-                            spike.value if spike.value is not None else spike.factor * doc[key]
+                    if device.field_metric(key) == spike.metric:
+                        served |= _replace_at(
+                            doc,
+                            _steps(device, key),
+                            lambda v, spike=spike: (  # type: ignore[misc]
+                                spike.value if spike.value is not None else spike.factor * v
+                            ),
                         )
-                faults.mark_served(device.id, FaultKind.SPIKE, ts_s)
-                self.stats.spiked += 1
+                # a preset's metric may travel on another of its topics: served only
+                # where the message carries it, so the ground truth marks only what was sent
+                if served:
+                    faults.mark_served(device.id, FaultKind.SPIKE, ts_s)
+                    self.stats.spiked += 1
             payload = json.dumps(doc, separators=(",", ":"))
         kind = faults.malformed(device.id, ts_s)
         if kind is not None:
             self.stats.malformed += 1
             return malformed_payload(kind, payload)
         return payload
+
+
+def _steps(device: MqttDevice, key: str) -> tuple[str | int, ...]:
+    """The JSON path of a device's key: dotted paths for rules and presets, the literal
+    top-level key for a ``fields`` device (a key may contain a dot there)."""
+    return split_json_path(key) if device.uses_paths else (key,)
+
+
+def _replace_at(doc: Any, steps: tuple[str | int, ...], new: Callable[[Any], Any]) -> bool:
+    """Replace the value at ``steps`` in ``doc`` by ``new(value)``; False if absent."""
+    node = doc
+    for step in steps[:-1]:
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return False
+    last = steps[-1]
+    try:
+        node[last] = new(node[last])
+    except (KeyError, IndexError, TypeError):
+        return False
+    return True
