@@ -13,9 +13,11 @@ from zerocarbon.batch import Reading, ReadingBatch, SeriesRegistry, UnknownSerie
 from zerocarbon.clock import ScaledClock
 from zerocarbon.config import ModbusTcpDevice, SiteConfig, SiteConfigError, parse_site
 from zerocarbon.ingest.events import DeviceEvent, DeviceEventKind, DeviceEventSink
-from zerocarbon.ingest.modbus.collector import ModbusLinkCollector
+from zerocarbon.ingest.modbus.collector import ModbusLinkCollector, ModbusLinkScheduler
+from zerocarbon.ingest.modbus.tcp_transport import ModbusTcpTransport
 from zerocarbon.ingest.reading import Ack
 from zerocarbon.metering.profile import RegisterTable
+from zerocarbon.netutil import free_tcp_port
 from zerocarbon.simulators.modbus_server import ModbusTcpServer
 from zerocarbon.simulators.register_bank import RegisterBank
 
@@ -98,8 +100,6 @@ async def test_reads_decodes_and_recovers_from_an_offline_device(demo_site: Site
 
 
 async def test_unreachable_endpoint_is_counted_not_fatal(demo_site: SiteConfig) -> None:
-    from zerocarbon.netutil import free_tcp_port
-
     port = free_tcp_port()  # nothing listens there
     device = _battery(demo_site, port=port, poll_interval_s=1.0, timeout_s=0.2)
     clock = ScaledClock(START, speed=50.0)
@@ -462,3 +462,47 @@ async def test_one_absent_unit_is_not_a_silent_link(demo_site: SiteConfig) -> No
     assert collector.link_resets == 0 and collector.tcp.connects == 1
     for device in ("b1", "b2"):
         assert stats[device].errors == stats[device].timeouts == 0
+
+
+async def test_reconnect_backs_off_doubling_to_its_cap(demo_site: SiteConfig) -> None:
+    """Nothing listens: connect attempts at clock times 0, 1, 3, 7, 11 (back-off 1, 2,
+    4, then capped at 4 s); the polls in between fail at once, without an attempt."""
+    clock = ManualClock(START)
+    attempts: list[float] = []
+
+    class Recording(ModbusTcpTransport):
+        async def connect(self) -> None:
+            attempts.append(clock.now_s() - START.timestamp())
+            await super().connect()
+
+    port = free_tcp_port()
+    device = _battery(demo_site, port=port, poll_interval_s=1.0, timeout_s=0.5)
+
+    async def sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
+        raise AssertionError("nothing answers")
+
+    events: list[DeviceEvent] = []
+    scheduler = ModbusLinkScheduler(
+        Recording("127.0.0.1", port),
+        [(device, demo_site.profile_of(device))],
+        clock,
+        sink,
+        SeriesRegistry.for_site(demo_site),
+        events=events.append,
+        reconnect_min_s=1.0,
+        reconnect_max_s=4.0,
+    )
+    stats = scheduler.stats()["battery"]
+    task = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(10):
+            while stats.polls < 13:
+                await asyncio.sleep(0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert attempts[:5] == [0.0, 1.0, 3.0, 7.0, 11.0]
+    assert scheduler.connect_failures == len(attempts)
+    assert stats.errors >= 12 and stats.consecutive_failures >= 12
+    assert "next attempt in" in stats.last_error or "cannot connect" in stats.last_error
+    assert [e.kind for e in events] == [DeviceEventKind.OFFLINE]  # reported once
