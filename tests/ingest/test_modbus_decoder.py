@@ -150,3 +150,31 @@ def test_device_decoder_gives_the_values_of_decode_points(name: str) -> None:
         assert got.keys() == want.keys()
         for key, value in want.items():
             assert (math.isnan(got[key].raw) and math.isnan(value.raw)) or got[key] == value
+
+
+def test_rows_batch_holds_the_rows_append_rows_adds() -> None:
+    from zerocarbon.ingest.modbus.decoder import PointValue, append_rows, rows_batch
+
+    profile = load_profile("battery_controller")
+    series = point_series("battery", profile, REGISTRY)
+    values = {
+        "soc": PointValue(615.0, 61.5),
+        "active_power": PointValue(-120250.0, -120.25),
+        "charged_energy": PointValue(512345.0, 51234.5),
+        "discharged_energy": PointValue(0.0, None),  # not implemented
+    }
+    builder = BatchBuilder(REGISTRY)
+    want = append_rows(series, values, 1_000_000, builder, refused=["charged_energy"])
+    expected = builder.build()
+    batch, result = rows_batch(series, values, 1_000_000, refused=["charged_energy"])
+    assert (
+        (result.readings, result.rejected)
+        == (want.readings, want.rejected)
+        == (
+            2,
+            ["discharged_energy"],
+        )
+    )
+    for column in ("series", "ts_us", "value", "quality"):
+        got, wanted = getattr(batch, column), getattr(expected, column)
+        assert got.dtype == wanted.dtype and got.tolist() == wanted.tolist()

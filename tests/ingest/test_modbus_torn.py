@@ -80,3 +80,15 @@ def test_refused_values_are_not_remembered() -> None:
     assert guard.implausible(name, _u32(1001), 2.0) is None  # judged against 1000
     guard.accept({name: _u32(1001)}, 2.0, ())
     assert guard.implausible(name, _u32(1000), 3.0) is not None
+
+
+def test_the_rating_counts_from_when_the_value_last_moved() -> None:
+    """A register that stood still (resolution steps) then moves: the step is judged
+    over the time since it last moved, not since the last poll."""
+    guard = CounterGuard(SDM630, rated_power_kw=100.0)
+    name = "total_import_energy"
+    guard.accept({name: _f32(1000.0)}, 0.0)
+    guard.accept({name: _f32(1000.0)}, 50.0)  # unchanged at the next poll
+    assert guard.suspects({name: _f32(1002.4)}, 60.0) == []  # 2.4 kWh in 60 s: fine
+    guard.accept({name: _f32(1002.4)}, 60.0)
+    assert guard.suspects({name: _f32(1004.9)}, 70.0) == [name]  # 2.5 kWh in 10 s

@@ -50,11 +50,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from zerocarbon.batch import BatchBuilder, SeriesRegistry
+from zerocarbon.batch import SeriesRegistry
 from zerocarbon.clock import Clock
 from zerocarbon.config import ModbusTcpDevice, SiteConfig
 from zerocarbon.ingest.events import DeviceEvent, DeviceEventKind, DeviceEventSink, discard_events
-from zerocarbon.ingest.modbus.decoder import DeviceDecoder, PointValue, append_rows, point_series
+from zerocarbon.ingest.modbus.decoder import DeviceDecoder, PointValue, point_series, rows_batch
 from zerocarbon.ingest.modbus.planner import ReadBlock, needed_points, plan_reads
 from zerocarbon.ingest.modbus.tcp_transport import ModbusTcpTransport
 from zerocarbon.ingest.modbus.torn import CounterGuard
@@ -232,7 +232,6 @@ class ModbusLinkScheduler:
         self._clock = clock
         self._sink = sink
         self._events = events
-        self._builder = BatchBuilder(registry)
         self.request_gap_s = request_gap_s
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
@@ -448,8 +447,7 @@ class ModbusLinkScheduler:
             if suspects:
                 refused = await self._settle_suspects(device, suspects, values, t_received_s)
             device.guard.accept(values, t_received_s, refused)
-        result = append_rows(device.series, values, ts_us, self._builder, refused)
-        batch = self._builder.build()
+        batch, result = rows_batch(device.series, values, ts_us, refused)
         stats.rejected_values += len(result.rejected)
         stats.readings += result.readings
         if not failures:

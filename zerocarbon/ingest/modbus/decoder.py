@@ -18,7 +18,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from zerocarbon.batch import BatchBuilder, SeriesRegistry
+import numpy as np
+
+from zerocarbon.batch import BatchBuilder, ReadingBatch, SeriesRegistry
 from zerocarbon.ingest.modbus.planner import ReadBlock
 from zerocarbon.metering.profile import DeviceProfile, Point
 from zerocarbon.metering.registers import ByteOrder, RegisterType, WordOrder
@@ -91,9 +93,38 @@ def decode_points(
     return values
 
 
-# One metric point of a block on the fast path: (name, byte offset in the block,
-# value format, low word first, words, scale, ratio, not-implemented sentinel or None).
-_FastSlot = tuple[str, int, struct.Struct, bool, int, float, float, float | None]
+# A metric point of a block on the fast path: (name, None or the structs that turn
+# its words, low word first, into its value; scale; ratio; not-implemented sentinel).
+_FastPoint = tuple[str, tuple[struct.Struct, struct.Struct] | None, float, float, float | None]
+
+
+def _fast_plan(
+    profile: DeviceProfile, block: ReadBlock
+) -> tuple[struct.Struct, struct.Struct, list[_FastPoint]]:
+    """Structs that read every metric point of ``block`` from its registers in one
+    unpack: the registers packed big-endian, then each value's format at its offset
+    (pad bytes between); a point with its low word first is unpacked as words and
+    put together again (its pair of structs)."""
+    fmt = ">"
+    position = 0  # bytes
+    points: list[_FastPoint] = []
+    for p in sorted(block.points, key=lambda p: p.address):
+        if p.metric is None:
+            continue
+        offset = 2 * (p.address - block.address)
+        if offset > position:
+            fmt += f"{offset - position}x"
+        n = p.register_count
+        value_format = _VALUE_FORMATS[p.type]
+        swap = None
+        if n > 1 and profile.word_order_of(p) is WordOrder.LITTLE:
+            fmt += "H" * n
+            swap = (struct.Struct(f">{n}H"), struct.Struct(value_format))
+        else:
+            fmt += value_format[1:]
+        position = offset + 2 * n
+        points.append((p.name, swap, p.scale, profile.ratio_of(p), _NOT_IMPLEMENTED.get(p.type)))
+    return struct.Struct(f">{block.count}H"), struct.Struct(fmt), points
 
 
 class DeviceDecoder:
@@ -103,7 +134,7 @@ class DeviceDecoder:
 
     Fast path (points without a scale-factor register or bit field, bytes big-endian
     within the word, as almost every meter): a block's registers are packed to bytes
-    once and each value unpacked from its offset."""
+    once and all its values unpacked by one struct."""
 
     def __init__(self, profile: DeviceProfile, blocks: Sequence[ReadBlock]) -> None:
         self.profile = profile
@@ -115,24 +146,7 @@ class DeviceDecoder:
             for b in blocks
             for p in b.points
         )
-        self._packers = [struct.Struct(f">{b.count}H") for b in blocks]
-        self._slots: list[list[_FastSlot]] = [
-            [
-                (
-                    p.name,
-                    2 * (p.address - b.address),
-                    struct.Struct(_VALUE_FORMATS[p.type]),
-                    profile.word_order_of(p) is WordOrder.LITTLE and p.register_count > 1,
-                    p.register_count,
-                    p.scale,
-                    profile.ratio_of(p),
-                    _NOT_IMPLEMENTED.get(p.type),
-                )
-                for p in b.points
-                if p.metric is not None
-            ]
-            for b in blocks
-        ]
+        self._plans = [_fast_plan(profile, b) for b in blocks]
 
     def decode(self, registers: Sequence[Sequence[int] | None]) -> dict[str, PointValue]:
         """Point name -> value of every metric point of the blocks read
@@ -142,22 +156,26 @@ class DeviceDecoder:
             return decode_points(self.profile, self.blocks, read)
         values: dict[str, PointValue] = {}
         isfinite = math.isfinite
-        for slots, packer, regs in zip(self._slots, self._packers, registers, strict=True):
+        new = tuple.__new__
+        for (packer, unpacker, points), regs in zip(self._plans, registers, strict=True):
             if regs is None:
                 continue
-            data = packer.pack(*regs)
-            for name, offset, fmt, reverse, words, scale, ratio, sentinel in slots:
-                if reverse:  # low word first: put the words in big-endian order
-                    chunk = b"".join(
-                        data[offset + 2 * i : offset + 2 * i + 2] for i in range(words - 1, -1, -1)
-                    )
-                    raw = float(fmt.unpack(chunk)[0])
-                else:
-                    raw = float(fmt.unpack_from(data, offset)[0])
+            fields = unpacker.unpack_from(packer.pack(*regs))
+            i = 0
+            for name, swap, scale, ratio, sentinel in points:
+                if swap is None:
+                    raw = float(fields[i])
+                    i += 1
+                else:  # low word first: the words in big-endian order, then the value
+                    words_struct, value_struct = swap
+                    n = words_struct.size // 2
+                    words = fields[i : i + n]
+                    i += n
+                    raw = float(value_struct.unpack(words_struct.pack(*words[::-1]))[0])
                 if not isfinite(raw) or raw == sentinel:
-                    values[name] = PointValue(raw, None)
-                else:
-                    values[name] = PointValue(raw, float(raw * scale * ratio))  # as _scaled
+                    values[name] = new(PointValue, (raw, None))
+                else:  # as _scaled with no scale factor
+                    values[name] = new(PointValue, (raw, float(raw * scale * ratio)))
         return values
 
     def decode_block(self, index: int, registers: Sequence[int]) -> dict[str, PointValue]:
@@ -187,6 +205,35 @@ def append_rows(
             out.add_id(series[name], ts_us, point_value.value)
             result.readings += 1
     return result
+
+
+def rows_batch(
+    series: Mapping[str, int],
+    values: Mapping[str, PointValue],
+    ts_us: int,
+    refused: Collection[str] = (),
+) -> tuple[ReadingBatch, DecodeResult]:
+    """The rows :func:`append_rows` would add, as a batch of their own built straight
+    from arrays (the collectors' per-poll path: no builder)."""
+    ids: list[int] = []
+    numbers: list[float] = []
+    result = DecodeResult()
+    for name, point_value in values.items():
+        if name in refused:
+            continue
+        if point_value.value is None:
+            result.rejected.append(name)
+        else:
+            ids.append(series[name])
+            numbers.append(point_value.value)
+    n = result.readings = len(ids)
+    batch = ReadingBatch(
+        np.array(ids, dtype=np.int32),
+        np.full(n, ts_us, dtype=np.int64),
+        np.array(numbers, dtype=np.float64),
+        np.zeros(n, dtype=np.int8),  # Quality.GOOD
+    )
+    return batch, result
 
 
 def decode_blocks(

@@ -10,7 +10,8 @@ stored that way becomes a reset or a huge step in the carbon accounts.
 
 The rule, for each counter point (metric kind counter) of two or more registers, whole
 registers (not a bit field), integer or float, against the last value accepted from
-that point (``last``, read ``elapsed_s`` seconds of clock time earlier):
+that point (``last``, first read ``elapsed_s`` seconds of clock time earlier: the time
+since the value last moved, as a meter's register moves in steps of its resolution):
 
 1. A new value is *implausible* when it is
    a. lower than ``last`` (backwards), or
@@ -40,7 +41,7 @@ checks; a torn counter is a wrong total forever after.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from zerocarbon.ingest.admission import RATED_MARGIN
@@ -95,11 +96,17 @@ class CounterGuard:
 
     def suspects(self, values: Mapping[str, PointValue], at_s: float) -> list[str]:
         """The guarded points among ``values`` whose value is implausible (rule 1)."""
-        return [
-            name
-            for name, value in values.items()
-            if name in self.points and self.implausible(name, value, at_s) is not None
-        ]
+        out: list[str] = []
+        for name in self.points:
+            new = values.get(name)
+            if new is None or new.value is None:
+                continue
+            last = self._last.get(name)
+            if last is None or new.raw == last.raw:
+                continue  # the first value, or no change: plausible
+            if self._check(name, last, new, at_s) is not None:
+                out.append(name)
+        return out
 
     def implausible(self, name: str, new: PointValue, at_s: float) -> str | None:
         """Why ``new`` is implausible for point ``name`` read at ``at_s`` [s]; None:
@@ -147,9 +154,16 @@ class CounterGuard:
                 )
         return None
 
-    def accept(self, values: Mapping[str, PointValue], at_s: float, refused: Iterable[str]) -> None:
-        """Remember the guarded values of a poll, except the ``refused`` ones."""
-        skip = set(refused)
-        for name, value in values.items():
-            if name in self.points and name not in skip and value.value is not None:
-                self._last[name] = _Accepted(value.raw, value.value, at_s)
+    def accept(
+        self, values: Mapping[str, PointValue], at_s: float, refused: Collection[str] = ()
+    ) -> None:
+        """Remember the guarded values of a poll read at ``at_s`` [s] that changed, except
+        the ``refused`` ones (an unchanged value keeps the time it was first read: the
+        rating bounds the step over the time since the value last moved)."""
+        for name in self.points:
+            new = values.get(name)
+            if new is None or new.value is None or name in refused:
+                continue
+            last = self._last.get(name)
+            if last is None or new.raw != last.raw:
+                self._last[name] = _Accepted(new.raw, new.value, at_s)
