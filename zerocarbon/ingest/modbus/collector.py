@@ -376,7 +376,8 @@ class ModbusLinkScheduler:
         except ModbusExceptionResponse:
             self._link_answered()
             raise
-        self._link_answered()
+        if self._silent_timeouts:
+            self._link_answered()
         return registers
 
     def _link_answered(self) -> None:
@@ -389,7 +390,6 @@ class ModbusLinkScheduler:
         """The block's registers, or None with the reason appended to ``failures``
         (each failed request counted)."""
         stats = device.stats
-        where = f"{block.table} registers {block.address}..{block.end_address - 1}"
         for attempt in range(retries + 1):
             if attempt:
                 stats.retried_requests += 1
@@ -397,17 +397,17 @@ class ModbusLinkScheduler:
                 return await self._request(device, block)
             except ModbusTimeout:
                 stats.timeouts += 1
-                reason = f"timeout reading {where}"
             except ModbusExceptionResponse as exc:
                 stats.errors += 1
                 stats.exception_responses += 1
-                failures.append(f"exception code {exc.exception_code:#04x} reading {where}")
+                code = exc.exception_code
+                failures.append(f"exception code {code:#04x} reading {_where(block)}")
                 return None
             except ModbusLinkDown as exc:
                 stats.errors += 1
-                failures.append(f"{where}: {exc}")
+                failures.append(f"{_where(block)}: {exc}")
                 return None
-        failures.append(reason)
+        failures.append(f"timeout reading {_where(block)}")
         return None
 
     # ------------------------------------------------------------------ polling
@@ -518,6 +518,10 @@ class ModbusLinkScheduler:
             self._events(DeviceEvent(ts_us, device.config.id, kind, detail))
         except Exception:
             log.exception("device event sink failed on %s %s", device.config.id, kind)
+
+
+def _where(block: ReadBlock) -> str:
+    return f"{block.table} registers {block.address}..{block.end_address - 1}"
 
 
 def _polled(
