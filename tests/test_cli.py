@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.serial_support import PtyPair
 from zerocarbon import __version__
 from zerocarbon.cli import app
 from zerocarbon.config import ModbusTcpDevice
@@ -171,3 +172,66 @@ def test_check_config_names_where_each_mqtt_device_publishes() -> None:
     assert "tasmota tele/main/SENSOR" in out.output
     out = runner.invoke(app, ["check-config", "--site", str(examples / "mqtt-sparkplug.toml")])
     assert "sparkplug spBv1.0/plant1/+/substation-gw/chiller-meter" in out.output
+
+
+def _rtu_site(path: Path, serial_port: str) -> Path:
+    site = path / "rtu-site.toml"
+    site.write_text(
+        "[[devices]]\n"
+        'id = "grid_meter"\nrole = "grid"\nprotocol = "modbus_rtu"\n'
+        f'profile = "eastron_sdm630"\nserial_port = "{serial_port}"\n'
+        "device_id = 7\nbaudrate = 115200\n"
+    )
+    return site
+
+
+def test_simulate_refuses_a_serial_option_for_no_port_of_the_site(tmp_path: Path) -> None:
+    site = _rtu_site(tmp_path, "/dev/ttyUSB0")
+    out = runner.invoke(app, ["simulate", "--site", str(site), "--serial", "/dev/ttyS9=/tmp/x"])
+    assert out.exit_code != 0
+    assert "'/dev/ttyS9' is no serial port of the site" in out.output
+    assert "/dev/ttyUSB0" in out.output
+    out = runner.invoke(app, ["simulate", "--site", str(site), "--serial", "/dev/ttyUSB0"])
+    assert out.exit_code != 0 and "expected PORT=PATH" in out.output
+
+
+async def test_simulate_serves_a_serial_port_on_the_given_path(
+    pty_pair: PtyPair, tmp_path: Path
+) -> None:
+    """The command as a user runs it: the gateway's end of a pty pair is the site's
+    serial_port; the simulator answers on the other end."""
+    import signal
+    import subprocess
+    import sys
+
+    from zerocarbon.ingest.modbus.rtu_transport import ModbusRtuTransport
+    from zerocarbon.ingest.modbus.transport import READ_INPUT_REGISTERS
+    from zerocarbon.ingest.serial_link import SerialSettings
+    from zerocarbon.metering.profile import load_profile
+
+    site = _rtu_site(tmp_path, str(pty_pair.b))
+    command = [sys.executable, "-m", "zerocarbon", "simulate", "--site", str(site)]
+    process = subprocess.Popen(
+        [*command, "--serial", f"{pty_pair.b}={pty_pair.a}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    transport = ModbusRtuTransport(str(pty_pair.b), SerialSettings(baudrate=115_200))
+    try:
+        assert process.stdout is not None
+        output: list[bytes] = []
+        while not output or b"simulating" not in output[-1]:  # after its endpoint list
+            output.append(await asyncio.to_thread(process.stdout.readline))
+            assert output[-1], b"".join(output)  # ended before it was serving
+        assert f"modbus rtu {pty_pair.a}".encode() in b"".join(output)
+        await transport.connect()
+        voltage = load_profile("eastron_sdm630").point("phase_1_voltage")
+        registers = await transport.read_registers(
+            7, READ_INPUT_REGISTERS, voltage.address, 2, timeout_s=2.0
+        )
+        value = load_profile("eastron_sdm630").decode_raw(voltage, registers)
+        assert 200.0 < value < 260.0  # the plant's grid voltage, decoded
+    finally:
+        await transport.close()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0

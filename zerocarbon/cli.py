@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from zerocarbon import __version__
-from zerocarbon.config import SiteConfig, SiteConfigError, load_site
+from zerocarbon.config import Dlt645Device, ModbusRtuDevice, SiteConfig, SiteConfigError, load_site
 from zerocarbon.settings import Settings
 
 DEMO_SITE = Path(__file__).resolve().parent.parent / "examples" / "demo-site.toml"
@@ -172,6 +172,29 @@ def demo(
     _run_until_signal(main)
 
 
+def _serial_map(site: SiteConfig, pairs: list[str]) -> dict[str, str]:
+    """``--serial PORT=PATH`` options as {site serial port: path to serve on}; exits
+    with a message naming the option when one is malformed or names no serial port."""
+    ports = {
+        d.serial_port
+        for d in site.devices
+        if isinstance(d, ModbusRtuDevice | Dlt645Device) and d.serial_port is not None
+    }
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        port, sep, path = pair.partition("=")
+        if not sep or not port or not path:
+            raise typer.BadParameter(f"{pair!r}: expected PORT=PATH", param_hint="--serial")
+        if port not in ports:
+            known = ", ".join(sorted(ports)) or "none"
+            raise typer.BadParameter(
+                f"{port!r} is no serial port of the site (its serial ports: {known})",
+                param_hint="--serial",
+            )
+        mapping[port] = path
+    return mapping
+
+
 @app.command()
 def simulate(
     site: SiteOption,
@@ -185,24 +208,40 @@ def simulate(
         Path | None,
         typer.Option("--truth", help="Write the exact hourly energy (ground truth) to this JSON."),
     ] = None,
+    serial: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--serial",
+            metavar="PORT=PATH",
+            help="Serve the devices of the site's serial port PORT on PATH, one end of a "
+            "serial pair whose other end the gateway opens (repeat per port).",
+        ),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve the site's devices from a simulated plant, to test against.
 
-    Modbus TCP servers listen on each device's configured host:port and MQTT devices
-    publish to the site's broker, from one plant model on a clock starting at --start
-    (default: now) and running SPEED times faster than real time. Use the default speed
-    when `zerocarbon run` collects it: that one stamps Modbus readings with wall time.
+    Modbus TCP servers and DL/T 645 gateways listen on each device's configured
+    host:port, Modbus RTU units and DL/T 645 meters on a serial port answer on the path
+    --serial gives for it, and MQTT devices publish to the site's broker, from one plant
+    model on a clock starting at --start (default: now) and running SPEED times faster
+    than real time. Use the default speed when `zerocarbon run` collects it: that one
+    stamps Modbus readings with wall time. A serial pair for a test without hardware:
+    `socat -d -d pty,raw,echo=0,link=/tmp/sim0 pty,raw,echo=0,link=/tmp/gw0`, the site's
+    serial_port = "/tmp/gw0", and `--serial /tmp/gw0=/tmp/sim0`.
     """
     from zerocarbon.clock import ScaledClock
     from zerocarbon.simulators.runner import PlantSimulator
 
     _setup_logging(verbose)
     site_config = _load(site)
+    serial_ports = _serial_map(site_config, serial or [])
     clock = ScaledClock(_start_time(site_config, start, default_midnight=False), speed)
 
     async def main(stop: asyncio.Event) -> None:
-        async with PlantSimulator(site_config, clock, mqtt_url=mqtt_url, truth_path=truth):
+        async with PlantSimulator(
+            site_config, clock, mqtt_url=mqtt_url, truth_path=truth, serial_ports=serial_ports
+        ):
             typer.echo(f"simulating {site_config.site.name!r} at x{speed:g}; Ctrl-C to stop")
             await stop.wait()
 
