@@ -498,3 +498,59 @@ async def test_a_group_a_sink_failed_on_is_not_acknowledged(demo_site: SiteConfi
     assert broker.pubacks == [14]
     assert pipeline.stats.unacked_after_failure == 1 and pipeline.stats.sink_failures == 1
     assert [b.value.tolist() for b in sink.batches] == [[1.0, 2.0, 3.0], [4.0]]
+
+
+async def test_a_backlog_built_while_the_pipeline_is_full_goes_in_groups_of_a_turn(
+    demo_site: SiteConfig,
+) -> None:
+    """While a full pipeline holds the collector's put, aiomqtt's reader goes on filling
+    the inbox; once the pipeline takes puts again that backlog is put at most
+    MAX_MESSAGES_PER_TURN messages at a time (a put never grows with the backlog, so it
+    always fits a small spool) and every message is acknowledged once, in order."""
+    assert demo_site.mqtt is not None
+    turn = MAX_MESSAGES_PER_TURN
+    count = 4 * turn + 10
+    mids = random.Random(7).sample(range(1, 65536), count)
+    values = [float(i) for i in range(count)]
+    messages = _line_b_messages(values, mids)
+    registry = SeriesRegistry.for_site(demo_site)
+    sink = GatedSink()
+    pipeline = Pipeline([sink], max_queued=1, flush_interval_s=60)
+    put_sizes: list[int] = []
+
+    async def recording_put(batch: ReadingBatch, ack: Ack | None = None) -> None:
+        put_sizes.append(len(batch))
+        await pipeline.put(batch, ack)
+
+    async with ScriptedBroker() as broker:
+        collector = MqttCollector(
+            demo_site.mqtt,
+            demo_site.mqtt_devices,
+            SystemClock(),
+            recording_put,
+            registry,
+            url=broker.url,
+        )
+        tasks = [asyncio.create_task(collector.run()), asyncio.create_task(pipeline.run())]
+        try:
+            async with asyncio.timeout(10):
+                await collector.subscribed.wait()
+                # one group in the sink, one in the queue, one put waiting for room
+                for k in range(3):
+                    broker.publish_all(messages[k * turn : (k + 1) * turn])
+                    while collector.stats.messages < (k + 1) * turn:
+                        await asyncio.sleep(0.01)
+                broker.publish_all(messages[3 * turn :])
+                await broker.barrier()  # paho has read them all: the backlog is there
+                assert put_sizes == [turn] * 3 and broker.pubacks == []
+                sink.release.set()
+                while len(broker.pubacks) < count:
+                    await asyncio.sleep(0.01)
+                await broker.barrier()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    assert put_sizes == [turn] * 4 + [10]
+    assert broker.pubacks == mids
+    assert [v for b in sink.batches for v in b.value.tolist()] == values

@@ -132,10 +132,14 @@ class _Inbox:
         finally:
             self._waiter = None
 
-    def take(self) -> list[mqtt.MQTTMessage]:
-        """Every message kept so far, in arrival order; the inbox is empty again."""
-        messages, self.messages = self.messages, []
-        return messages
+    def take(self, limit: int) -> list[mqtt.MQTTMessage]:
+        """The first ``limit`` messages kept so far, in arrival order (the rest stay)."""
+        messages = self.messages
+        if len(messages) <= limit:
+            self.messages = []
+            return messages
+        self.messages = messages[limit:]
+        return messages[:limit]
 
 
 class MqttCollector:
@@ -225,7 +229,9 @@ class MqttCollector:
                 while True:
                     await inbox.wait()
                     self._read_available(paho, inbox)
-                    messages = inbox.take()
+                    # at most a turn's worth: aiomqtt's reader also fills the inbox (one
+                    # message per readable socket) while a full pipeline holds the put
+                    messages = inbox.take(MAX_MESSAGES_PER_TURN)
                     if messages:
                         batch, mids = self._decode_group(messages, manual)
                         await self._sink(batch, self._acker(paho, mids) if mids else None)
@@ -233,6 +239,8 @@ class MqttCollector:
                         outgoing, self._outgoing = self._outgoing, []
                         for topic, payload in outgoing:  # QoS 0, as Sparkplug B's NCMD
                             await client.publish(topic, payload, qos=0)
+                        if inbox.messages:
+                            await asyncio.sleep(0)  # a backlog: one group per loop turn
                     elif lost.done():
                         lost.result()  # raises the MqttError of the lost connection
                         raise aiomqtt.MqttError("Disconnected during message iteration")
