@@ -190,3 +190,26 @@ def test_a_lines_fuel_is_in_its_carbon_per_unit() -> None:
     assert line.kg_per_unit == pytest.approx(
         (hour.scope1_kg + hour.scope2_location_kg) / 60.0, rel=1e-9
     )
+
+
+def test_restored_series_counts_its_still_time_from_the_restored_point() -> None:
+    """A restart keeps no stream state but the newest stored point: the counter is taken
+    to have last moved there, so a catch-up after the restart is spread from it."""
+    site = _site()
+    reg = SeriesRegistry.for_site(site)
+    engine = CarbonEngine(site, reg)
+    sid = reg.id("grid", "energy_import_kwh")
+    engine.restore_series(sid, (H_S + 600) * US, 5000.0)
+    assert engine.moved_ts[sid] == (H_S + 600) * US and engine.last_rate[sid] == 0.0
+    # 360 kW (6 kWh a minute; rated 500 kW: 12.9 kWh a minute plausible), the register
+    # standing still until 00:21, then caught up and counting on
+    rows = [("grid", "energy_import_kwh", float(t), 5000.0) for t in range(660, 1260, 60)]
+    rows += [
+        ("grid", "energy_import_kwh", 1260.0, 5066.0),
+        ("grid", "energy_import_kwh", 1320.0, 5072.0),
+    ]
+    _feed(engine, reg, rows)
+    delta, _estimated = engine.channel_energy("grid", "energy_import_kwh", H_S)
+    assert delta == pytest.approx(72.0)
+    row = next(r for r in engine.results([H_S]).energy if r.device == "grid")
+    assert row.replacements == 0 and row.gaps == 1

@@ -1,9 +1,10 @@
 """The carbon engine: reading batches in, hourly rows out. Pure: no database, no network.
 
 :class:`CarbonEngine` keeps the streaming state of one site (per series: last point,
-held candidate; per energy channel and hour: energy, estimated part, events) in numpy
-arrays sized by the site and by the ring of hours, and feeds each batch to the
-compiled kernel :func:`~zerocarbon.carbon_engine.stream.stream_readings` in one pass.
+held candidate, since when its counter stands still; per energy channel and hour:
+energy, estimated part, events) in numpy arrays sized by the site and by the ring of
+hours, and feeds each batch to the compiled kernel
+:func:`~zerocarbon.carbon_engine.stream.stream_readings` in one pass.
 The ring spans the accepted time window (``site.ingest.accept_past_h``), so no input
 makes the state grow beyond it.
 
@@ -124,7 +125,7 @@ class CarbonEngine:
         self.cand_ts = np.full(n, st.NO_TS, np.int64)
         self.cand_value = np.zeros(n, np.float64)
         self.last_rate = np.zeros(n, np.float64)
-        self.moved_ts = np.full(n, st.NO_TS, np.int64)  # a counter's value last changed
+        self.moved_ts = np.full(n, st.NO_TS, np.int64)  # stood still since (see stream)
         self.ring_hour = np.full(self.n_slots, -1, np.int64)
         self.energy = np.zeros((nc, self.n_slots), np.float64)
         self.estimated = np.zeros((nc, self.n_slots), np.float64)
@@ -287,8 +288,11 @@ class CarbonEngine:
         """
         self.last_ts[series_id] = last_ts_us
         self.last_value[series_id] = last_value
-        moved = last_ts_us if moved_ts_us is None else min(moved_ts_us, last_ts_us)
+        moved = last_ts_us
+        if moved_ts_us is not None and moved_ts_us < last_ts_us:
+            moved = moved_ts_us
         self.moved_ts[series_id] = moved
+        self.last_rate[series_id] = 0.0  # unknown: the still time counts from moved_ts
 
     def restore_hour(self, row: HourlyEnergy) -> bool:
         """Put back a stored hourly energy row (hours of the ring only); False if the

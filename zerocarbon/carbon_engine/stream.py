@@ -238,6 +238,47 @@ def _spread(
 
 
 @_kernel
+def _settle_candidate(
+    ch: int,
+    ech: int,
+    moved_t: int,
+    prev_t: int,
+    jump: float,
+    cand_t: int,
+    t: int,
+    dc: float,
+    rate: float,
+    gap_us: int,
+    ring: Ring,
+    hour_lo: int,
+    hour_hi: int,
+) -> int:
+    """A candidate confirmed by the next reading (at ``t``, ``dc`` above it): a catch-up
+    of a counter that stood still since ``moved_t`` when its ``jump`` from the baseline
+    is plausible over that time, else a replaced meter; returns the expired parts."""
+    expired = 0
+    catch_up = 0.0 <= jump <= rate * (float(cand_t - moved_t) / 1e6 + JITTER_S)
+    if catch_up:
+        # the jump is what was used over (moved, cand): spread there, (moved, prev)
+        # estimated
+        x0, x1, code = moved_t, prev_t, EV_GAP
+        part = jump * (float(prev_t - moved_t) / float(cand_t - moved_t))
+    else:
+        # meter replaced at the candidate: (prev, cand) estimated at the new meter's rate
+        x0, x1, code = prev_t, cand_t, EV_REPLACED
+        part = dc / float(t - cand_t) * float(cand_t - prev_t)
+    _event(ech, cand_t, code, ring, hour_lo, hour_hi)
+    if x1 > x0:
+        expired += _spread(ch, x0, x1, part, True, ring, hour_lo, hour_hi)
+    if catch_up:
+        gap = cand_t - prev_t > gap_us
+        expired += _spread(ch, prev_t, cand_t, jump - part, gap, ring, hour_lo, hour_hi)
+    # then count (cand, t)
+    expired += _spread(ch, cand_t, t, dc, t - cand_t > gap_us, ring, hour_lo, hour_hi)
+    return expired
+
+
+@_kernel
 def stream_readings(
     series: NDArray[np.int32],
     ts_us: NDArray[np.int64],
@@ -276,9 +317,11 @@ def stream_readings(
         threshold [us].
     last_ts, last_value, cand_ts, cand_value, last_rate, moved_ts : ndarray, shape (n_series,)
         Streaming state, updated in place (``NO_TS``: none); ``last_rate`` is the rate of
-        a counter's last counted interval [unit/us]; ``moved_ts`` the time [us] of the
-        last reading at which a counter's value changed (its baseline's time at least
-        when it was set: a new or restored series starts from ``last_ts``).
+        a counter's last counted interval [unit/us]; ``moved_ts`` [us], while that rate
+        is 0 (the last interval counted nothing), the time since which the counter has
+        stood still: the last reading that counted energy, or the baseline, backward
+        step or candidate after which nothing was counted (otherwise stale); a new or
+        restored series starts from its ``last_ts``.
     ring_hour : ndarray of int64, shape (n_slots,)
         Hour index (POSIX hours) each slot holds; updated in place.
     energy, estimated : ndarray of float64, shape (n_channels, n_slots)
@@ -377,42 +420,29 @@ def stream_readings(
                     _event(ech, ct, EV_REJECTED, ring, hour_lo, hour_hi)
                     cand_ts[s] = NO_TS
                 elif 0.0 <= dc <= rate * (float(t - ct) / 1e6 + JITTER_S):
-                    mt = moved_ts[s] if moved_ts[s] != NO_TS else prev_t
-                    jump = cand_value[s] - prev_v
-                    if 0.0 <= jump <= rate * (float(ct - mt) / 1e6 + JITTER_S):
-                        # catch-up: the counter stood still since mt, then counted at
-                        # once what was used over (mt, cand); spread it there, the
-                        # part before prev estimated
-                        _event(ech, ct, EV_GAP, ring, hour_lo, hour_hi)
-                        before = 0.0
-                        if prev_t > mt:
-                            before = jump * (float(prev_t - mt) / float(ct - mt))
-                            n_expired += _spread(
-                                ch, mt, prev_t, before, True, ring, hour_lo, hour_hi
-                            )
-                        n_expired += _spread(
-                            ch,
-                            prev_t,
-                            ct,
-                            jump - before,
-                            ct - prev_t > gap_us[s],
-                            ring,
-                            hour_lo,
-                            hour_hi,
-                        )
-                    else:
-                        # meter replaced at the candidate: estimate (prev, cand) at the
-                        # new meter's rate
-                        est = dc / float(t - ct) * float(ct - prev_t)
-                        _event(ech, ct, EV_REPLACED, ring, hour_lo, hour_hi)
-                        n_expired += _spread(ch, prev_t, ct, est, True, ring, hour_lo, hour_hi)
-                    # then count (cand, t)
-                    n_expired += _spread(ch, ct, t, dc, t - ct > gap_us[s], ring, hour_lo, hour_hi)
+                    # the counter stood still since moved_ts if its last interval
+                    # counted nothing, else since prev
+                    mt = moved_ts[s] if last_rate[s] == 0.0 and moved_ts[s] != NO_TS else prev_t
+                    n_expired += _settle_candidate(
+                        ch,
+                        ech,
+                        mt,
+                        prev_t,
+                        cand_value[s] - prev_v,
+                        ct,
+                        t,
+                        dc,
+                        rate,
+                        gap_us[s],
+                        ring,
+                        hour_lo,
+                        hour_hi,
+                    )
                     cand_ts[s] = NO_TS
                     last_ts[s] = t
                     last_value[s] = v
                     last_rate[s] = dc / float(t - ct)
-                    moved_ts[s] = t if dc != 0.0 else ct
+                    moved_ts[s] = ct
                     n_used += 1
                     continue
                 else:  # neither: the old candidate was a spike, this one is held instead
@@ -449,9 +479,12 @@ def stream_readings(
                     cand_ts[s] = t
                     cand_value[s] = v
                     continue
+            # the first interval that counts nothing after one that did: the counter
+            # stands still since prev (written only then: a store or even a load per
+            # reading costs several % of the kernel's speed)
+            if amount + extra == 0.0 and last_rate[s] != 0.0:
+                moved_ts[s] = prev_t
             last_rate[s] = (amount + extra) / float(t - prev_t)
-            if d != 0.0:
-                moved_ts[s] = t
         # the interval (prev_t, t) carries amount (+ extra) to channel c
         if gap:
             _event(ech, t, EV_GAP, ring, hour_lo, hour_hi)

@@ -14,8 +14,9 @@ How it is computed:
    normal increase, a rollover or a reset; for power, a sample within the rated bound.
    Runs of plain pairs that follow an accepted baseline become intervals (and their
    rollover/reset/gap events) as arrays. Only the other readings (first reading, late,
-   duplicate, backward step, spike or replacement candidates, rejected power) go through
-   a scalar state machine, one reading at a time.
+   duplicate, backward step, spike, replacement or catch-up candidates, rejected power)
+   go through a scalar state machine, one reading at a time; after a run, the start of
+   its last pair that counts nothing after one that did is the series' ``moved_ts``.
 3. The intervals are split into their hours all at once (``np.repeat``), and the ring is
    updated at the end: a slot ends up holding the largest hour any operation touched in
    it, so only operations on that hour survive; an hourly part counts as expired when
@@ -135,7 +136,7 @@ class _SeriesState:
     cand_ts: int
     cand_value: float
     last_rate: float = 0.0  # rate of the last counted interval [unit/us]
-    moved_ts: int = _NO_TS  # time of the last reading at which the value changed [us]
+    moved_ts: int = _NO_TS  # stood still since, while last_rate == 0 [us]
 
 
 def _step(
@@ -196,7 +197,8 @@ def _step(
         else:
             dc = v - cv
             if 0.0 <= dc <= rate * (float(t - ct) / 1e6 + JITTER_S):
-                mt = st.moved_ts if st.moved_ts != _NO_TS else prev_t
+                still = st.last_rate == 0.0 and st.moved_ts != _NO_TS
+                mt = st.moved_ts if still else prev_t
                 jump = cv - prev_v
                 if 0.0 <= jump <= rate * (float(ct - mt) / 1e6 + JITTER_S):
                     # a catch-up of a counter that stood still since mt
@@ -214,7 +216,7 @@ def _step(
                 st.cand_ts = _NO_TS
                 st.last_ts, st.last_value = t, v
                 st.last_rate = dc / float(t - ct)
-                st.moved_ts = t if dc != 0.0 else ct
+                st.moved_ts = ct
                 return 1, True
             ops.event(i, 0, ech, ct, EV_REJECTED)
             st.cand_ts, st.cand_value = t, v
@@ -247,9 +249,9 @@ def _step(
     if extra > 0.0:
         ops.interval(i, 4, ch, prev_t, t, extra, True)
     st.last_ts, st.last_value = t, v
+    if amount + extra == 0.0 and st.last_rate != 0.0:
+        st.moved_ts = prev_t  # stands still from here
     st.last_rate = (amount + extra) / float(t - prev_t)
-    if d != 0.0:
-        st.moved_ts = t
     return 1, True
 
 
@@ -393,14 +395,17 @@ def _series(
                     ops,
                 )
                 used += q - p
-                st.last_ts, st.last_value = int(t[q - 1]), float(v[q - 1])
                 if k == COUNTER:
                     last = q - 2  # the run's last pair (q-2, q-1)
                     amount = (w - v[last] + v[q - 1]) if rolled[last] else v[q - 1] - v[last]
+                    # pairs that count nothing after one that did: still from their start
+                    counted = np.where(rolled[a:b], w - v[a:b] + v[p:q], v[p:q] - v[a:b]) != 0
+                    before = np.concatenate(([st.last_rate != 0.0], counted[:-1]))
+                    stops = np.flatnonzero(~counted & before)
+                    if stops.size:
+                        st.moved_ts = int(t[a + int(stops[-1])])
                     st.last_rate = float(amount) / float(t[q - 1] - t[last])
-                    moved = np.flatnonzero(v[p:q] != v[a:b])
-                    if moved.size:
-                        st.moved_ts = int(t[p + int(moved[-1])])
+                st.last_ts, st.last_value = int(t[q - 1]), float(v[q - 1])
                 p = q
                 continue
         u, chained = _step(
