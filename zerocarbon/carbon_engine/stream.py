@@ -34,7 +34,7 @@ increase the device's rated power makes plausible over the interval
 * a candidate confirmed so (the next reading plausible from it) whose jump up ``c - prev``
   is plausible over the time since the counter last *moved*,
   ``0 <= c - prev <= max_rate * (t_c - moved_ts + 2 s)`` (``moved_ts``: the last reading
-  at which the value changed; every reading after it repeated the value), is a
+  whose interval counted energy; every interval after it counted nothing), is a
   **catch-up**, not a replacement: the register stood still (a frozen display or
   register, busy firmware, a gateway serving a cached value) and then counted at once
   what was used over ``(moved_ts, t_c)``. The jump is spread uniformly over that time,
@@ -480,8 +480,8 @@ def stream_readings(
                     cand_value[s] = v
                     continue
             # the first interval that counts nothing after one that did: the counter
-            # stands still since prev (written only then: a store or even a load per
-            # reading costs several % of the kernel's speed)
+            # stands still since prev (written only then: a store per reading cost
+            # about a tenth of the kernel's speed)
             if amount + extra == 0.0 and last_rate[s] != 0.0:
                 moved_ts[s] = prev_t
             last_rate[s] = (amount + extra) / float(t - prev_t)
