@@ -174,8 +174,8 @@ async def recompute_late(engine: CarbonEngine, late: ReadingBatch, fetch: Fetch)
 
     Per series: the hours the late points' enclosing intervals cover run from the
     stored reading before the earliest late point to the one after the latest; the
-    series' readings of those hours (plus one on each side) are fed to
-    :meth:`CarbonEngine.recompute`. Returns the changed hour starts [s].
+    series' readings from those hours to its newest point (plus one on each side) are
+    fed to :meth:`CarbonEngine.recompute`. Returns the changed hour starts [s].
     """
     changed: set[int] = set()
     for sid in np.unique(late.series).tolist():
@@ -185,7 +185,11 @@ async def recompute_late(engine: CarbonEngine, late: ReadingBatch, fetch: Fetch)
             continue
         first_hour_s = int(t.min() // HOUR_US) * HOUR_S
         last_hour_s = int((t.max() - 1) // HOUR_US) * HOUR_S
-        t, v = await fetch(sid, first_hour_s * 1_000_000, (last_hour_s + HOUR_S) * 1_000_000)
+        # the readings after the hours up to the series' newest point too: a candidate
+        # or a stuck counter's catch-up after them settles what the hours get, as it
+        # did when streaming (parts outside the hours are not added)
+        end_us = max((last_hour_s + HOUR_S) * 1_000_000, int(engine.last_ts[sid]) + 1)
+        t, v = await fetch(sid, first_hour_s * 1_000_000, end_us)
         changed.update(
             await asyncio.to_thread(engine.recompute, sid, t, v, first_hour_s, last_hour_s)
         )

@@ -213,3 +213,29 @@ def test_restored_series_counts_its_still_time_from_the_restored_point() -> None
     assert delta == pytest.approx(72.0)
     row = next(r for r in engine.results([H_S]).energy if r.device == "grid")
     assert row.replacements == 0 and row.gaps == 1
+
+
+def test_recomputing_an_hour_inside_a_still_time_keeps_its_catch_up_share() -> None:
+    """A recompute is given the readings after its hours up to the series' newest point,
+    so a catch-up after them gives the hours what streaming gave them."""
+    site = _site()
+    reg = SeriesRegistry.for_site(site)
+    engine = CarbonEngine(site, reg)
+    sid = reg.id("grid", "energy_import_kwh")
+    # 6 kWh a minute; the register stands still from 00:50 until 01:10
+    t_s = list(range(0, 4320, 60))
+    shown = [1000.0 + 0.1 * (3000 if 3000 <= t < 4200 else t) for t in t_s]
+    rows = [("grid", "energy_import_kwh", float(t), v) for t, v in zip(t_s, shown, strict=True)]
+    _feed(engine, reg, rows)
+    assert engine.channel_energy("grid", "energy_import_kwh", H_S)[0] == pytest.approx(360.0)
+    ts = np.array([(H_S + t) * US for t in t_s], np.int64)
+    # the hour's readings, one before and one after only: the catch-up (01:10) and the
+    # reading that confirms it lie later, the hour loses its share
+    inside = np.array([t <= 3600 for t in t_s])
+    engine.recompute(sid, ts[inside], np.array(shown)[inside], H_S, H_S)
+    assert engine.channel_energy("grid", "energy_import_kwh", H_S)[0] == pytest.approx(300.0)
+    # up to the series' newest point (what recompute_late hands over): kept
+    engine.recompute(sid, ts, np.array(shown), H_S, H_S)
+    assert engine.channel_energy("grid", "energy_import_kwh", H_S)[0] == pytest.approx(360.0)
+    hour_1 = engine.channel_energy("grid", "energy_import_kwh", H_S + 3600)[0]
+    assert hour_1 == pytest.approx(0.1 * (4260 - 3600))  # streamed, not recomputed

@@ -163,3 +163,40 @@ async def test_catch_up_rewrites_an_hour_already_written(
     # estimated here; the catch-up's own flag is checked in test_stream.py)
     assert row["delta"] == pytest.approx(9.0 * 60)
     assert row["replacements"] == row["rejected"] == 0
+
+
+async def test_late_reading_in_a_still_time_keeps_the_catch_up(
+    pg_url: str, pg_conn: asyncpg.Connection, demo_site: SiteConfig
+) -> None:
+    """The same stuck PV register; 00:30's reading arrives after all the others. Its hour
+    is rebuilt from the stored readings up to the series' newest point, so the catch-up
+    at 01:10 still gives 00:50 .. 01:00 their energy."""
+    await pg_conn.execute("TRUNCATE hourly_line")
+    registry = await register_site(pg_conn, demo_site)
+
+    def pv(minutes: list[int]) -> list[Reading]:
+        return [
+            Reading(
+                T0 + timedelta(minutes=k),
+                "pv_roof",
+                "energy_generated_kwh",
+                800.0 + 9.0 * (50 if 50 <= k < 70 else k),
+            )
+            for k in minutes
+        ]
+
+    pool = await open_pool(pg_url)
+    try:
+        minutes = [k for k in range(0, 81) if k != 30]
+        service = await _run(pool, demo_site, registry, pv(minutes), restore=False)
+        series = service.engine.registry
+        late = ReadingBatch.from_readings(pv([30]), series)
+        await ReadingWriter(pool, registry, series).write_batch(late)
+        await service.write_batch(late)
+        await service.flush()
+    finally:
+        await pool.close()
+    assert service.engine.stats.late == 1 and service.recomputes == 1
+    hours = await _hours(pg_conn)
+    assert hours[T0][1] == pytest.approx(9.0 * 60)
+    assert hours[T0 + timedelta(hours=1)][1] == pytest.approx(9.0 * 20)

@@ -230,9 +230,12 @@ class CarbonEngine:
 
         ``ts_us``/``values`` must hold every stored reading of the series inside those
         hours plus the last one before and the first one after them (any order,
-        duplicates allowed). The hours' sums and events of the series' channels are
-        reset and recomputed with the same rules as streaming; the streaming state
-        (last point) is untouched. Idempotent. Returns the changed hour starts [s].
+        duplicates allowed), and should hold the later ones up to the series' newest
+        point: a candidate or a stuck counter's catch-up after the hours settles what
+        they get (only parts inside the hours are added). The hours' sums and events of
+        the series' channels are reset and recomputed with the same rules as streaming;
+        the streaming state (last point) is untouched. Idempotent. Returns the changed
+        hour starts [s].
         """
         s = int(series_id)
         channels = [c for c in (self.model.pos_channel[s], self.model.neg_channel[s]) if c >= 0]
