@@ -174,7 +174,8 @@ async def recompute_late(engine: CarbonEngine, late: ReadingBatch, fetch: Fetch)
 
     Per series: the hours the late points' enclosing intervals cover run from the
     stored reading before the earliest late point to the one after the latest; the
-    series' readings from those hours to its newest point (plus one on each side) are
+    series' readings from those hours to its newest point (plus one on each side, and
+    back to where its counter last moved when it stood still across their start) are
     fed to :meth:`CarbonEngine.recompute`. Returns the changed hour starts [s].
     """
     changed: set[int] = set()
@@ -189,7 +190,20 @@ async def recompute_late(engine: CarbonEngine, late: ReadingBatch, fetch: Fetch)
         # or a stuck counter's catch-up after them settles what the hours get, as it
         # did when streaming (parts outside the hours are not added)
         end_us = max((last_hour_s + HOUR_S) * 1_000_000, int(engine.last_ts[sid]) + 1)
-        t, v = await fetch(sid, first_hour_s * 1_000_000, end_us)
+        start_us = first_hour_s * 1_000_000
+        t, v = await fetch(sid, start_us, end_us)
+        # a counter standing still across the start: back, an hour at a time, to where
+        # it last moved (not beyond the hours held), so that a catch-up is judged over
+        # the same still time as when streaming
+        held = engine.hours()
+        oldest_us = held[0] * 1_000_000 if held else start_us
+        while start_us > oldest_us:
+            _, first = np.unique(t, return_index=True)
+            if first.size < 2 or v[first[0]] != v[first[1]]:
+                break
+            earlier_t, earlier_v = await fetch(sid, start_us - HOUR_US, start_us)
+            start_us -= HOUR_US
+            t, v = np.concatenate([earlier_t, t]), np.concatenate([earlier_v, v])
         changed.update(
             await asyncio.to_thread(engine.recompute, sid, t, v, first_hour_s, last_hour_s)
         )

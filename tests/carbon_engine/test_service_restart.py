@@ -165,12 +165,15 @@ async def test_catch_up_rewrites_an_hour_already_written(
     assert row["replacements"] == row["rejected"] == 0
 
 
+@pytest.mark.parametrize("late_minute", [30, 65])
 async def test_late_reading_in_a_still_time_keeps_the_catch_up(
-    pg_url: str, pg_conn: asyncpg.Connection, demo_site: SiteConfig
+    pg_url: str, pg_conn: asyncpg.Connection, demo_site: SiteConfig, late_minute: int
 ) -> None:
-    """The same stuck PV register; 00:30's reading arrives after all the others. Its hour
-    is rebuilt from the stored readings up to the series' newest point, so the catch-up
-    at 01:10 still gives 00:50 .. 01:00 their energy."""
+    """The same stuck PV register; one reading arrives after all the others. Its hour is
+    rebuilt from the stored readings up to the series' newest point (00:30: the catch-up
+    at 01:10 still gives 00:50 .. 01:00 their energy) and back to where the counter last
+    moved (01:05, inside the still time: the catch-up is judged over the whole still
+    time, not from 00:59, over which it would be a replaced meter)."""
     await pg_conn.execute("TRUNCATE hourly_line")
     registry = await register_site(pg_conn, demo_site)
 
@@ -187,10 +190,10 @@ async def test_late_reading_in_a_still_time_keeps_the_catch_up(
 
     pool = await open_pool(pg_url)
     try:
-        minutes = [k for k in range(0, 81) if k != 30]
+        minutes = [k for k in range(0, 81) if k != late_minute]
         service = await _run(pool, demo_site, registry, pv(minutes), restore=False)
         series = service.engine.registry
-        late = ReadingBatch.from_readings(pv([30]), series)
+        late = ReadingBatch.from_readings(pv([late_minute]), series)
         await ReadingWriter(pool, registry, series).write_batch(late)
         await service.write_batch(late)
         await service.flush()
