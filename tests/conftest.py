@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
+import hypothesis
 import pytest
 
 from tests.e2e.processes import MosquittoProcess, mosquitto_missing, remove_tree, scratch_dir
@@ -26,6 +27,12 @@ from zerocarbon.ingest.mqtt.broker import local_broker
 from zerocarbon.netutil import free_tcp_port
 from zerocarbon.storage.database import create_schema, drop_database, ensure_database
 from zerocarbon.storage.embedded import EmbeddedPostgres
+
+# Property tests check results, never speed: no per-example deadline (a loaded CI
+# machine can take half a second for an example that usually takes a millisecond); and
+# the same examples every run, so that a run is repeatable.
+hypothesis.settings.register_profile("zerocarbon", deadline=None, derandomize=True)
+hypothesis.settings.load_profile("zerocarbon")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_SITE = REPO_ROOT / "examples" / "demo-site.toml"
