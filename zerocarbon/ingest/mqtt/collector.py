@@ -20,8 +20,9 @@ connects, subscribes, reads and writes the socket and reports a lost connection.
 At QoS 1 a message is acknowledged (PUBACK) only once the pipeline has its readings in
 the spool: a group's single ack sends the PUBACK of each of its messages, in the order
 they came (MQTT 3.1.1 §4.6 asks PUBACKs in order), and groups are acknowledged in put
-order. A group the gateway did not store — it died, its spool was full, a sink failed
-— is not acknowledged at all and is redelivered by the broker. With ``[mqtt]
+order. A group the gateway did not store — it died, a sink failed on it — is not
+acknowledged at all; the broker sends it again when the session resumes (MQTT 3.1.1
+§4.4: on reconnecting, not on the live connection). With ``[mqtt]
 client_id`` set the session is persistent, so the broker also keeps what arrives while
 the gateway is away (see deploy/mosquitto/zerocarbon.conf for the queue limits that
 must not drop it).
