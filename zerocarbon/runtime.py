@@ -327,7 +327,12 @@ class EnergyCenter:
             ),
         ]
         self.mqtt = mqtt_collector(
-            self.site, self.clock, self.pipeline.put, series, url=self._mqtt_url
+            self.site,
+            self.clock,
+            self.pipeline.put,
+            series,
+            url=self._mqtt_url,
+            events=self.events.record,
         )
         self.dlt645 = dlt645_collectors(
             self.site, self.clock, self.pipeline.put, series, events=self.events.record

@@ -554,3 +554,84 @@ async def test_a_backlog_built_while_the_pipeline_is_full_goes_in_groups_of_a_tu
     assert put_sizes == [turn] * 4 + [10]
     assert broker.pubacks == mids
     assert [v for b in sink.batches for v in b.value.tolist()] == values
+
+
+def test_device_events_follow_messages_and_silence(demo_site: SiteConfig) -> None:
+    """Online at the first message with readings, offline once the clock finds it too
+    old (3 x interval_s), online again; a device never heard from is offline once its
+    limit has passed since start. No broker: the decoding and the state check only."""
+    from tests.ingest.clocks import ManualClock
+    from zerocarbon.ingest.events import DeviceEvent
+
+    assert demo_site.mqtt is not None
+    registry = SeriesRegistry.for_site(demo_site)
+    clock = ManualClock(datetime(2026, 6, 21, 1, 0, tzinfo=UTC))
+    events: list[DeviceEvent] = []
+
+    async def sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
+        pass
+
+    collector = MqttCollector(
+        demo_site.mqtt, demo_site.mqtt_devices, clock, sink, registry, events=events.append
+    )
+    limit_s = collector.device_stats["line_b"].offline_after_s
+    payload = json.dumps({"ts": "2026-06-21T01:00:00+00:00", "power_kw": 12.5}).encode()
+    collector._handle("factory/line_b/meter", payload)
+    assert [(e.device_id, e.kind) for e in events] == [("line_b", "online")]
+    clock.advance(limit_s / 2)
+    collector.report_states(clock.now_s())  # nothing late yet: no event
+    assert len(events) == 1
+    clock.advance(limit_s)
+    collector.report_states(clock.now_s())
+    late = {(e.device_id, e.kind) for e in events[1:]}
+    # line_b went silent; the others never spoke and their limits have passed too
+    assert late == {(d.id, "offline") for d in demo_site.mqtt_devices}
+    offline_b = next(e for e in events[1:] if e.device_id == "line_b")
+    assert offline_b.detail == f"no message with readings for {1.5 * limit_s:.0f} s"
+    assert offline_b.ts_us == round(clock.now_s() * 1_000_000)
+    collector.report_states(clock.now_s())  # reported once, not at every check
+    assert len(events) == 1 + len(demo_site.mqtt_devices)
+    collector._handle("factory/line_b/meter", payload)
+    assert (events[-1].device_id, events[-1].kind) == ("line_b", "online")
+
+
+async def test_silence_is_found_by_the_collector_itself(
+    mqtt_url: str, demo_site: SiteConfig
+) -> None:
+    """The running collector's own clock-driven check reports a device gone silent."""
+    from zerocarbon.clock import ScaledClock
+    from zerocarbon.ingest.events import DeviceEvent
+
+    assert demo_site.mqtt is not None
+    registry = SeriesRegistry.for_site(demo_site)
+    events: list[DeviceEvent] = []
+
+    async def sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
+        pass
+
+    clock = ScaledClock(datetime(2026, 6, 21, 1, 0, tzinfo=UTC), speed=200.0)
+    collector = MqttCollector(
+        demo_site.mqtt,
+        demo_site.mqtt_devices,
+        clock,
+        sink,
+        registry,
+        url=mqtt_url,
+        events=events.append,
+    )
+    task = asyncio.create_task(collector.run())
+    try:
+        async with asyncio.timeout(10):
+            await collector.subscribed.wait()
+        url = urlparse(mqtt_url)
+        async with aiomqtt.Client(url.hostname or "127.0.0.1", port=url.port or 1883) as pub:
+            await pub.publish("factory/line_b/meter", json.dumps({"power_kw": 1.0}), qos=1)
+        async with asyncio.timeout(10):
+            while ("line_b", "offline") not in {(e.device_id, e.kind) for e in events}:
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    line_b = [e.kind for e in events if e.device_id == "line_b"]
+    assert line_b == ["online", "offline"]

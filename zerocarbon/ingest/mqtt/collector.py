@@ -30,6 +30,9 @@ must not drop it).
 Per device (:class:`MqttDeviceStats`): messages, readings, bad payloads and the arrival
 time (injected clock) of the last message that gave readings. A device is online while
 such a message is at most :data:`ONLINE_INTERVALS` times its ``interval_s`` old.
+Changes of that state are sent to ``events`` as device events: online at the first
+message with readings after silence, offline when a clock-driven check finds the last
+one too old (or none came since start), or at once on a Sparkplug B death certificate.
 """
 
 from __future__ import annotations
@@ -44,9 +47,10 @@ import paho.mqtt.client as mqtt
 from zerocarbon.batch import BatchBuilder, ReadingBatch, SeriesRegistry
 from zerocarbon.clock import Clock
 from zerocarbon.config import MqttConfig, MqttDevice, SiteConfig
+from zerocarbon.ingest.events import DeviceEvent, DeviceEventKind, DeviceEventSink, discard_events
 from zerocarbon.ingest.mqtt.mapping import MqttMapping
 from zerocarbon.ingest.reading import Ack, BatchSink
-from zerocarbon.tasks import raise_if_cancelling
+from zerocarbon.tasks import cancel_and_wait, raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +162,7 @@ class MqttCollector:
         max_backoff_s: float = 10.0,
         timeout_s: float = 10.0,
         site_timezone: str = "UTC",
+        events: DeviceEventSink = discard_events,
     ) -> None:
         self._config = config if url is None else config.model_copy(update={"url": url})
         self.mapping = MqttMapping(devices, registry, site_timezone=site_timezone)
@@ -172,11 +177,58 @@ class MqttCollector:
             d.id: MqttDeviceStats(offline_after_s=ONLINE_INTERVALS * d.interval_s) for d in devices
         }
         self.subscribed = asyncio.Event()
+        self._events = events
+        self._reported_online: dict[str, bool] = {}  # device -> state last sent as an event
+        self._dead: set[str] = set()  # Sparkplug B devices whose death came last
+        self._started_s = clock.now_s()
         self._since_log: dict[str, int] = {}  # topic -> problems since its last log line
         self._last_log_s: dict[str, float] = {}  # topic -> clock time of its last line
 
     async def run(self) -> None:
         """Subscribe and collect until cancelled, reconnecting after failures."""
+        watch = asyncio.create_task(self._watch_silence(), name="mqtt device silence")
+        try:
+            await self._collect()
+        finally:
+            await cancel_and_wait([watch])
+
+    async def _watch_silence(self) -> None:
+        """Report devices gone silent (a message with readings is over
+        :data:`ONLINE_INTERVALS` x ``interval_s`` old, or never came): no message marks
+        that, so a periodic check does, a few times per shortest silence limit. It
+        waits in real time (the limit over the clock's speed) and reads the clock: it
+        only looks at the time, never moves a clock a test drives by hand."""
+        if not self.device_stats:
+            return
+        limit_s = min(d.offline_after_s for d in self.device_stats.values())
+        period_s = min(max(limit_s / 4 / self._clock.speed, 0.01), 5.0)  # [real s]
+        while True:
+            await asyncio.sleep(period_s)
+            self.report_states(self._clock.now_s())
+
+    def report_states(self, now_s: float) -> None:
+        """Send an online/offline event for each device whose state changed since the
+        last one sent (a device never heard from is offline once its limit has passed
+        since the collector started)."""
+        for device_id, dstats in self.device_stats.items():
+            online = dstats.online(now_s)
+            if self._reported_online.get(device_id) is online:
+                continue
+            if online:
+                detail = "messages with readings again"
+            elif dstats.last_seen_s is None and device_id in self._dead:
+                detail = "Sparkplug B death certificate"
+            elif dstats.last_seen_s is None:
+                if now_s - self._started_s <= dstats.offline_after_s:
+                    continue  # not heard from yet, but not late either
+                detail = f"no message with readings since start ({dstats.offline_after_s:g} s)"
+            else:
+                detail = f"no message with readings for {now_s - dstats.last_seen_s:.0f} s"
+            self._reported_online[device_id] = online
+            kind = DeviceEventKind.ONLINE if online else DeviceEventKind.OFFLINE
+            self._events(DeviceEvent(round(now_s * 1_000_000), device_id, kind, detail))
+
+    async def _collect(self) -> None:
         backoff_s = 0.2
         while True:
             try:
@@ -323,8 +375,13 @@ class MqttCollector:
             dstats.readings += result.readings
             if result.readings:
                 dstats.last_seen_s = arrival_s
+                self._dead.discard(result.device_id)
+                if self._reported_online.get(result.device_id) is not True:
+                    self.report_states(arrival_s)
         for device_id in outcome.offline:  # a Sparkplug B death certificate
             self.device_stats[device_id].last_seen_s = None
+            self._dead.add(device_id)
+            self.report_states(arrival_s)
         self._outgoing.extend(outcome.publish)
 
     def _discard_rows_from(self, start: int) -> None:
@@ -369,6 +426,7 @@ def mqtt_collector(
     registry: SeriesRegistry,
     *,
     url: str | None = None,
+    events: DeviceEventSink = discard_events,
 ) -> MqttCollector | None:
     """The site's MQTT collector, or None when it has no MQTT devices."""
     if site.mqtt is None or not site.mqtt_devices:
@@ -381,4 +439,5 @@ def mqtt_collector(
         registry,
         url=url,
         site_timezone=site.site.timezone,
+        events=events,
     )
