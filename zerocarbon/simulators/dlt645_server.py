@@ -56,11 +56,12 @@ from zerocarbon.ingest.dlt645.frame import (
     encode_read_reply,
     parse_frame,
 )
-from zerocarbon.ingest.serial_link import SerialSettings, open_serial
+from zerocarbon.ingest.serial_link import SerialSettings
 from zerocarbon.metering.dlt645 import (
     COMBINED_ACTIVE_ENERGY,
     METRIC_OF_IDENTIFIER,
 )
+from zerocarbon.simulators.serial_endpoint import SerialEndpoint
 
 __all__ = [
     "Dlt645Line",
@@ -345,7 +346,7 @@ class Dlt645Server(Dlt645Line):
                 await writer.wait_closed()
 
 
-class Dlt645SerialServer(Dlt645Line):
+class Dlt645SerialServer(Dlt645Line, SerialEndpoint):
     """The meters of one line on a serial port (a real one, or a pty end in tests).
 
     Parameters
@@ -380,43 +381,10 @@ class Dlt645SerialServer(Dlt645Line):
         self.settings = settings
         self.pace = pace
         self.paced_s = 0.0  # line time waited before replies [s]
-        self._task: asyncio.Task[None] | None = None
-        self._writer: asyncio.StreamWriter | None = None
 
     @property
     def name(self) -> str:
         return self.port
-
-    async def start(self) -> None:
-        reader, self._writer = await open_serial(self.port, self.settings)
-        self._task = asyncio.create_task(
-            self._serve(reader, self._writer), name=f"dlt645-serial-{self.port}"
-        )
-        log.debug("DL/T 645 serial server on %s, meters %s", self.port, sorted(self.meters))
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        writer, self._writer = self._writer, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    async def __aenter__(self) -> Dlt645SerialServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -24,11 +24,9 @@ so tests can count what was waited). ``pace=None`` answers at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import struct
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
 
 from zerocarbon.ingest.modbus.rtu_frame import (
     MAX_FRAME_BYTES,
@@ -38,9 +36,10 @@ from zerocarbon.ingest.modbus.rtu_frame import (
     encode_exception,
     encode_read_answer,
 )
-from zerocarbon.ingest.serial_link import SerialSettings, open_serial
+from zerocarbon.ingest.serial_link import SerialSettings
 from zerocarbon.metering.profile import RegisterTable
 from zerocarbon.simulators.register_bank import RegisterBank
+from zerocarbon.simulators.serial_endpoint import SerialEndpoint
 
 __all__ = ["RtuServer"]
 
@@ -56,7 +55,7 @@ READ_CHUNK_BYTES = 512
 Pace = Callable[[float], Awaitable[None]]
 
 
-class RtuServer:
+class RtuServer(SerialEndpoint):
     """The units of one serial line, answering on one serial stream.
 
     Parameters
@@ -105,8 +104,6 @@ class RtuServer:
         self.paced_s = 0.0  # bus time waited before answers [s]
         self._offline: set[int] = set()
         self._exceptions: dict[int, int] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._writer: asyncio.StreamWriter | None = None
 
     def set_offline(self, unit_id: int, offline: bool = True) -> None:
         """Make ``unit_id`` ignore requests (a unit powered off) or answer again."""
@@ -123,38 +120,6 @@ class RtuServer:
             raise ValueError(f"Modbus exception code must be 1..255, got {code}")
         else:
             self._exceptions[unit_id] = code
-
-    async def start(self) -> None:
-        """Open the port and serve until :meth:`close`."""
-        reader, self._writer = await open_serial(self.port, self.settings)
-        self._task = asyncio.create_task(
-            self._serve(reader, self._writer), name=f"rtu-server-{self.port}"
-        )
-        log.debug("Modbus RTU server on %s, units %s", self.port, sorted(self.units))
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        writer, self._writer = self._writer, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    async def __aenter__(self) -> RtuServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # --- serving --------------------------------------------------------------------
 
