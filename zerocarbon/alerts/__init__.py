@@ -1,0 +1,1 @@
+"""Alert rules: the math behind each rule kind, as pure functions (no I/O)."""
