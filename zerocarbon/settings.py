@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from zerocarbon.api.roles import Role
+
 
 def default_data_dir() -> Path:
     """Where the embedded PostgreSQL and spool live when nothing else is configured.
@@ -35,3 +37,4 @@ class Settings(BaseSettings):
     live_interval_s: float = Field(default=1.0, gt=0)  # how often /api/v1/live polls [s]
     site_timezone: str = "UTC"  # the site's IANA zone, for "today" on the page
     site_name: str = "zerocarbon"
+    api_read_role: Role | None = None  # None: read routes open; else the token role they need

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from zerocarbon import __version__
+from zerocarbon.api.auth import Authenticator, FailureLimiter, check_write_routes, read_guard
 from zerocarbon.api.docs import add_offline_docs, offline_docs_assets
 from zerocarbon.api.errors import add_error_handling
 from zerocarbon.api.live import KEEPALIVE_S, LiveStreams
+from zerocarbon.api.routes import auth as auth_routes
 from zerocarbon.api.routes import carbon, devices, energy, health, lines, live, power, status
 from zerocarbon.api.routes.health import metrics_registry
 from zerocarbon.api.telemetry import Telemetry
@@ -58,6 +60,7 @@ def create_app(
     live_keepalive_s: float = KEEPALIVE_S,
     pool: asyncpg.Pool | None = None,
     telemetry: Telemetry | None = None,
+    auth_clock: Callable[[], float] | None = None,
 ) -> FastAPI:
     """Build the API and the live page for ``settings``.
 
@@ -65,7 +68,12 @@ def create_app(
     there is none); ``settings.site_timezone`` must be an IANA name. With ``pool`` the
     app uses that pool (the runtime's: one pool per process) and leaves closing it to
     its owner; without, the lifespan opens and closes one of its own. ``telemetry``
-    (the running gateway's) feeds ``/readyz`` and ``/metrics``.
+    (the running gateway's) feeds ``/readyz`` and ``/metrics``. ``auth_clock``
+    (monotonic seconds) times the failed-authentication windows (tests pass their own).
+
+    Access control (:mod:`zerocarbon.api.auth`): the ``/api/v1`` read routers need
+    ``settings.api_read_role`` when it is set; every write route must need operator or
+    above, else building the app fails.
     """
     database_url = settings.database_url
     if not database_url:
@@ -130,8 +138,13 @@ def create_app(
     app.state.metrics_registry = metrics_registry(telemetry)
     if docs_assets is not None:
         add_offline_docs(app, docs_assets)
-    for module in (health, devices, carbon, energy, lines, live, status, power):
-        app.include_router(module.router)
+    limiter = FailureLimiter() if auth_clock is None else FailureLimiter(clock=auth_clock)
+    app.state.auth = Authenticator(limiter=limiter, read_role=settings.api_read_role)
+    app.include_router(health.router)  # probes and /metrics stay open
+    for module in (devices, carbon, energy, lines, live, status, power):
+        app.include_router(module.router, dependencies=[Depends(read_guard)])
+    app.include_router(auth_routes.router)
     add_dashboard(app)
     add_error_handling(app)
+    check_write_routes(app)
     return app

@@ -145,6 +145,10 @@ async def _device_events(conn: asyncpg.Connection, ctx: MigrationContext) -> Non
     await conn.execute(schema.DEVICE_EVENTS_SQL)
 
 
+async def _api_tokens(conn: asyncpg.Connection, ctx: MigrationContext) -> None:
+    await conn.execute(schema.API_TOKENS_SQL)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base_tables", _base_tables),
     Migration(2, "hourly_tables", _hourly_tables),
@@ -152,6 +156,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "readings_layout", _readings_layout),
     Migration(5, "power_rollups", _power_rollups),
     Migration(6, "device_events", _device_events),
+    Migration(7, "api_tokens", _api_tokens),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 _LAYOUT_VERSION = 4  # the migration that decides hypertable or partitions

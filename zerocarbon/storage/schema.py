@@ -118,3 +118,32 @@ CREATE TABLE IF NOT EXISTS device_events (
 );
 CREATE INDEX IF NOT EXISTS device_events_device_ts ON device_events (device_id, ts);
 """
+
+# API tokens (:mod:`zerocarbon.storage.tokens`): only a SHA-256 of each token is kept.
+# The table's privileges are revoked from every role but its owner, so that a read-only
+# role given SELECT on the schema's tables (``zerocarbon db grant-readonly``, default
+# privileges included) cannot read the hashes.
+API_TOKENS_SQL = """
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id serial PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    prefix text NOT NULL UNIQUE,
+    role text NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    site text,
+    token_hash bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at timestamptz
+);
+REVOKE ALL ON api_tokens FROM PUBLIC;
+DO $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT DISTINCT grantee FROM information_schema.role_table_grants
+             WHERE table_schema = current_schema() AND table_name = 'api_tokens'
+               AND grantee NOT IN (current_user, 'PUBLIC')
+    LOOP
+        EXECUTE format('REVOKE ALL ON api_tokens FROM %I', r.grantee);
+    END LOOP;
+END $$;
+"""
