@@ -2,8 +2,8 @@
 
 Energy baseline (ISO 50006:2014, "Energy management systems - Measuring energy
 performance using energy baselines (EnB) and energy performance indicators (EnPI)",
-clauses 4.4 and 6.5, annex C): a line's energy per period is modelled by ordinary least
-squares on its output and optional relevant variables::
+clause 4.4, establishing energy baselines; 4.3, EnPIs): a line's energy per period is
+modelled by ordinary least squares on its output and optional relevant variables::
 
     E_i = a + b * U_i + sum_k c_k * X_ik + e_i        [kWh per period]
 
@@ -15,11 +15,11 @@ sec. 3.2 (eq. 3.17 for ``s^2``, sec. 3.3.2 for R^2).
 
 Idle periods (zero production) are kept in the fit: they are what pins down the
 intercept ``a``, the line's fixed load per period (lighting, compressed-air leaks,
-standby). Dropping them would extrapolate ``a`` from busy periods only; ISO 50006
-clause 6.5 asks for a model valid over the whole range of the relevant variables.
+standby). Dropping them would extrapolate ``a`` from busy periods only, and the model
+would not cover the whole range of output it is then applied to.
 
-The EnPI compared here is the energy per unit over a period, actual against expected
-(ISO 50006 clause 4.3, "ratio of measured values" compared with the baseline's model).
+The EnPI compared here is the energy per unit over a period (ISO 50006 clause 4.3),
+actual against the value the baseline's model expects.
 
 Drift detection: a tabular CUSUM (Montgomery, "Introduction to Statistical Quality
 Control", 6th ed., sec. 9.1.2, eqs. 9.2 and 9.3) on the residuals ``x_i = actual -
@@ -121,7 +121,7 @@ def fit_baseline(
     units : array_like, shape (n,)
         Units produced per period [unit].
     extra : array_like, shape (n,) or (n, m), optional
-        Relevant variables (ISO 50006 clause 6.4), e.g. outdoor temperature [degC].
+        Relevant variables (ISO 50006 clause 4.2), e.g. outdoor temperature [degC].
 
     Raises
     ------
@@ -132,7 +132,7 @@ def fit_baseline(
 
     References
     ----------
-    ISO 50006:2014 clause 6.5 and annex C; Montgomery, Peck and Vining, "Introduction to
+    ISO 50006:2014 clause 4.4; Montgomery, Peck and Vining, "Introduction to
     Linear Regression Analysis", 5th ed., sec. 3.2-3.3.
     """
     energy = _as_vector("energy_kwh", energy_kwh)
