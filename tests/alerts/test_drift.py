@@ -220,3 +220,18 @@ def test_no_alarm_over_30_days_without_degradation(pattern_index: int) -> None:
     baseline = fit_baseline(energy_kwh[:BASELINE_H], units[:BASELINE_H])
     residuals = energy_kwh[BASELINE_H:] - expected(baseline, units[BASELINE_H:])
     assert cusum_series(residuals, drift_cusum_params(baseline)).alarm_indices == ()
+
+
+def test_per_shift_cusum_scales_sigma_and_detects() -> None:
+    line = SyntheticLine(pattern_index=0)
+    energy_kwh, units = simulate_hours(line, 9, BASELINE_H + 10 * 24, onset_hour=BASELINE_H + 96)
+    baseline = fit_baseline(energy_kwh[:BASELINE_H], units[:BASELINE_H])
+    params = drift_cusum_params(baseline, periods_per_block=8)
+    assert params.sigma_kwh == pytest.approx(baseline.residual_std_kwh * np.sqrt(8.0))
+    residuals = energy_kwh[BASELINE_H:] - expected(baseline, units[BASELINE_H:])
+    series = cusum_series(sum_per_block(residuals, 8), params)
+    assert series.upper_alarm.size == 30
+    assert not series.upper_alarm[:12].any()  # 4 days (12 shifts) before the onset
+    assert series.upper_alarm[12:15].any()  # signalled within 3 shifts (24 h)
+    with pytest.raises(ValueError, match="periods_per_block"):
+        drift_cusum_params(baseline, periods_per_block=0)
