@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -402,6 +402,167 @@ def db_status(site: SiteOption) -> None:
     compression and retention policies and the power rollups. Changes nothing.
     """
     _db_command(site, upgrade=False)
+
+
+def _on_database(action: Callable[[Any], Awaitable[None]]) -> None:
+    """Run ``action(conn)`` on the gateway's database (ZEROCARBON_DATABASE_URL, else the
+    embedded PostgreSQL, as for `run` and `db status`); errors exit 1 with a message."""
+    import asyncpg
+
+    from zerocarbon.api.app import redact_url
+    from zerocarbon.runtime import StartupError, database
+
+    settings = Settings()
+
+    async def main() -> None:
+        async with database(settings) as url:
+            try:
+                conn = await asyncpg.connect(url)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise StartupError(
+                    f"cannot connect to the database {redact_url(url)}: {type(exc).__name__}: {exc}"
+                ) from exc
+            try:
+                await action(conn)
+            except asyncpg.PostgresError as exc:
+                raise StartupError(
+                    f"database {redact_url(url)}: {type(exc).__name__}: {exc}"
+                ) from exc
+            finally:
+                await conn.close()
+
+    try:
+        asyncio.run(main())
+    except (StartupError, LookupError, ValueError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@db_app.command("grant-readonly")
+def db_grant_readonly(
+    role: Annotated[
+        str, typer.Option("--role", help="PostgreSQL login role to create or update.")
+    ] = "grafana",
+    password_env: Annotated[
+        str | None,
+        typer.Option(
+            "--password-env",
+            help="Environment variable holding the role's password (never on the command "
+            "line). Without it the password is left as it is.",
+        ),
+    ] = None,
+) -> None:
+    """Give Grafana and other SQL readers a read-only login role.
+
+    CONNECT on the database, USAGE on schema public, SELECT on every table and view and
+    on tables created later (default privileges of the role running this, which should
+    be the gateway's), read-only transactions; no write rights, and no access to
+    api_tokens. Run again to change the password or cover tables made by another role.
+    """
+    import os
+
+    from zerocarbon.storage.readonly import grant_readonly
+
+    password = None
+    if password_env is not None:
+        password = os.environ.get(password_env)
+        if not password:
+            typer.echo(f"error: environment variable {password_env} is not set or empty", err=True)
+            raise typer.Exit(1)
+
+    async def action(conn: Any) -> None:
+        grant = await grant_readonly(conn, role, password)
+        what = "created" if grant.created else "updated"
+        pw = "password set" if grant.password_set else "password unchanged"
+        typer.echo(f"role {grant.role} {what} ({pw}): read-only on database {grant.database}")
+
+    _on_database(action)
+
+
+tokens_app = typer.Typer(
+    help="API tokens: create (shown once), list, revoke. Stored hashed in the gateway's "
+    "database (ZEROCARBON_DATABASE_URL, else the embedded PostgreSQL).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Option("--name", help="Unique name of the token (who uses it).")],
+    role: Annotated[
+        str, typer.Option("--role", help="viewer (reads), operator (writes) or admin (tokens).")
+    ],
+    site: Annotated[
+        str | None, typer.Option("--site", help="Label of the site the token is for.")
+    ] = None,
+) -> None:
+    """Create a token and print it once: only its hash is stored, it cannot be shown
+    again. Send it as `Authorization: Bearer <token>`."""
+    from zerocarbon.api.auth import new_token
+    from zerocarbon.api.roles import Role
+    from zerocarbon.storage import tokens
+
+    if role not in {r.value for r in Role}:
+        typer.echo(f"error: unknown role {role!r}: viewer, operator or admin", err=True)
+        raise typer.Exit(2)
+    if not name.strip():
+        typer.echo("error: --name must not be empty", err=True)
+        raise typer.Exit(2)
+
+    async def action(conn: Any) -> None:
+        await tokens.ensure_table(conn)
+        t = new_token()
+        await tokens.insert_token(
+            conn, name=name, prefix=t.prefix, role=role, site=site, token_hash=t.token_hash
+        )
+        typer.echo(
+            f"created token {name!r} ({role}, prefix {t.prefix}); it is shown only once:", err=True
+        )
+        typer.echo(t.token)
+
+    _on_database(action)
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """List the tokens: name, role, prefix, site, created, last used, revoked (no
+    secrets)."""
+    from zerocarbon.storage import tokens
+
+    def ts(value: datetime | None) -> str:
+        return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    async def action(conn: Any) -> None:
+        await tokens.ensure_table(conn)
+        rows = await tokens.list_tokens(conn)
+        if not rows:
+            typer.echo("no tokens")
+            return
+        typer.echo("name\trole\tprefix\tsite\tcreated\tlast_used\trevoked")
+        for t in rows:
+            typer.echo(
+                f"{t.name}\t{t.role}\t{t.prefix}\t{t.site or '-'}\t{ts(t.created_at)}\t"
+                f"{ts(t.last_used_at)}\t{ts(t.revoked_at)}"
+            )
+
+    _on_database(action)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    name: Annotated[str, typer.Option("--name", help="Name of the token to revoke.")],
+) -> None:
+    """Revoke a token: the API refuses it from now on (it stays listed as revoked)."""
+    from zerocarbon.storage import tokens
+
+    async def action(conn: Any) -> None:
+        await tokens.ensure_table(conn)
+        t = await tokens.revoke_token(conn, name)
+        typer.echo(f"revoked token {t.name!r} ({t.role}, prefix {t.prefix})")
+
+    _on_database(action)
 
 
 devices_app = typer.Typer(
