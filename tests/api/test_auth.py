@@ -246,8 +246,9 @@ async def test_failed_authentications_are_limited_per_address(
         assert (await c.get("/api/v1/auth/whoami", headers=bearer(good))).status_code == 429
         clock.now_s += 0.5
         assert (await c.get("/api/v1/auth/whoami", headers=bearer(good))).status_code == 200
-    limiter = app.state.auth.limiter
-    assert limiter.failures_total == MAX_FAILURES and limiter.refused_total == 3
+        metrics = (await c.get("/metrics")).text
+    assert f"zerocarbon_api_auth_failures_total {MAX_FAILURES}.0" in metrics
+    assert "zerocarbon_api_auth_rate_limited_total 3.0" in metrics
 
 
 async def test_last_used_is_written_at_most_once_a_minute(

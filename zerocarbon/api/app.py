@@ -18,7 +18,13 @@ import asyncpg
 from fastapi import Depends, FastAPI
 
 from zerocarbon import __version__
-from zerocarbon.api.auth import Authenticator, FailureLimiter, check_write_routes, read_guard
+from zerocarbon.api.auth import (
+    Authenticator,
+    FailureLimiter,
+    FailureMetrics,
+    check_write_routes,
+    read_guard,
+)
 from zerocarbon.api.docs import add_offline_docs, offline_docs_assets
 from zerocarbon.api.errors import add_error_handling
 from zerocarbon.api.live import KEEPALIVE_S, LiveStreams
@@ -140,6 +146,7 @@ def create_app(
         add_offline_docs(app, docs_assets)
     limiter = FailureLimiter() if auth_clock is None else FailureLimiter(clock=auth_clock)
     app.state.auth = Authenticator(limiter=limiter, read_role=settings.api_read_role)
+    app.state.metrics_registry.register(FailureMetrics(limiter))
     app.include_router(health.router)  # probes and /metrics stay open
     for module in (devices, carbon, energy, lines, live, status, power):
         app.include_router(module.router, dependencies=[Depends(read_guard)])

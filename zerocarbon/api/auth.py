@@ -37,7 +37,7 @@ import hmac
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
@@ -47,6 +47,8 @@ import fastapi.routing
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from zerocarbon.api.roles import Role
 from zerocarbon.storage import tokens
@@ -62,6 +64,7 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 __all__ = [
     "Authenticator",
     "FailureLimiter",
+    "FailureMetrics",
     "NewToken",
     "Principal",
     "Role",
@@ -163,6 +166,25 @@ class FailureLimiter:
             self._windows[address] = (self.clock(), 1)
         else:
             self._windows[address] = (entry[0], entry[1] + 1)
+
+
+class FailureMetrics(Collector):
+    """The limiter's counters for ``/metrics``."""
+
+    def __init__(self, limiter: FailureLimiter) -> None:
+        self._limiter = limiter
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "zerocarbon_api_auth_failures",
+            "API requests whose bearer token was refused (malformed, unknown, revoked)",
+            value=self._limiter.failures_total,
+        )
+        yield CounterMetricFamily(
+            "zerocarbon_api_auth_rate_limited",
+            "API requests answered 429 after too many refused tokens from their address",
+            value=self._limiter.refused_total,
+        )
 
 
 @dataclass
