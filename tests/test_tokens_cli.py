@@ -151,3 +151,19 @@ def test_grant_readonly(db_env: str, readonly_role: str, monkeypatch: pytest.Mon
         asyncio.run(as_reader())
     finally:
         asyncio.run(_execute(db_env, "DROP TABLE zc_test_later"))
+
+
+def test_api_tokens_sql_revokes_earlier_grants(db_env: str, readonly_role: str) -> None:
+    """A reader granted before migration 7 (default privileges, or by hand) loses its
+    rights on api_tokens when the migration's SQL runs."""
+    from zerocarbon.storage.schema import API_TOKENS_SQL
+
+    r = runner.invoke(app, ["db", "grant-readonly", "--role", readonly_role])
+    assert r.exit_code == 0, r.output
+    check = f"SELECT has_table_privilege('{readonly_role}', 'api_tokens', 'SELECT') AS can"
+    asyncio.run(_execute(db_env, f"GRANT SELECT ON api_tokens TO {readonly_role}"))
+    assert asyncio.run(_fetch(db_env, check))[0]["can"] is True
+    asyncio.run(_execute(db_env, API_TOKENS_SQL))
+    assert asyncio.run(_fetch(db_env, check))[0]["can"] is False
+    devices = f"SELECT has_table_privilege('{readonly_role}', 'devices', 'SELECT') AS can"
+    assert asyncio.run(_fetch(db_env, devices))[0]["can"] is True
