@@ -271,3 +271,21 @@ async def test_last_used_is_written_at_most_once_a_minute(
         clock.now_s += 1.0
         assert (await c.get("/api/v1/auth/whoami", headers=bearer(token))).status_code == 200
         assert await last_used() > first
+
+
+async def test_over_a_real_socket(
+    settings: Settings, make_token: Callable[..., Any], serve: Callable[..., Any]
+) -> None:
+    """uvicorn on loopback: the client address is the socket's, the header reaches us."""
+    clock = ManualClock()
+    token = await make_token("remote", Role.OPERATOR)
+    async with serve(settings) as srv, httpx.AsyncClient(base_url=srv.url) as c:
+        srv.app.state.auth.limiter.clock = clock
+        r = await c.get("/api/v1/auth/whoami", headers=bearer(token))
+        assert r.status_code == 200 and r.json()["role"] == "operator"
+        for _ in range(MAX_FAILURES):
+            r = await c.get("/api/v1/auth/whoami", headers=bearer("zc_00000000_x"))
+            assert r.status_code == 401
+        r = await c.delete("/api/v1/auth/tokens/remote", headers=bearer(token))
+        assert r.status_code == 429 and r.headers["retry-after"] == "60"
+        assert list(srv.app.state.auth.limiter._windows) == ["127.0.0.1"]
