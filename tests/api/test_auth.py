@@ -178,6 +178,12 @@ async def test_every_write_route_refuses_missing_and_viewer_tokens(
         assert r.status_code == 200 and calls == ["ack"]
 
 
+def test_openapi_declares_the_bearer_scheme(settings: Settings) -> None:
+    doc = create_app(settings).openapi()
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert doc["paths"]["/api/v1/auth/tokens/{name}"]["delete"]["security"] == [{"HTTPBearer": []}]
+
+
 def test_an_unguarded_write_route_is_refused_at_build(settings: Settings) -> None:
     app = create_app(settings)
 

@@ -40,13 +40,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
+from typing import Annotated, cast
 
 import asyncpg
 import fastapi.routing
-from fastapi import FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -253,6 +254,11 @@ def _pool(request: Request) -> asyncpg.Pool:
     return get_pool(request)
 
 
+# declares the scheme in the OpenAPI document (the docs' "Authorize" button); the
+# header itself is read by Authenticator, which answers the errors
+_BEARER = HTTPBearer(auto_error=False, description="zerocarbon tokens create --role ...")
+
+
 class RoleRequirement:
     """The dependency returned by :func:`require_role`; its ``role`` is inspectable so
     that :func:`check_write_routes` can verify routes."""
@@ -260,7 +266,11 @@ class RoleRequirement:
     def __init__(self, role: Role) -> None:
         self.role = role
 
-    async def __call__(self, request: Request) -> Principal:
+    async def __call__(
+        self,
+        request: Request,
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> Principal:
         principal = await get_authenticator(request).authenticate(request, _pool(request))
         if not principal.role.allows(self.role):
             raise HTTPException(
@@ -280,7 +290,7 @@ async def read_guard(request: Request) -> None:
     """Dependency of the read routers: needs ``settings.api_read_role`` when set."""
     auth = get_authenticator(request)
     if auth.read_role is not None:
-        await RoleRequirement(auth.read_role)(request)
+        await RoleRequirement(auth.read_role)(request, None)
 
 
 @dataclass(frozen=True, slots=True)
