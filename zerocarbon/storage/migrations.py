@@ -149,6 +149,10 @@ async def _api_tokens(conn: asyncpg.Connection, ctx: MigrationContext) -> None:
     await conn.execute(schema.API_TOKENS_SQL)
 
 
+async def _notification_outbox(conn: asyncpg.Connection, ctx: MigrationContext) -> None:
+    await conn.execute(schema.NOTIFICATION_OUTBOX_SQL)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base_tables", _base_tables),
     Migration(2, "hourly_tables", _hourly_tables),
@@ -157,6 +161,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "power_rollups", _power_rollups),
     Migration(6, "device_events", _device_events),
     Migration(7, "api_tokens", _api_tokens),
+    Migration(8, "notification_outbox", _notification_outbox),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 _LAYOUT_VERSION = 4  # the migration that decides hypertable or partitions

@@ -147,3 +147,21 @@ BEGIN
     END LOOP;
 END $$;
 """
+
+# Alert notifications waiting for or done with delivery (:mod:`zerocarbon.storage.outbox`):
+# one row per (notification, channel); ``dedup_key`` makes enqueuing twice store once.
+NOTIFICATION_OUTBOX_SQL = """
+CREATE TABLE IF NOT EXISTS notification_outbox (
+    id bigserial PRIMARY KEY,
+    dedup_key text NOT NULL UNIQUE,
+    channel text NOT NULL,
+    payload jsonb NOT NULL,
+    created_at timestamptz NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL,
+    sent_at timestamptz,
+    last_error text
+);
+CREATE INDEX IF NOT EXISTS notification_outbox_due
+    ON notification_outbox (next_attempt_at) WHERE sent_at IS NULL;
+"""
