@@ -1001,12 +1001,33 @@ class MalformedFault(_DeviceFault):
     )
 
 
+class LineDegradationFault(_Frozen):
+    """Plant fault: from ``start_s`` the loads of production line ``line`` draw
+    ``percent`` % more power for the same output (energy per unit up by that share).
+    Real energy: the ground truth follows it."""
+
+    line: str  # id of the line ([[lines]] or a device's ``line``)
+    start_s: float = Field(ge=0)  # offset from the simulation start [simulated s]
+    percent: float = Field(gt=0)  # extra energy for the same production [%]
+
+
+class DemandPeakFault(_Frozen):
+    """Plant fault: an extra unmetered site load of ``extra_kw`` over
+    [start_s, start_s + duration_s), raising the grid import. Real energy: the ground
+    truth follows it."""
+
+    start_s: float = Field(ge=0)  # offset from the simulation start [simulated s]
+    duration_s: float = Field(default=900.0, gt=0)  # [simulated s]
+    extra_kw: float = Field(gt=0)  # [kW]
+
+
 class SimulatorFaults(_Frozen):
     """Faults of the simulated devices ([simulation.faults]); all off by default.
 
     Times are offsets from the simulation start in simulated seconds. Faults change
-    what devices report, never the energy the plant uses (the ground truth); see
-    :mod:`zerocarbon.simulators.faults`.
+    what devices report, never the energy the plant uses (the ground truth), except
+    the plant faults ``line_degradations`` and ``demand_peaks``, which change the
+    physics; see :mod:`zerocarbon.simulators.faults`.
     """
 
     counter_resets: tuple[CounterResetFault, ...] = ()
@@ -1024,6 +1045,8 @@ class SimulatorFaults(_Frozen):
     torn_reads: tuple[TornReadFault, ...] = ()
     clock_skews: tuple[ClockSkewFault, ...] = ()
     malformed: tuple[MalformedFault, ...] = ()
+    line_degradations: tuple[LineDegradationFault, ...] = ()
+    demand_peaks: tuple[DemandPeakFault, ...] = ()
 
 
 class SimulationConfig(_Frozen):

@@ -71,6 +71,21 @@ Device faults change how a device answers or what its messages look like:
   ``not_object`` (the payload's values as a JSON list) or ``deep_nesting``
   (:data:`DEEP_NESTING` nested lists, under the collector's size limit).
 
+Plant faults change the physics, not what a device reports, so the ground truth
+follows them (they are real energy):
+
+* **line degradation** (``line_degradations``): from ``start_s`` every load device of
+  production line ``line`` draws ``percent`` % more power than the undegraded line,
+  while the line's production counter still counts the undegraded line's energy x
+  ``simulation.units_per_kwh``: energy per unit rises by exactly that share. A step
+  the start falls in gets the share of the step after it;
+* **demand peak** (``demand_peaks``): over [start_s, start_s + duration_s) an extra
+  unmetered site load of ``extra_kw`` (in the base load), so the load and (without a
+  battery or PV to absorb it) the grid import rise by ``extra_kw`` x the window.
+
+Both are marked like faults: a degradation on each load device of its line in every
+hour from its start, a peak on the grid meter in the hours of its window.
+
 The plant's ground truth stays the exact physical energy. Each fault that happens is
 marked in it (:meth:`~.ground_truth.GroundTruth.mark_fault`) for the device and every
 UTC hour it touches: event faults in the hour of their time (a rollover in the hour the
@@ -92,6 +107,7 @@ from typing import TypeVar
 from zerocarbon.config import (
     AnyDevice,
     BackwardStepFault,
+    DeviceRole,
     Dlt645Device,
     MalformedFault,
     ModbusTcpDevice,
@@ -130,6 +146,8 @@ class FaultKind(StrEnum):
     TORN_READ = "torn_read"
     CLOCK_SKEW = "clock_skew"
     MALFORMED = "malformed"
+    LINE_DEGRADATION = "line_degradation"
+    DEMAND_PEAK = "demand_peak"
 
 
 DEEP_NESTING = 100_000
@@ -247,6 +265,15 @@ class _Malformed:
 class _PendingSpikes:
     fault: SpikeFault
     pending_s: list[float]  # absolute, sorted
+
+
+def _fraction_in(window: _Window, start_s: float, end_s: float) -> float:
+    """Share of [start_s, end_s) inside ``window``; for an empty step 1.0 when
+    ``start_s`` is in the window, else 0.0."""
+    if end_s <= start_s:
+        return 1.0 if start_s in window else 0.0
+    span = window.overlap(start_s, end_s)
+    return 0.0 if span is None else (span[1] - span[0]) / (end_s - start_s)
 
 
 def _window(start_s: float, offset_s: float, duration_s: float | None) -> _Window:
@@ -586,6 +613,34 @@ class FaultPlan:
             mqtt_only(f"simulation.faults.malformed[{i}]", bad.device)
             self._malformed.setdefault(bad.device, []).append(self._malformed_of(bad))
 
+        self._plant_spans: list[tuple[str, FaultKind, _Window]] = []
+        self._degradations: dict[str, list[tuple[_Window, float]]] = {}
+        line_ids = list(
+            dict.fromkeys(
+                [ln.id for ln in site.lines] + [d.line for d in site.devices if d.line is not None]
+            )
+        )
+        for i, deg in enumerate(faults.line_degradations):
+            path = f"simulation.faults.line_degradations[{i}]"
+            if deg.line not in line_ids:
+                raise FaultError(
+                    f"{path}.line: no line {deg.line!r} (lines: {', '.join(line_ids) or 'none'})"
+                )
+            loads = [d.id for d in site.devices_with_role(DeviceRole.LOAD) if d.line == deg.line]
+            if not loads:
+                raise FaultError(f"{path}.line: line {deg.line!r} has no load device to degrade")
+            window = _window(self.start_s, deg.start_s, None)
+            for load_id in loads:
+                self._degradations.setdefault(load_id, []).append((window, deg.percent / 100.0))
+                self._plant_spans.append((load_id, FaultKind.LINE_DEGRADATION, window))
+        self._peaks: list[tuple[_Window, float]] = []
+        grids = [d.id for d in site.devices_with_role(DeviceRole.GRID)]
+        for peak in faults.demand_peaks:
+            window = _window(self.start_s, peak.start_s, peak.duration_s)
+            self._peaks.append((window, peak.extra_kw))
+            for grid_id in grids:
+                self._plant_spans.append((grid_id, FaultKind.DEMAND_PEAK, window))
+
     def _malformed_of(self, bad: MalformedFault) -> _Malformed:
         end_s = math.inf if bad.end_s is None else self.start_s + bad.end_s
         occasions = _Occasions(
@@ -594,6 +649,21 @@ class FaultPlan:
             sorted(self.start_s + t for t in bad.at_s),
         )
         return _Malformed(occasions, tuple(bad.kinds))
+
+    # --- plant faults --------------------------------------------------------------------
+
+    def line_factor(self, device_id: str, start_s: float, end_s: float) -> float:
+        """Factor on the power of load ``device_id`` held over [start_s, end_s):
+        1 + each degradation's share x the fraction of the step after its start (1.0
+        for an empty step before the start)."""
+        factor = 1.0
+        for window, share in self._degradations.get(device_id, ()):
+            factor += share * _fraction_in(window, start_s, end_s)
+        return factor
+
+    def extra_load_kw(self, start_s: float, end_s: float) -> float:
+        """Mean extra site load of the demand peaks over [start_s, end_s) [kW]."""
+        return sum(kw * _fraction_in(w, start_s, end_s) for w, kw in self._peaks)
 
     # --- counters ----------------------------------------------------------------------
 
@@ -696,7 +766,7 @@ class FaultPlan:
                 span = window.overlap(start_s, end_s)
                 if span is not None:
                     mark(device_id, FaultKind.LATE_DATA, *span)
-        for device_id, kind, window in self._spans:
+        for device_id, kind, window in self._spans + self._plant_spans:
             span = window.overlap(start_s, end_s)
             if span is not None:
                 mark(device_id, kind, *span)

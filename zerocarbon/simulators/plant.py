@@ -14,7 +14,10 @@ same amounts split by UTC hour. The same site, ``start_s`` and sequence of
 :meth:`~PlantModel.advance` calls give the same values.
 
 Faults (``simulation.faults``, :mod:`.faults`) change only what the devices report
-(:meth:`PlantModel.values`), never the physics or the ground truth.
+(:meth:`PlantModel.values`), never the physics or the ground truth, except the plant
+faults: a line degradation multiplies a line's power (its production counter still
+counts the undegraded energy) and a demand peak adds to the base load; both are real
+energy and the ground truth includes them.
 """
 
 from __future__ import annotations
@@ -171,6 +174,7 @@ class PlantModel:
                 x.id for x in loads if d.line is None or x.line == d.line
             )
         self._units_exact: dict[str, float] = dict.fromkeys(self._production_lines, 0.0)
+        self._line_output_kw: dict[str, float] = {}  # undegraded line power [kW]
 
         self._metrics = {d.id: _exposed_metrics(site, d) for d in site.devices}
         self._counters: list[tuple[str, str]] = [
@@ -221,8 +225,12 @@ class PlantModel:
         """Powers for the step [start_s, end_s), sampled at its midpoint; moves the state."""
         mid_s = start_s + interval_s / 2.0
         hour = self._hours.hour_of_day(mid_s)
-        line_kw = {i: line.step(mid_s, hour, interval_s) for i, line in self._lines.items()}
+        output_kw = {i: line.step(mid_s, hour, interval_s) for i, line in self._lines.items()}
+        self._line_output_kw = output_kw
+        faults = self.faults
+        line_kw = {i: p * faults.line_factor(i, start_s, end_s) for i, p in output_kw.items()}
         base_kw = self.site.simulation.base_load_kw * (1.0 + 0.03 * self._base_noise(mid_s))
+        base_kw += faults.extra_load_kw(start_s, end_s)
         pv_kw = {i: array.power_kw(mid_s) for i, array in self._pv.items()}
         net_kw = base_kw + sum(line_kw.values()) - sum(pv_kw.values())
         battery_kw: dict[str, float] = {}
@@ -263,7 +271,8 @@ class PlantModel:
         truth = self.ground_truth
         units_total = 0.0
         for device_id, lines in self._production_lines.items():
-            rate = sum(power.line_kw[x] for x in lines) * self.site.simulation.units_per_kwh
+            output_kw = sum(self._line_output_kw[x] for x in lines)  # undegraded
+            rate = output_kw * self.site.simulation.units_per_kwh
             before = self._units_exact[device_id]
             after = before + rate * hours
             self._units_exact[device_id] = after
