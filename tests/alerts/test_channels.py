@@ -1,0 +1,154 @@
+"""Each delivery channel against a real receiver on loopback: what it sends, and that
+only the receiver's confirmation counts as delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import aiomqtt
+import pytest
+
+from tests.alerts.receivers import HttpReceiver, SmtpReceiver
+from zerocarbon.alerts.channels import (
+    DeliveryError,
+    DingTalkChannel,
+    EmailChannel,
+    FeishuChannel,
+    MqttChannel,
+    WebhookChannel,
+    WeComChannel,
+)
+from zerocarbon.alerts.notify import AlertState, Notification
+
+NOW_S = datetime(2026, 3, 1, 8, 0, tzinfo=UTC).timestamp()
+ALERT = Notification(
+    alert_key="drift/line-1",
+    rule="line1-drift",
+    kind="drift",
+    state=AlertState.FIRING,
+    severity="warning",
+    ts=datetime(2026, 3, 1, 7, 59, 30, tzinfo=UTC),
+    message_zh="1号线能耗偏高",
+    message_en="line 1 energy above baseline",
+    evidence={"excess_kwh": 12.5},
+)
+
+
+async def test_webhook_posts_the_json_and_needs_a_2xx() -> None:
+    async with HttpReceiver([(503, {}), (200, {})]) as rx:
+        channel = WebhookChannel("hook", f"{rx.url}/alerts")
+        with pytest.raises(DeliveryError, match="503"):
+            await channel.send(ALERT, NOW_S)
+        await channel.send(ALERT, NOW_S)
+    assert [r.path for r in rx.requests] == ["/alerts", "/alerts"]
+    body = rx.requests[-1].json()
+    assert body["change_id"] == ALERT.change_id
+    assert body["message_zh"] == "1号线能耗偏高" and body["evidence"] == {"excess_kwh": 12.5}
+
+
+async def test_webhook_down_is_a_delivery_error() -> None:
+    async with HttpReceiver([(200, {})]) as rx:
+        url = rx.url
+    with pytest.raises(DeliveryError):
+        await WebhookChannel("hook", url, timeout_s=2.0).send(ALERT, NOW_S)
+
+
+async def test_wecom_needs_errcode_zero() -> None:
+    answers = [
+        (200, {"errcode": 45009, "errmsg": "api freq out of limit"}),
+        (200, {"errcode": 0, "errmsg": "ok"}),
+    ]
+    async with HttpReceiver(answers) as rx:
+        channel = WeComChannel("wecom", "k-123", base_url=rx.url)
+        with pytest.raises(DeliveryError, match="45009"):
+            await channel.send(ALERT, NOW_S)
+        await channel.send(ALERT, NOW_S)
+    request = rx.requests[-1]
+    assert request.path == "/cgi-bin/webhook/send" and request.query["key"] == ["k-123"]
+    body = request.json()
+    assert body["msgtype"] == "text" and "1号线能耗偏高" in body["text"]["content"]
+    assert ALERT.change_id in body["text"]["content"]
+
+
+async def test_dingtalk_signature_checks_out_at_the_receiver() -> None:
+    secret = "SEC0123456789abcdef"
+    async with HttpReceiver(
+        [
+            (200, {"errcode": 310000, "errmsg": "sign not match"}),
+            (200, {"errcode": 0, "errmsg": "ok"}),
+        ]
+    ) as rx:
+        channel = DingTalkChannel("ding", "tok", secret=secret, base_url=rx.url)
+        with pytest.raises(DeliveryError, match="310000"):
+            await channel.send(ALERT, NOW_S)
+        await channel.send(ALERT, NOW_S)
+    request = rx.requests[-1]
+    assert request.path == "/robot/send" and request.query["access_token"] == ["tok"]
+    timestamp = request.query["timestamp"][0]
+    assert int(timestamp) == int(NOW_S * 1000)
+    # the receiver's check, as DingTalk documents it (parse_qs has URL-decoded sign)
+    expected = base64.b64encode(
+        hmac.new(secret.encode(), f"{timestamp}\n{secret}".encode(), hashlib.sha256).digest()
+    ).decode()
+    assert request.query["sign"] == [expected]
+
+
+async def test_feishu_signature_and_code() -> None:
+    secret = "feishu-secret"
+    async with HttpReceiver(
+        [(200, {"code": 19021, "msg": "sign match fail"}), (200, {"code": 0, "msg": "success"})]
+    ) as rx:
+        channel = FeishuChannel("feishu", "hook-1", secret=secret, base_url=rx.url)
+        with pytest.raises(DeliveryError, match="19021"):
+            await channel.send(ALERT, NOW_S)
+        await channel.send(ALERT, NOW_S)
+    request = rx.requests[-1]
+    assert request.path == "/open-apis/bot/v2/hook/hook-1"
+    body = request.json()
+    assert body["timestamp"] == str(int(NOW_S))
+    key = f"{body['timestamp']}\n{secret}".encode()
+    assert body["sign"] == base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
+    assert body["msg_type"] == "text" and "line 1 energy" in body["content"]["text"]
+
+
+async def test_email_through_a_local_smtp_server() -> None:
+    async with SmtpReceiver(fail_first=1) as rx:
+        channel = EmailChannel(
+            "mail", "127.0.0.1", rx.port, "zc@plant.example", ("ops@plant.example",)
+        )
+        with pytest.raises(DeliveryError, match="451"):
+            await channel.send(ALERT, NOW_S)
+        assert rx.messages == []
+        await channel.send(ALERT, NOW_S)
+    assert len(rx.messages) == 1
+    text = rx.messages[0].decode()
+    assert f"X-Zerocarbon-Change-Id: {ALERT.change_id}" in text
+    assert "Subject: [warning] line1-drift firing" in text
+
+
+async def test_mqtt_publishes_the_json_at_qos_1(mqtt_url: str) -> None:
+    parts = urlsplit(mqtt_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 1883
+    topic = "zerocarbon/test/alerts"
+    async with aiomqtt.Client(host, port=port) as sub:
+        await sub.subscribe(topic, qos=1)
+        await MqttChannel("mqtt", host, port, topic).send(ALERT, NOW_S)
+        message = await asyncio.wait_for(anext(sub.messages), 10.0)
+    assert isinstance(message.payload, bytes)
+    assert json.loads(message.payload)["change_id"] == ALERT.change_id
+    assert message.qos == 1
+
+
+async def test_mqtt_broker_down_is_a_delivery_error() -> None:
+    from zerocarbon.netutil import free_tcp_port
+
+    with pytest.raises(DeliveryError):
+        await MqttChannel("mqtt", "127.0.0.1", free_tcp_port(), "t", timeout_s=2.0).send(
+            ALERT, NOW_S
+        )
