@@ -80,7 +80,7 @@ async def pg_conn(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(pg_url)
     await conn.execute(
         "TRUNCATE readings, latest_values, hourly_energy, hourly_carbon, hourly_line, devices, "
-        "device_events "
+        "device_events, notification_outbox "
         "RESTART IDENTITY"
     )
     yield conn

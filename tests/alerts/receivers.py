@@ -27,6 +27,7 @@ class HttpReceiver:
     body), the last answer for every later one; records every request."""
 
     answers: list[tuple[int, dict[str, Any]]]
+    port: int = 0  # 0: a free port
     requests: list[Request] = field(default_factory=list)
     _server: asyncio.Server | None = None
 
@@ -37,7 +38,7 @@ class HttpReceiver:
         return f"http://127.0.0.1:{port}"
 
     async def __aenter__(self) -> HttpReceiver:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -67,7 +67,10 @@ class DeliveryError(RuntimeError):
 
 
 class Channel(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """The channel's name in the site file (``[[alerts.channels]] name``)."""
+        ...
 
     async def send(self, notification: Notification, now_s: float) -> None:
         """Deliver ``notification``; ``now_s`` is the clock's POSIX time [s] (signatures)."""
