@@ -1065,6 +1065,76 @@ class SimulationConfig(_Frozen):
     faults: SimulatorFaults = SimulatorFaults()  # fault injection, all off
 
 
+AlertChannelKind = Literal["webhook", "wecom", "dingtalk", "feishu", "email", "mqtt"]
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# what each kind needs besides name and kind: (field, or its *_env twin)
+_CHANNEL_NEEDS: dict[str, tuple[str, ...]] = {
+    "webhook": ("url",),
+    "wecom": ("key",),
+    "dingtalk": ("key",),
+    "feishu": ("key",),
+    "email": ("smtp_host", "sender", "recipients"),
+    "mqtt": ("url", "topic"),
+}
+
+
+class AlertChannelConfig(_Frozen):
+    """One ``[[alerts.channels]]``: where alert notifications go
+    (:mod:`zerocarbon.alerts.channels`). Secrets are best given as the name of an
+    environment variable (``key_env``, ``secret_env``, ``password_env``, ``url_env``)
+    so the site file holds none; a value given in the file is used as it is.
+
+    ``key``: the WeCom robot key, the DingTalk ``access_token`` or the Feishu hook
+    token. ``url``: the webhook's URL, the MQTT broker (``mqtt://host:port``) or, for
+    the chat robots, their base URL (default the vendor's). ``secret``: the DingTalk or
+    Feishu signing secret, when the robot has signing on.
+    """
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$")]
+    kind: AlertChannelKind
+    url: str | None = None
+    url_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    key: str | None = None
+    key_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    secret: str | None = None
+    secret_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    topic: str | None = None  # mqtt: the topic published to (QoS 1)
+    smtp_host: str | None = None  # email
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = False
+    username: str | None = None
+    password_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    sender: str | None = None
+    recipients: tuple[str, ...] = ()
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _has_what_its_kind_needs(self) -> AlertChannelConfig:
+        for name in _CHANNEL_NEEDS[self.kind]:
+            given = getattr(self, name)
+            twin = getattr(self, f"{name}_env", None)
+            if not given and not twin:
+                either = f" (or {name}_env)" if f"{name}_env" in type(self).model_fields else ""
+                raise ValueError(f"a {self.kind} channel needs {name}{either}")
+        return self
+
+
+class AlertsConfig(_Frozen):
+    """``[alerts]``: notification delivery (:mod:`zerocarbon.alerts.dispatcher`)."""
+
+    channels: tuple[AlertChannelConfig, ...] = ()
+    retry_base_s: float = Field(default=10.0, gt=0)  # first retry after a failure [s]
+    retry_max_s: float = Field(default=3600.0, gt=0)  # back-off cap [s]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlertsConfig:
+        names = [c.name for c in self.channels]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"alert channel names must be unique, repeated: {dupes}")
+        return self
+
+
 class SiteConfig(_Frozen):
     site: SiteInfo = SiteInfo()
     grid: GridConfig = GridConfig()
@@ -1078,6 +1148,7 @@ class SiteConfig(_Frozen):
     storage: StorageConfig = StorageConfig()
     accounting: AccountingConfig = AccountingConfig()
     simulation: SimulationConfig = SimulationConfig()
+    alerts: AlertsConfig = AlertsConfig()
     base_dir: Path | None = Field(default=None, exclude=True)  # folder of the site file
 
     @model_validator(mode="after")

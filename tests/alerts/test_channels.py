@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import tomllib
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -15,6 +16,8 @@ import aiomqtt
 import pytest
 
 from tests.alerts.receivers import HttpReceiver, SmtpReceiver
+from tests.conftest import DEMO_SITE
+from zerocarbon.alerts.channel_setup import ChannelSetupError, build_channels
 from zerocarbon.alerts.channels import (
     DeliveryError,
     DingTalkChannel,
@@ -25,6 +28,7 @@ from zerocarbon.alerts.channels import (
     WeComChannel,
 )
 from zerocarbon.alerts.notify import AlertState, Notification
+from zerocarbon.config import SiteConfig, SiteConfigError, parse_site
 
 NOW_S = datetime(2026, 3, 1, 8, 0, tzinfo=UTC).timestamp()
 ALERT = Notification(
@@ -152,3 +156,66 @@ async def test_mqtt_broker_down_is_a_delivery_error() -> None:
         await MqttChannel("mqtt", "127.0.0.1", free_tcp_port(), "t", timeout_s=2.0).send(
             ALERT, NOW_S
         )
+
+
+def _site_with(alerts: dict[str, object]) -> SiteConfig:
+    data = tomllib.loads(DEMO_SITE.read_text(encoding="utf-8"))
+    return parse_site({**data, "alerts": alerts}, "site.toml", DEMO_SITE.parent)
+
+
+EXAMPLE_ENV = {
+    "ZC_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook",
+    "ZC_WECOM_ROBOT_KEY": "wk",
+    "ZC_DINGTALK_TOKEN": "dt",
+    "ZC_DINGTALK_SECRET": "ds",
+    "ZC_FEISHU_HOOK": "fh",
+    "ZC_FEISHU_SECRET": "fs",
+    "ZC_SMTP_PASSWORD": "pw",
+}
+
+
+def test_example_channels_build_from_the_environment() -> None:
+    example = tomllib.loads((DEMO_SITE.parent / "alert-channels.toml").read_text("utf-8"))
+    site = _site_with(example["alerts"])
+    channels = build_channels(site.alerts, EXAMPLE_ENV)
+    assert list(channels) == [
+        "ops-webhook",
+        "wecom-energy",
+        "dingtalk-shift",
+        "feishu-ems",
+        "mail-ops",
+        "scada-mqtt",
+    ]
+    assert channels["ops-webhook"] == WebhookChannel("ops-webhook", "http://127.0.0.1:9/hook")
+    ding = channels["dingtalk-shift"]
+    assert isinstance(ding, DingTalkChannel) and (ding.access_token, ding.secret) == ("dt", "ds")
+    mail = channels["mail-ops"]
+    assert isinstance(mail, EmailChannel) and mail.password == "pw" and mail.port == 587
+    mqtt = channels["scada-mqtt"]
+    assert isinstance(mqtt, MqttChannel) and (mqtt.host, mqtt.port) == ("127.0.0.1", 1883)
+    missing = {k: v for k, v in EXAMPLE_ENV.items() if k != "ZC_FEISHU_SECRET"}
+    with pytest.raises(
+        ChannelSetupError, match=r"alerts.channels\[3\].secret_env: .*ZC_FEISHU_SECRET"
+    ):
+        build_channels(site.alerts, missing)
+
+
+@pytest.mark.parametrize(
+    ("channel", "message"),
+    [
+        ({"name": "w", "kind": "webhook"}, r"alerts.channels\[0\]: a webhook channel needs url"),
+        ({"name": "m", "kind": "mqtt", "url": "mqtt://h"}, "needs topic"),
+        ({"name": "e", "kind": "email", "smtp_host": "h", "sender": "a@b"}, "needs recipients"),
+        ({"name": "x", "kind": "fax", "url": "u"}, r"alerts.channels\[0\].kind"),
+        ({"name": "d", "kind": "dingtalk", "key_env": "bad name"}, r"channels\[0\].key_env"),
+    ],
+)
+def test_channel_config_errors_name_the_field(channel: dict[str, object], message: str) -> None:
+    with pytest.raises(SiteConfigError, match=message):
+        _site_with({"channels": [channel]})
+
+
+def test_channel_names_are_unique() -> None:
+    hook = {"name": "w", "kind": "webhook", "url": "http://x"}
+    with pytest.raises(SiteConfigError, match="repeated: \\['w'\\]"):
+        _site_with({"channels": [hook, hook]})

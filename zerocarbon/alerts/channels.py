@@ -62,6 +62,11 @@ __all__ = [
 ]
 
 
+WECOM_BASE_URL = "https://qyapi.weixin.qq.com"
+DINGTALK_BASE_URL = "https://oapi.dingtalk.com"
+FEISHU_BASE_URL = "https://open.feishu.cn"  # Lark: https://open.larksuite.com
+
+
 class DeliveryError(RuntimeError):
     """The channel did not confirm the message; the text says what it answered."""
 
@@ -132,7 +137,7 @@ class WebhookChannel:
 class WeComChannel:
     name: str
     key: str
-    base_url: str = "https://qyapi.weixin.qq.com"
+    base_url: str = WECOM_BASE_URL
     timeout_s: float = 10.0
 
     async def send(self, notification: Notification, now_s: float) -> None:
@@ -148,7 +153,7 @@ class DingTalkChannel:
     name: str
     access_token: str
     secret: str | None = None
-    base_url: str = "https://oapi.dingtalk.com"
+    base_url: str = DINGTALK_BASE_URL
     timeout_s: float = 10.0
 
     async def send(self, notification: Notification, now_s: float) -> None:
@@ -167,7 +172,7 @@ class FeishuChannel:
     name: str
     hook_token: str
     secret: str | None = None
-    base_url: str = "https://open.feishu.cn"
+    base_url: str = FEISHU_BASE_URL
     timeout_s: float = 10.0
 
     async def send(self, notification: Notification, now_s: float) -> None:
