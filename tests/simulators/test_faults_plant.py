@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEMO_SITE
+from tests.conftest import DEMO_SITE, REPO_ROOT
 from tests.simulators.conftest import MIDNIGHT_S
-from zerocarbon.config import SiteConfig, SiteConfigError, parse_site
+from zerocarbon.config import SiteConfig, SiteConfigError, load_site, parse_site
 from zerocarbon.simulators.faults import FaultError, FaultKind
 from zerocarbon.simulators.ground_truth import GroundTruth, SiteQuantity
 from zerocarbon.simulators.plant import PlantModel
@@ -249,3 +249,13 @@ def test_demand_peak_defaults_to_a_quarter_hour() -> None:
     site = _site({"demand_peaks": [{"start_s": 60, "extra_kw": 50.0}]})
     (peak,) = site.simulation.faults.demand_peaks
     assert peak.duration_s == 900.0
+
+
+def test_example_site_has_each_alert_fault() -> None:
+    site = load_site(REPO_ROOT / "examples" / "alert-faults-site.toml")
+    plant = PlantModel(site, MIDNIGHT_S)
+    plant.advance(MIDNIGHT_S + 3 * 3600)
+    truth = plant.ground_truth
+    assert truth.fault_hours("line_b", FaultKind.GAP) == [_hour(1)]
+    assert truth.fault_hours("line_a", FaultKind.LINE_DEGRADATION) == [_hour(2)]
+    assert truth.fault_hours("grid_meter", FaultKind.DEMAND_PEAK) == [_hour(1)]
