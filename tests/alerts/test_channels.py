@@ -10,6 +10,7 @@ import hmac
 import json
 import tomllib
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -31,17 +32,18 @@ from zerocarbon.alerts.notify import AlertState, Notification
 from zerocarbon.config import SiteConfig, SiteConfigError, parse_site
 
 NOW_S = datetime(2026, 3, 1, 8, 0, tzinfo=UTC).timestamp()
-ALERT = Notification(
-    alert_key="drift/line-1",
-    rule="line1-drift",
-    kind="drift",
-    state=AlertState.FIRING,
-    severity="warning",
-    ts=datetime(2026, 3, 1, 7, 59, 30, tzinfo=UTC),
-    message_zh="1号线能耗偏高",
-    message_en="line 1 energy above baseline",
-    evidence={"excess_kwh": 12.5},
-)
+ALERT_FIELDS: dict[str, Any] = {
+    "alert_key": "drift/line-1",
+    "rule": "line1-drift",
+    "kind": "drift",
+    "state": AlertState.FIRING,
+    "severity": "warning",
+    "ts": datetime(2026, 3, 1, 7, 59, 30, tzinfo=UTC),
+    "message_zh": "1号线能耗偏高",
+    "message_en": "line 1 energy above baseline",
+    "evidence": {"excess_kwh": 12.5},
+}
+ALERT = Notification(**ALERT_FIELDS)
 
 
 async def test_webhook_posts_the_json_and_needs_a_2xx() -> None:
@@ -219,3 +221,12 @@ def test_channel_names_are_unique() -> None:
     hook = {"name": "w", "kind": "webhook", "url": "http://x"}
     with pytest.raises(SiteConfigError, match="repeated: \\['w'\\]"):
         _site_with({"channels": [hook, hook]})
+
+
+async def test_wecom_text_is_cut_to_its_limit_keeping_the_change_id() -> None:
+    long = Notification(**{**ALERT_FIELDS, "message_zh": "能耗" * 2000})
+    async with HttpReceiver([(200, {"errcode": 0, "errmsg": "ok"})]) as rx:
+        await WeComChannel("wecom", "k", base_url=rx.url).send(long, NOW_S)
+    content = rx.requests[0].json()["text"]["content"]
+    assert 2000 < len(content.encode()) <= 2048
+    assert content.endswith(f"({long.change_id})")

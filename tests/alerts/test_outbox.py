@@ -182,3 +182,27 @@ async def test_unknown_channel_waits_with_an_error(
     assert await _dispatcher(pool, {}, clock).run_once() == 0
     row = await _row(pg_conn)
     assert row["sent_at"] is None and "no channel named 'gone'" in row["last_error"]
+
+
+async def test_run_delivers_until_stopped_and_calls_the_hook(
+    pool: asyncpg.Pool, pg_conn: asyncpg.Connection
+) -> None:
+    clock = ManualClock(START)
+    delivered: list[tuple[str, str]] = []
+    done = asyncio.Event()
+
+    def hook(notification: Notification, channel: str) -> None:
+        delivered.append((notification.change_id, channel))
+        done.set()
+
+    async with HttpReceiver([(503, {}), (200, {})]) as rx:
+        dispatcher = _dispatcher(pool, {"hook": WebhookChannel("hook", rx.url)}, clock)
+        dispatcher.on_delivered = hook
+        dispatcher.poll_interval_s = CAP_S  # each round's sleep moves the clock past a retry
+        await outbox.enqueue(pg_conn, _alert(), ["hook"], clock.now())
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop))
+        await asyncio.wait_for(done.wait(), 10.0)
+        stop.set()
+        await asyncio.wait_for(task, 10.0)
+    assert delivered == [(_alert().change_id, "hook")] and len(rx.requests) == 2

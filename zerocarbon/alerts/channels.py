@@ -63,6 +63,7 @@ __all__ = [
 
 
 WECOM_BASE_URL = "https://qyapi.weixin.qq.com"
+WECOM_TEXT_MAX_BYTES = 2048  # text.content limit of the WeCom group robot [bytes, UTF-8]
 DINGTALK_BASE_URL = "https://oapi.dingtalk.com"
 FEISHU_BASE_URL = "https://open.feishu.cn"  # Lark: https://open.larksuite.com
 
@@ -119,8 +120,15 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
     return data
 
 
-def _robot_text(notification: Notification) -> str:
-    return f"{notification.text}\n({notification.change_id})"
+def _robot_text(notification: Notification, max_bytes: int | None = None) -> str:
+    """The message text with the change id last; the text is cut (on a character
+    boundary) so that the whole fits in ``max_bytes`` of UTF-8 when given."""
+    tail = f"\n({notification.change_id})"
+    text = notification.text
+    if max_bytes is not None:
+        room = max(0, max_bytes - len(tail.encode()))
+        text = text.encode()[:room].decode(errors="ignore")
+    return text + tail
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +150,8 @@ class WeComChannel:
 
     async def send(self, notification: Notification, now_s: float) -> None:
         url = f"{self.base_url.rstrip('/')}/cgi-bin/webhook/send?key={quote_plus(self.key)}"
-        body = {"msgtype": "text", "text": {"content": _robot_text(notification)}}
+        content = _robot_text(notification, WECOM_TEXT_MAX_BYTES)
+        body = {"msgtype": "text", "text": {"content": content}}
         data = _answer(await _post_json(url, body, self.timeout_s))
         if data.get("errcode") != 0:
             raise DeliveryError(f"WeCom errcode {data.get('errcode')}: {data.get('errmsg')}")
