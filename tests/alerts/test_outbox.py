@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from tests.alerts.receivers import HttpReceiver
+from tests.alerts.receivers import HttpReceiver, SmtpReceiver
 from tests.ingest.clocks import ManualClock
-from zerocarbon.alerts.channels import Channel, WebhookChannel, WeComChannel
+from zerocarbon.alerts.channels import Channel, EmailChannel, WebhookChannel, WeComChannel
 from zerocarbon.alerts.dispatcher import Dispatcher, backoff_s
 from zerocarbon.alerts.notify import AlertState, Notification
 from zerocarbon.netutil import free_tcp_port
@@ -206,3 +206,21 @@ async def test_run_delivers_until_stopped_and_calls_the_hook(
         stop.set()
         await asyncio.wait_for(task, 10.0)
     assert delivered == [(_alert().change_id, "hook")] and len(rx.requests) == 2
+
+
+async def test_email_refused_then_accepted_is_sent_once(
+    pool: asyncpg.Pool, pg_conn: asyncpg.Connection
+) -> None:
+    clock = ManualClock(START)
+    async with SmtpReceiver(fail_first=2) as rx:
+        mail = EmailChannel(
+            "mail", "127.0.0.1", rx.port, "zc@plant.example", ("ops@plant.example",)
+        )
+        dispatcher = _dispatcher(pool, {"mail": mail}, clock)
+        await outbox.enqueue(pg_conn, _alert(), ["mail"], clock.now())
+        for _ in range(5):
+            await dispatcher.run_once()
+            clock.advance(CAP_S)
+    assert len(rx.messages) == 1 and dispatcher.stats.failed_attempts == 2
+    assert "451" in (dispatcher.stats.last_error or "")
+    assert (await _row(pg_conn))["attempts"] == 3
