@@ -5,18 +5,27 @@ delivered once when it comes back; rows survive a dispatcher restart."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 
+import aiomqtt
 import asyncpg
 import pytest
 
 from tests.alerts.receivers import HttpReceiver, SmtpReceiver
 from tests.ingest.clocks import ManualClock
-from zerocarbon.alerts.channels import Channel, EmailChannel, WebhookChannel, WeComChannel
+from zerocarbon.alerts.channels import (
+    Channel,
+    EmailChannel,
+    MqttChannel,
+    WebhookChannel,
+    WeComChannel,
+)
 from zerocarbon.alerts.dispatcher import Dispatcher, backoff_s
 from zerocarbon.alerts.notify import AlertState, Notification
+from zerocarbon.ingest.mqtt.broker import local_broker
 from zerocarbon.netutil import free_tcp_port
 from zerocarbon.storage import outbox
 
@@ -223,4 +232,29 @@ async def test_email_refused_then_accepted_is_sent_once(
             clock.advance(CAP_S)
     assert len(rx.messages) == 1 and dispatcher.stats.failed_attempts == 2
     assert "451" in (dispatcher.stats.last_error or "")
+    assert (await _row(pg_conn))["attempts"] == 3
+
+
+async def test_mqtt_broker_down_then_up_is_published_once(
+    pool: asyncpg.Pool, pg_conn: asyncpg.Connection
+) -> None:
+    clock = ManualClock(START)
+    port = free_tcp_port()
+    channel = MqttChannel("mqtt", "127.0.0.1", port, "zc/alerts", timeout_s=5.0)
+    dispatcher = _dispatcher(pool, {"mqtt": channel}, clock)
+    await outbox.enqueue(pg_conn, _alert(), ["mqtt"], clock.now())
+    for _ in range(2):  # no broker yet
+        assert await dispatcher.run_once() == 0
+        clock.advance(CAP_S)
+    async with (
+        local_broker("127.0.0.1", port),
+        aiomqtt.Client("127.0.0.1", port=port) as sub,
+    ):
+        await sub.subscribe("zc/alerts", qos=1)
+        assert await dispatcher.run_once() == 1
+        clock.advance(CAP_S)
+        assert await dispatcher.run_once() == 0
+        message = await asyncio.wait_for(anext(sub.messages), 10.0)
+    assert isinstance(message.payload, bytes)
+    assert json.loads(message.payload)["change_id"] == _alert().change_id
     assert (await _row(pg_conn))["attempts"] == 3
