@@ -101,7 +101,12 @@ def compared_hours() -> list[datetime]:
 
 
 @pytest.fixture(scope="module")
-async def fault_run(pg_url: str, mqtt_url: str, demo_site: SiteConfig) -> FaultRun:
+async def fault_run(
+    pg_url: str,
+    mqtt_url: str,
+    demo_site: SiteConfig,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> FaultRun:
     """Run the faulty plant once for the module; return the compared hourly rows."""
     conn = await asyncpg.connect(pg_url)
     await conn.execute(
@@ -115,7 +120,14 @@ async def fault_run(pg_url: str, mqtt_url: str, demo_site: SiteConfig) -> FaultR
     async with (
         asyncio.timeout(HOURS * 3600 / SPEED * 3 + 150),
         PlantSimulator(site, clock, mqtt_url=mqtt_url) as sim,
-        EnergyCenter(site, Settings(), clock, database_url=pg_url, mqtt_url=mqtt_url) as center,
+        EnergyCenter(
+            site,
+            Settings(),
+            clock,
+            database_url=pg_url,
+            mqtt_url=mqtt_url,
+            spool_dir=tmp_path_factory.mktemp("spool"),  # module-scoped: no per-test data dir
+        ) as center,
     ):
         while clock.now_s() < end_s:
             await asyncio.sleep(0.2)

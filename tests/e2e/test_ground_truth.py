@@ -30,7 +30,10 @@ BATTERY_COUNTER_STEP_KWH = 0.1  # battery_controller profile: energy counters in
 
 @pytest.fixture(scope="module")
 async def e2e_rows(
-    pg_url: str, mqtt_url: str, demo_site: SiteConfig
+    pg_url: str,
+    mqtt_url: str,
+    demo_site: SiteConfig,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[list[asyncpg.Record], PlantSimulator, EnergyCenter]:
     """Run the plant once for the module; return the compared hourly rows."""
     conn = await asyncpg.connect(pg_url)
@@ -45,7 +48,14 @@ async def e2e_rows(
     async with (
         asyncio.timeout(HOURS * 3600 / SPEED * 3 + 150),
         PlantSimulator(site, clock, mqtt_url=mqtt_url) as sim,
-        EnergyCenter(site, Settings(), clock, database_url=pg_url, mqtt_url=mqtt_url) as center,
+        EnergyCenter(
+            site,
+            Settings(),
+            clock,
+            database_url=pg_url,
+            mqtt_url=mqtt_url,
+            spool_dir=tmp_path_factory.mktemp("spool"),  # module-scoped: no per-test data dir
+        ) as center,
     ):
         while clock.now_s() < end_s:
             await asyncio.sleep(0.2)
