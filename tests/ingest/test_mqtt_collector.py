@@ -635,3 +635,37 @@ async def test_silence_is_found_by_the_collector_itself(
             await task
     line_b = [e.kind for e in events if e.device_id == "line_b"]
     assert line_b == ["online", "offline"]
+
+
+def test_a_stall_shorter_than_a_real_second_is_no_offline_event_at_high_speed(
+    demo_site: SiteConfig,
+) -> None:
+    """At --speed 600 a 0.5 s stall of the event loop is 300 clock seconds of silence:
+    over 3 x interval_s, but within the real-time grace, so no event; a longer silence
+    is one."""
+    from tests.ingest.clocks import ManualClock
+    from zerocarbon.ingest.events import DeviceEvent
+    from zerocarbon.ingest.mqtt.collector import EVENT_GRACE_REAL_S
+
+    assert demo_site.mqtt is not None
+    registry = SeriesRegistry.for_site(demo_site)
+    clock = ManualClock(datetime(2026, 6, 21, 1, 0, tzinfo=UTC))
+    clock.speed = 600.0
+    events: list[DeviceEvent] = []
+
+    async def sink(batch: ReadingBatch, ack: Ack | None = None) -> None:
+        pass
+
+    collector = MqttCollector(
+        demo_site.mqtt, demo_site.mqtt_devices, clock, sink, registry, events=events.append
+    )
+    line_b = collector.device_stats["line_b"]
+    payload = json.dumps({"ts": "2026-06-21T01:00:00+00:00", "power_kw": 12.5}).encode()
+    collector._handle("factory/line_b/meter", payload)
+    clock.advance(300.0)  # 0.5 s of real time at x600
+    assert not line_b.online(clock.now_s())  # health says so: 300 s > 3 x 10 s
+    collector.report_states(clock.now_s())
+    assert [(e.device_id, e.kind) for e in events] == [("line_b", "online")]
+    clock.advance(line_b.offline_after_s + EVENT_GRACE_REAL_S * 600.0)
+    collector.report_states(clock.now_s())
+    assert ("line_b", "offline") in {(e.device_id, e.kind) for e in events}

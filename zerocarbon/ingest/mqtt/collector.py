@@ -31,8 +31,9 @@ Per device (:class:`MqttDeviceStats`): messages, readings, bad payloads and the 
 time (injected clock) of the last message that gave readings. A device is online while
 such a message is at most :data:`ONLINE_INTERVALS` times its ``interval_s`` old.
 Changes of that state are sent to ``events`` as device events: online at the first
-message with readings after silence, offline when a clock-driven check finds the last
-one too old (or none came since start), or at once on a Sparkplug B death certificate.
+message with readings after silence, offline when a periodic check finds the last one
+too old (or none came since start) by more than :data:`EVENT_GRACE_REAL_S` of real time,
+or at once on a Sparkplug B death certificate.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ LOG_INTERVAL_S = 60.0  # at most one warning per topic per this clock time [s]
 # A device is online while its last message with readings is at most this many of its
 # expected publish intervals (``interval_s``) old: one or two lost messages are normal.
 ONLINE_INTERVALS = 3
+# An offline *event* also needs the silence to outlast this much real time (N clock
+# seconds at --speed N): at high speed a 50 ms stall of a busy event loop is minutes of
+# clock time, and must not be reported as a device that went away and came back.
+EVENT_GRACE_REAL_S = 1.0
 
 # Most messages decoded into one batch per event-loop turn; more wait for the next turn,
 # so a flood holds the loop (and the other collectors on it) for about 10 ms at most.
@@ -210,17 +215,20 @@ class MqttCollector:
         """Send an online/offline event for each device whose state changed since the
         last one sent (a device never heard from is offline once its limit has passed
         since the collector started)."""
+        grace_s = EVENT_GRACE_REAL_S * self._clock.speed
         for device_id, dstats in self.device_stats.items():
             online = dstats.online(now_s)
             if self._reported_online.get(device_id) is online:
                 continue
+            seen_s = self._started_s if dstats.last_seen_s is None else dstats.last_seen_s
+            dead = dstats.last_seen_s is None and device_id in self._dead
+            if not online and not dead and now_s - seen_s <= dstats.offline_after_s + grace_s:
+                continue  # within the grace: not yet an event
             if online:
                 detail = "messages with readings again"
             elif dstats.last_seen_s is None and device_id in self._dead:
                 detail = "Sparkplug B death certificate"
             elif dstats.last_seen_s is None:
-                if now_s - self._started_s <= dstats.offline_after_s:
-                    continue  # not heard from yet, but not late either
                 detail = f"no message with readings since start ({dstats.offline_after_s:g} s)"
             else:
                 detail = f"no message with readings for {now_s - dstats.last_seen_s:.0f} s"
