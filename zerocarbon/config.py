@@ -231,29 +231,17 @@ class _DeviceBase(_Frozen):
         return self
 
 
-def _installed(
-    profile: DeviceProfile, pt_ratio: float | None, ct_ratio: float | None
-) -> DeviceProfile:
-    """``profile`` with an installed device's transformer ratios, when it gives any."""
-    if pt_ratio is None and ct_ratio is None:
-        return profile
-    return profile.with_ratios(pt_ratio=pt_ratio, ct_ratio=ct_ratio)
+class _ModbusDevice(_DeviceBase):
+    """What Modbus TCP and RTU devices share: the profile (with this installation's
+    transformer ratios), polling and retries."""
 
-
-class ModbusTcpDevice(_DeviceBase):
-    protocol: Literal["modbus_tcp"]
     profile: str  # bundled profile name or path to a profile TOML (relative to the site file)
-    host: Annotated[str, Field(min_length=1)]  # required: no silent default to this machine
-    port: int = Field(default=502, ge=1, le=65535)
-    device_id: int = Field(default=1, ge=0, le=255)  # Modbus unit identifier
     poll_interval_s: float = Field(default=1.0, gt=0)
-    timeout_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0)  # one answer [s]
     max_gap_registers: int = Field(default=10, ge=0, le=125)  # read planner gap fill limit
     retries: int = Field(default=1, ge=0, le=10)  # extra sends of a request that timed out
-    # link properties (every device on one host:port must agree): requests outstanding
-    # at once (1: one at a time; more only for gateways that take a window of MBAP
-    # transaction ids), and the pause between two requests [s] for slow gateways/buses
-    max_in_flight: int = Field(default=1, ge=1, le=64)
+    # link property (every device on one link must agree): the pause before each
+    # request [s] (on a serial line: beyond its 3.5 characters), for slow gateways/units
     request_gap_s: float = Field(default=0.0, ge=0, le=10)
     # this installation's instrument transformers (replace the profile's; see profile.py)
     pt_ratio: float | None = Field(default=None, gt=0)  # e.g. 10000 V / 100 V -> 100
@@ -262,16 +250,29 @@ class ModbusTcpDevice(_DeviceBase):
     @field_validator("profile")
     @classmethod
     def _profile_loads(cls, value: str, info: ValidationInfo) -> str:
-        base_dir = (info.context or {}).get("base_dir")
         try:
-            load_profile(value, base_dir)
+            load_profile(value, (info.context or {}).get("base_dir"))
         except ProfileError as exc:
             raise ValueError(str(exc)) from None
         return value
 
     def load_profile(self, base_dir: Path | None = None) -> DeviceProfile:
         """The profile with this device's PT/CT ratios (when it gives them)."""
-        return _installed(load_profile(self.profile, base_dir), self.pt_ratio, self.ct_ratio)
+        profile = load_profile(self.profile, base_dir)
+        if self.pt_ratio is None and self.ct_ratio is None:
+            return profile
+        return profile.with_ratios(pt_ratio=self.pt_ratio, ct_ratio=self.ct_ratio)
+
+
+class ModbusTcpDevice(_ModbusDevice):
+    protocol: Literal["modbus_tcp"]
+    host: Annotated[str, Field(min_length=1)]  # required: no silent default to this machine
+    port: int = Field(default=502, ge=1, le=65535)
+    device_id: int = Field(default=1, ge=0, le=255)  # Modbus unit identifier
+    # link property (every device on one host:port must agree): requests outstanding
+    # at once (1: one at a time; more only for gateways that take a window of MBAP
+    # transaction ids)
+    max_in_flight: int = Field(default=1, ge=1, le=64)
 
     @property
     def endpoint(self) -> tuple[str, int]:
@@ -293,38 +294,14 @@ class _SerialLine(_Frozen):
         return (self.baudrate, self.bytesize, self.parity, self.stopbits)
 
 
-class ModbusRtuDevice(_DeviceBase, _SerialLine):
+class ModbusRtuDevice(_ModbusDevice, _SerialLine):
     """A Modbus RTU unit on an RS-485 line at ``serial_port``; the units of one port
     share it, one request at a time. Line defaults 9600 baud, 8 data bits, even parity,
     1 stop bit (Modbus over Serial Line V1.02, 2.5.1: even parity is the default)."""
 
     protocol: Literal["modbus_rtu"]
-    profile: str  # bundled profile name or path to a profile TOML (relative to the site file)
     serial_port: Annotated[str, Field(min_length=1)]  # e.g. /dev/ttyUSB0
     device_id: int = Field(default=1, ge=1, le=247)  # unit address (V1.02, 2.2: 1..247)
-    poll_interval_s: float = Field(default=1.0, gt=0)
-    timeout_s: float = Field(default=1.0, gt=0)  # one answer [s]
-    max_gap_registers: int = Field(default=10, ge=0, le=125)  # read planner gap fill limit
-    retries: int = Field(default=1, ge=0, le=10)  # extra sends of a request that timed out
-    # link property (every device on one serial_port must agree): silence before each
-    # request beyond the line's 3.5 characters [s], for slow units
-    request_gap_s: float = Field(default=0.0, ge=0, le=10)
-    # this installation's instrument transformers (replace the profile's; see profile.py)
-    pt_ratio: float | None = Field(default=None, gt=0)
-    ct_ratio: float | None = Field(default=None, gt=0)
-
-    @field_validator("profile")
-    @classmethod
-    def _profile_loads(cls, value: str, info: ValidationInfo) -> str:
-        try:
-            load_profile(value, (info.context or {}).get("base_dir"))
-        except ProfileError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    def load_profile(self, base_dir: Path | None = None) -> DeviceProfile:
-        """The profile with this device's PT/CT ratios (when it gives them)."""
-        return _installed(load_profile(self.profile, base_dir), self.pt_ratio, self.ct_ratio)
 
     @property
     def link(self) -> str:

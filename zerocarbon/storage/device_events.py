@@ -87,7 +87,8 @@ class DeviceEventLog:
         self._wake.set()
 
     async def run(self) -> None:
-        """Store queued events until cancelled; a database outage only delays them."""
+        """Store queued events until cancelled; a failed write (the database away, or
+        refusing them) is logged, counted and tried again, never the end of the task."""
         while True:
             if not self._pending:
                 self._wake.clear()
@@ -95,14 +96,16 @@ class DeviceEventLog:
             try:
                 await self.flush()
             except Exception as exc:
-                if not database_unavailable(exc):
-                    raise
+                # never ends: a task nobody awaits would die unheard, and events with it
                 self.write_failures += 1
-                log.warning(
-                    "device events: database unavailable (%s); %d waiting",
-                    type(exc).__name__,
-                    len(self._pending),
-                )
+                if database_unavailable(exc):
+                    log.warning(
+                        "device events: database unavailable (%s); %d waiting",
+                        type(exc).__name__,
+                        len(self._pending),
+                    )
+                else:
+                    log.exception("device events: writing failed; %d waiting", self.pending)
                 await asyncio.sleep(RETRY_INTERVAL_S)
 
     async def flush(self) -> None:
