@@ -8,6 +8,7 @@ commented example of every key.
 from __future__ import annotations
 
 import tomllib
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -78,6 +79,9 @@ class GridConfig(_Frozen):
     market_factor_kg_per_kwh: float | None = Field(default=None, ge=0)  # override
     # optional hourly grid-intensity series (CSV: hour_start,location_kg_per_kwh[,market..])
     hourly_factors_csv: str | None = None  # path, relative to the site file
+    # the maximum demand in the supply contract, the figure a two-part tariff bills the
+    # capacity charge on (the ``demand`` alert rule compares the 15-min demand with it)
+    contracted_demand_kw: float | None = Field(default=None, gt=0)
 
 
 class FuelConfig(_Frozen):
@@ -1096,19 +1100,157 @@ class AlertChannelConfig(_Frozen):
         return self
 
 
-class AlertsConfig(_Frozen):
-    """``[alerts]``: notification delivery (:mod:`zerocarbon.alerts.dispatcher`)."""
+AlertSeverity = Literal["info", "warning", "critical"]
+_RULE_NAME = r"^[a-z0-9][a-z0-9_\-]{0,62}$"
 
+
+class _AlertRule(_Frozen):
+    """What every ``[[alerts.rules]]`` has (:mod:`zerocarbon.alerts.rules`).
+
+    ``for_s``: how long the condition must hold before the alert fires [s];
+    ``clear_for_s``: how long it must be clear before it resolves [s] (both on the
+    readings' clock). ``channels``: the ``[[alerts.channels]]`` it goes to (default:
+    all of them).
+    """
+
+    name: Annotated[str, Field(pattern=_RULE_NAME)]
+    severity: AlertSeverity = "warning"
+    channels: tuple[str, ...] | None = None
+    for_s: float = Field(default=0.0, ge=0)
+    clear_for_s: float = Field(default=0.0, ge=0)
+
+
+class OfflineRule(_AlertRule):
+    """A device that sent nothing for ``intervals`` of its poll interval (Modbus,
+    DL/T 645) or expected publish interval (MQTT ``interval_s``); resolves when data
+    returns."""
+
+    kind: Literal["offline"]
+    devices: tuple[str, ...] = ()  # empty: every device of the site
+    intervals: float = Field(default=3.0, gt=0)
+    severity: AlertSeverity = "critical"
+
+
+class ThresholdRule(_AlertRule):
+    """A metric of a device above (or below) a limit for ``for_s``; clear once back
+    past the limit by ``hysteresis`` (same unit as the metric) for ``clear_for_s``."""
+
+    kind: Literal["threshold"]
+    device: str
+    metric: str
+    above: float | None = None
+    below: float | None = None
+    hysteresis: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> ThresholdRule:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("a threshold rule needs exactly one of above or below")
+        if self.metric not in METRICS_BY_NAME:
+            raise ValueError(f"metric: unknown metric {self.metric!r}")
+        return self
+
+
+class DemandRule(_AlertRule):
+    """The 15-minute rolling demand of grid import (DL/T 614 sliding window) against
+    ``limit_percent`` of ``[grid] contracted_demand_kw``; with ``on_projection`` it
+    fires as soon as the window's projected end value crosses the limit, before the
+    window closes. Clear once both are ``hysteresis_percent`` under the limit."""
+
+    kind: Literal["demand"]
+    devices: tuple[str, ...] = ()  # meters summed; empty: every device with role grid
+    limit_percent: float = Field(default=100.0, gt=0)
+    hysteresis_percent: float = Field(default=5.0, ge=0, lt=100)
+    on_projection: bool = True
+
+
+class DataQualityRule(_AlertRule):
+    """Hours whose data cannot be trusted as they are: the site's estimated share
+    above ``max_estimated_share``, a device's counter fault (reset, rollover, meter
+    replacement, rejected jump), sub-meters that do not add up to their main meter
+    beyond ``[accounting] submeter_tolerance_pct``. Evaluated once an hour is closed."""
+
+    kind: Literal["data_quality"]
+    max_estimated_share: float = Field(default=0.05, ge=0, le=1)
+    counter_faults: bool = True
+    submeter_mismatch: bool = True
+    estimated_share: bool = True
+
+
+class DriftRule(_AlertRule):
+    """Efficiency drift of production lines: an ISO 50006 energy baseline (energy = a +
+    b x units + c x relevant variables, least squares) fitted over the baseline period,
+    and a tabular CUSUM of actual minus expected energy per ``period`` (Montgomery,
+    sec. 9.1), firing when it crosses ``h`` residual standard deviations with reference
+    value ``k`` (:mod:`zerocarbon.alerts.drift`). Resolves after ``clear_periods``
+    periods without a new signal.
+
+    Baseline period: ``baseline_start``..``baseline_end`` (UTC or with offset), else
+    the first ``baseline_hours`` closed hours of data the line has.
+    """
+
+    kind: Literal["drift"]
+    lines: tuple[str, ...] = ()  # empty: every production line
+    period: Literal["hour", "shift"] = "hour"
+    shift_hours: int = Field(default=8, ge=1, le=24)  # a shift's length, with period shift
+    baseline_start: datetime | None = None
+    baseline_end: datetime | None = None
+    baseline_hours: int = Field(default=168, ge=4)
+    variables: tuple[str, ...] = ()  # relevant variables, "device:metric" hourly means
+    k: float = Field(default=1.0, gt=0)  # reference value [residual sigmas]
+    h: float = Field(default=5.0, gt=0)  # decision limit [residual sigmas]
+    clear_periods: int = Field(default=24, ge=1)
+
+    @model_validator(mode="after")
+    def _baseline_period(self) -> DriftRule:
+        start, end = self.baseline_start, self.baseline_end
+        if (start is None) != (end is None):
+            raise ValueError("give both baseline_start and baseline_end, or neither")
+        if start is not None and end is not None:
+            if start.tzinfo is None or end.tzinfo is None:
+                raise ValueError("baseline_start and baseline_end need a UTC offset (Z)")
+            if end <= start:
+                raise ValueError("baseline_end must be after baseline_start")
+        for v in self.variables:
+            device, _, metric = v.partition(":")
+            if not device or metric not in METRICS_BY_NAME:
+                raise ValueError(f'variables: {v!r} is not "device:metric" with a known metric')
+        return self
+
+
+AlertRuleConfig = Annotated[
+    OfflineRule | ThresholdRule | DemandRule | DataQualityRule | DriftRule,
+    Field(discriminator="kind"),
+]
+
+
+class AlertsConfig(_Frozen):
+    """``[alerts]``: rules (``[[alerts.rules]]``, :mod:`zerocarbon.alerts.rules`) and
+    notification delivery (``[[alerts.channels]]``, :mod:`zerocarbon.alerts.dispatcher`)."""
+
+    rules: tuple[AlertRuleConfig, ...] = ()
     channels: tuple[AlertChannelConfig, ...] = ()
     retry_base_s: float = Field(default=10.0, gt=0)  # first retry after a failure [s]
     retry_max_s: float = Field(default=3600.0, gt=0)  # back-off cap [s]
+    # an hour is evaluated (data quality, drift) once readings are this far past its end
+    settle_s: float = Field(default=300.0, ge=0)
 
     @model_validator(mode="after")
     def _unique_names(self) -> AlertsConfig:
-        names = [c.name for c in self.channels]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"alert channel names must be unique, repeated: {dupes}")
+        for what, names in (
+            ("alert channel", [c.name for c in self.channels]),
+            ("alert rule", [r.name for r in self.rules]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what} names must be unique, repeated: {dupes}")
+        known = {c.name for c in self.channels}
+        for i, rule in enumerate(self.rules):
+            for channel in rule.channels or ():
+                if channel not in known:
+                    raise ValueError(
+                        f"rules[{i}].channels: no [[alerts.channels]] named {channel!r}"
+                    )
         return self
 
 
@@ -1189,7 +1331,36 @@ class SiteConfig(_Frozen):
                 )
             meters[mkey] = m.id
         self._check_serial_lines()
+        self._check_alert_rules()
         return self
+
+    def _check_alert_rules(self) -> None:
+        """Every device, line and figure an alert rule names exists."""
+        ids = {d.id for d in self.devices}
+        lines = set(self.line_ids())
+        for i, rule in enumerate(self.alerts.rules):
+            where = f"alerts.rules[{i}] ({rule.name})"
+            named: list[str] = []
+            if isinstance(rule, OfflineRule | DemandRule):
+                named = list(rule.devices)
+            elif isinstance(rule, ThresholdRule):
+                named = [rule.device]
+            elif isinstance(rule, DriftRule):
+                named = [v.partition(":")[0] for v in rule.variables]
+                unknown_lines = [ln for ln in rule.lines if ln not in lines]
+                if unknown_lines or not lines:
+                    raise ValueError(
+                        f"{where}.lines: no production line {unknown_lines or ''} "
+                        f"(the site's lines: {sorted(lines)})"
+                    )
+            for device in named:
+                if device not in ids:
+                    raise ValueError(f"{where}: no device {device!r}")
+            if isinstance(rule, DemandRule) and self.grid.contracted_demand_kw is None:
+                raise ValueError(
+                    f"{where}: a demand rule needs [grid] contracted_demand_kw "
+                    "(the maximum demand of the supply contract)"
+                )
 
     def _check_serial_lines(self) -> None:
         """Units on one serial port: distinct addresses, one protocol, one set of line
