@@ -28,10 +28,22 @@ from zerocarbon.api.auth import (
 from zerocarbon.api.docs import add_offline_docs, offline_docs_assets
 from zerocarbon.api.errors import add_error_handling
 from zerocarbon.api.live import KEEPALIVE_S, LiveStreams
+from zerocarbon.api.routes import (
+    alerts,
+    baseline,
+    carbon,
+    devices,
+    energy,
+    health,
+    lines,
+    live,
+    power,
+    status,
+)
 from zerocarbon.api.routes import auth as auth_routes
-from zerocarbon.api.routes import carbon, devices, energy, health, lines, live, power, status
 from zerocarbon.api.routes.health import metrics_registry
 from zerocarbon.api.telemetry import Telemetry
+from zerocarbon.config import SiteConfig
 from zerocarbon.dashboards.page import add_dashboard
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import open_pool
@@ -67,6 +79,7 @@ def create_app(
     pool: asyncpg.Pool | None = None,
     telemetry: Telemetry | None = None,
     auth_clock: Callable[[], float] | None = None,
+    site: SiteConfig | None = None,
 ) -> FastAPI:
     """Build the API and the live page for ``settings``.
 
@@ -76,6 +89,8 @@ def create_app(
     its owner; without, the lifespan opens and closes one of its own. ``telemetry``
     (the running gateway's) feeds ``/readyz`` and ``/metrics``. ``auth_clock``
     (monotonic seconds) times the failed-authentication windows (tests pass their own).
+    ``site`` (the running gateway's site file) gives routes the alert rules, such as
+    the drift rule's baseline period for ``/api/v1/lines/{id}/baseline``.
 
     Access control (:mod:`zerocarbon.api.auth`): the ``/api/v1`` read routers need
     ``settings.api_read_role`` when it is set; every write route must need operator or
@@ -141,6 +156,7 @@ def create_app(
     app.state.site_timezone = site_timezone
     app.state.live_streams = streams
     app.state.telemetry = telemetry
+    app.state.site = site
     app.state.metrics_registry = metrics_registry(telemetry)
     if docs_assets is not None:
         add_offline_docs(app, docs_assets)
@@ -148,7 +164,7 @@ def create_app(
     app.state.auth = Authenticator(limiter=limiter, read_role=settings.api_read_role)
     app.state.metrics_registry.register(FailureMetrics(limiter))
     app.include_router(health.router)  # probes and /metrics stay open
-    for module in (devices, carbon, energy, lines, live, status, power):
+    for module in (devices, carbon, energy, baseline, lines, live, status, power, alerts):
         app.include_router(module.router, dependencies=[Depends(read_guard)])
     app.include_router(auth_routes.router)
     add_dashboard(app)
