@@ -17,7 +17,8 @@ left at 3, so that an earlier release started on this database finds nothing to 
 
 Migration 4 gives ``readings`` its layout, once: a TimescaleDB hypertable where the
 extension can be used, else native daily partitions (rows kept either way). Migration
-5 adds the power views.
+5 adds the power views. Migration 9 adds the alert episodes and their history
+(:mod:`zerocarbon.storage.alerts`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from datetime import datetime
 import asyncpg
 
 from zerocarbon.config import StorageConfig
-from zerocarbon.storage import partitions, rollups, schema, timescale
+from zerocarbon.storage import alerts, partitions, rollups, schema, timescale
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,10 @@ async def _notification_outbox(conn: asyncpg.Connection, ctx: MigrationContext) 
     await conn.execute(schema.NOTIFICATION_OUTBOX_SQL)
 
 
+async def _alerts(conn: asyncpg.Connection, ctx: MigrationContext) -> None:
+    await conn.execute(alerts.ALERTS_SQL)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base_tables", _base_tables),
     Migration(2, "hourly_tables", _hourly_tables),
@@ -162,6 +167,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "device_events", _device_events),
     Migration(7, "api_tokens", _api_tokens),
     Migration(8, "notification_outbox", _notification_outbox),
+    Migration(9, "alerts", _alerts),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 _LAYOUT_VERSION = 4  # the migration that decides hypertable or partitions
