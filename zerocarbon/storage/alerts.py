@@ -133,7 +133,7 @@ class AlertEvent:
     id: int
     alert_id: int
     state: str  # firing | resolved | acknowledged
-    ts: datetime  # time of the change (UTC); of an acknowledgement, when it was given
+    ts: datetime  # of a change: the data's time (UTC); of an acknowledgement: the wall clock
     message_en: str
     message_zh: str
     evidence: dict[str, Any]  # the change's evidence; of an acknowledgement, its comment
@@ -143,8 +143,8 @@ class AlertEvent:
 
 @dataclass(frozen=True, slots=True)
 class StoredAlert:
-    """One row of ``alerts`` (one episode) with its history, oldest change first
-    (empty where the history was not asked for)."""
+    """One row of ``alerts`` (one episode) with its history in the order it was
+    recorded (empty where the history was not asked for)."""
 
     id: int
     rule: str
@@ -338,7 +338,7 @@ async def _with_events(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> 
     if ids:
         for e in await conn.fetch(
             f"SELECT {_EVENT_COLUMNS} FROM alert_events e WHERE e.alert_id = ANY($1::bigint[]) "
-            "ORDER BY e.ts, e.id",
+            "ORDER BY e.id",
             ids,
         ):
             events[e["alert_id"]].append(_event(e))
