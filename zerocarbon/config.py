@@ -1041,6 +1041,12 @@ class SimulationConfig(_Frozen):
     battery_capacity_kwh: float = Field(default=500.0, gt=0)
     initial_soc_pct: float = Field(default=50.0, ge=0, le=100)
     units_per_kwh: float = Field(default=2.0, gt=0)  # production output per line kWh
+    # a line's fixed load (lighting, compressed-air leaks, standby), drawn at all hours
+    # and producing nothing, as a fraction of its rating [-]; default 0 (none)
+    line_idle_fraction: float = Field(default=0.0, ge=0, le=1)
+    # relative sd of a line's energy per unit, a seeded factor per UTC hour (product
+    # mix, temperature) on the energy the line draws for its output [-]; default 0
+    line_efficiency_noise: float = Field(default=0.0, ge=0, le=0.2)
     tick_s: float = Field(default=5.0, gt=0)  # simulated seconds per physics step
     publish_interval_s: float = Field(default=10.0, gt=0)  # MQTT publish period [sim s]
     faults: SimulatorFaults = SimulatorFaults()  # fault injection, all off

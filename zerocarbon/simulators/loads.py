@@ -1,13 +1,23 @@
 """Production-line loads: shift patterns in the site's local time, ramped, with noise.
 
-A line's power is ``rated * ramp(pattern(local time)) * (1 + noise)``: the shift
-pattern is a step function of the local time of day, :class:`Ramp` turns its steps into
-ramps of a few minutes (and absorbs daylight-saving jumps), and a small seeded
-:class:`~zerocarbon.simulators.noise.SmoothNoise` makes it look measured.
+A line's process output is ``rated * ramp(pattern(local time)) * (1 + noise)``
+[kW of undegraded process power]: the shift pattern is a step function of the local time
+of day, :class:`Ramp` turns its steps into ramps of a few minutes (and absorbs
+daylight-saving jumps), and a small seeded
+:class:`~zerocarbon.simulators.noise.SmoothNoise` makes it look measured. The power the
+line draws (:meth:`LineLoad.drawn_kw`) adds what a real line has besides its process::
+
+    P_drawn = idle_fraction * rated + P_output * (1 + efficiency_noise * z_h)
+
+a fixed load at all hours that produces nothing (the intercept of an ISO 50006 energy
+baseline) and a seeded factor per UTC hour ``h`` on the energy per unit, ``z_h`` standard
+normal clipped to +-3 (product mix, material, ambient temperature). Both are 0 by default,
+and then ``P_drawn == P_output`` exactly.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -15,6 +25,8 @@ from zoneinfo import ZoneInfo
 from zerocarbon.simulators.noise import SmoothNoise, seeded_rng
 
 DEFAULT_LOAD_RATED_POWER_KW = 200.0  # used when a load device has no rated_power_kw
+HOUR_S = 3600.0
+EFFICIENCY_CLIP_SIGMAS = 3.0  # the hourly efficiency factor's z is clipped to +-this
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +135,10 @@ class LineLoad:
         Fraction of the rating the schedule may change per minute [1/min].
     noise_fraction : float
         Amplitude of the smooth multiplicative noise [fraction of power].
+    idle_fraction : float
+        Fixed load drawn at all hours, producing nothing [fraction of rated power].
+    efficiency_noise : float
+        Relative standard deviation of the energy per unit, one factor per UTC hour [-].
     """
 
     def __init__(
@@ -133,18 +149,47 @@ class LineLoad:
         label: str,
         ramp_per_min: float = 0.10,
         noise_fraction: float = 0.04,
+        idle_fraction: float = 0.0,
+        efficiency_noise: float = 0.0,
     ) -> None:
         self.rated_power_kw = rated_power_kw
         self.pattern = pattern
         self.noise_fraction = noise_fraction
+        self.idle_kw = idle_fraction * rated_power_kw
+        self.efficiency_noise = efficiency_noise
+        self._seed = seed
+        self._label = label
         self._noise = SmoothNoise(seeded_rng(seed, "load", label), 60.0, 1800.0)
         self._ramp = Ramp(ramp_per_min / 60.0, float("nan"))
+        self._factor_hour = -1
+        self._factor = 1.0
+
+    def efficiency_factor(self, ts_s: float) -> float:
+        """Energy drawn per unit of output in the UTC hour of ``ts_s``, relative to the
+        nominal [-]: ``1 + efficiency_noise * z``, ``z`` standard normal (clipped to
+        +-:data:`EFFICIENCY_CLIP_SIGMAS`) seeded by the site seed, the line and the hour,
+        so it depends on the time only, not on how the plant was stepped."""
+        if self.efficiency_noise == 0.0:
+            return 1.0
+        hour = math.floor(ts_s / HOUR_S)
+        if hour != self._factor_hour:
+            z = seeded_rng(self._seed, "efficiency", self._label, str(hour)).gauss(0.0, 1.0)
+            z = max(-EFFICIENCY_CLIP_SIGMAS, min(EFFICIENCY_CLIP_SIGMAS, z))
+            self._factor = 1.0 + self.efficiency_noise * z
+            self._factor_hour = hour
+        return self._factor
+
+    def drawn_kw(self, ts_s: float, output_kw: float) -> float:
+        """Power the line draws at ``ts_s`` for a process output of ``output_kw`` [kW]:
+        the idle load plus the output times the hour's efficiency factor."""
+        return self.idle_kw + output_kw * self.efficiency_factor(ts_s)
 
     def start(self, local_hour: float) -> None:
         """Put the ramp on the schedule's value (no ramp-up from zero at start)."""
         self._ramp.value = self.pattern.fraction(local_hour)
 
     def step(self, ts_s: float, local_hour: float, interval_s: float) -> float:
-        """Advance the ramp by ``interval_s`` [s]; power at ``ts_s`` [kW]."""
+        """Advance the ramp by ``interval_s`` [s]; undegraded process output at ``ts_s``
+        [kW] (what the production counter counts; :meth:`drawn_kw` for the meter)."""
         fraction = self._ramp.step(self.pattern.fraction(local_hour), interval_s)
         return self.rated_power_kw * fraction * (1.0 + self.noise_fraction * self._noise(ts_s))

@@ -18,6 +18,13 @@ Faults (``simulation.faults``, :mod:`.faults`) change only what the devices repo
 faults: a line degradation multiplies a line's power (its production counter still
 counts the undegraded energy) and a demand peak adds to the base load; both are real
 energy and the ground truth includes them.
+
+Line efficiency (``simulation.line_idle_fraction``, ``line_efficiency_noise``,
+:meth:`.loads.LineLoad.drawn_kw`): a line's meter counts its idle load plus its process
+output times a seeded hourly efficiency factor, while its production counter counts the
+process output x ``units_per_kwh``; so the energy per unit of a line varies as a real
+line's does, and a baseline fit on it has an intercept and a residual spread. The ground
+truth records what the meters count, as for every other counter.
 """
 
 from __future__ import annotations
@@ -142,7 +149,14 @@ class PlantModel:
         self._lines: dict[str, LineLoad] = {}
         for i, d in enumerate(site.devices_with_role(DeviceRole.LOAD)):
             rated = d.rated_power_kw or DEFAULT_LOAD_RATED_POWER_KW
-            self._lines[d.id] = LineLoad(rated, PATTERNS[i % len(PATTERNS)], sim.seed, d.id)
+            self._lines[d.id] = LineLoad(
+                rated,
+                PATTERNS[i % len(PATTERNS)],
+                sim.seed,
+                d.id,
+                idle_fraction=sim.line_idle_fraction,
+                efficiency_noise=sim.line_efficiency_noise,
+            )
         self._base_noise = SmoothNoise(seeded_rng(sim.seed, "base_load"), 120.0, 3600.0)
 
         clouds = CloudCover(sim.cloudiness, sim.seed)
@@ -228,7 +242,10 @@ class PlantModel:
         output_kw = {i: line.step(mid_s, hour, interval_s) for i, line in self._lines.items()}
         self._line_output_kw = output_kw
         faults = self.faults
-        line_kw = {i: p * faults.line_factor(i, start_s, end_s) for i, p in output_kw.items()}
+        line_kw = {
+            i: self._lines[i].drawn_kw(mid_s, p) * faults.line_factor(i, start_s, end_s)
+            for i, p in output_kw.items()
+        }
         base_kw = self.site.simulation.base_load_kw * (1.0 + 0.03 * self._base_noise(mid_s))
         base_kw += faults.extra_load_kw(start_s, end_s)
         pv_kw = {i: array.power_kw(mid_s) for i, array in self._pv.items()}
