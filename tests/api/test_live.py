@@ -7,14 +7,19 @@ import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import httpx
 import pytest
+from pydantic import BaseModel
 
 from zerocarbon.api.live import LiveSession, LiveStreams, live_events, site_day
+from zerocarbon.api.schemas import LiveAlerts
 from zerocarbon.settings import Settings
+from zerocarbon.storage import alerts
+from zerocarbon.storage.alerts import AlertChange
 
 SITE_TZ = "Asia/Shanghai"  # as in the settings fixture
 H = timedelta(hours=1)
@@ -210,3 +215,110 @@ async def test_refused_while_shutting_down(settings: Settings, today: Any, serve
         srv.app.state.live_streams.stop()
         res = await client.get("/api/v1/live")
         assert res.status_code == 503
+
+
+def alert_change(
+    state: Literal["firing", "resolved"] = "firing", *, subject: str = "site", at_min: int = 0
+) -> AlertChange:
+    return AlertChange(
+        rule="grid_demand",
+        kind="demand",
+        subject=subject,
+        episode=1,
+        state=state,
+        severity="critical",
+        ts=NOW + at_min * timedelta(minutes=1),
+        since=NOW + (at_min - 2) * timedelta(minutes=1),
+        message_en=f"demand {state}",
+        message_zh="需量告警" if state == "firing" else "需量恢复",
+        evidence={"demand_kw": 520.0, "limit_kw": 500.0},
+    )
+
+
+@pytest.fixture
+async def no_alerts(pg_conn: asyncpg.Connection) -> asyncpg.Connection:
+    await pg_conn.execute("TRUNCATE alerts, alert_events RESTART IDENTITY CASCADE")
+    return pg_conn
+
+
+async def test_snapshot_has_the_firing_alerts_then_alert_events(
+    settings: Settings, today: Any, no_alerts: asyncpg.Connection, serve: Any
+) -> None:
+    conn = no_alerts
+    await alerts.record_change(conn, alert_change(subject="old"), [], NOW)
+    await alerts.record_change(conn, alert_change("resolved", subject="old", at_min=1), [], NOW)
+    firing_id = await alerts.record_change(conn, alert_change(subject="meter_1"), [], NOW)
+    async with (
+        serve(settings) as srv,
+        httpx.AsyncClient(base_url=srv.url) as client,
+        client.stream("GET", "/api/v1/live") as res,
+    ):
+        stream = sse(res)
+        snap = await next_event(stream, "snapshot")
+        assert [(a["id"], a["subject"], a["state"]) for a in snap["alerts"]] == [
+            (firing_id, "meter_1", "firing")
+        ]
+        assert snap["alerts"][0]["messages"] == {"en": "demand firing", "zh": "需量告警"}
+        assert "events" not in snap["alerts"][0]
+
+        # a new alert fires: one alert event with only that change (none of the
+        # changes recorded before the snapshot is sent again)
+        new_id = await alerts.record_change(conn, alert_change(subject="line_a", at_min=3), [], NOW)
+        ev = await next_event(stream, "alert")
+        assert len(ev["events"]) == 1
+        (item,) = ev["events"]
+        assert item["event"]["state"] == "firing"
+        assert item["event"]["ts"] == "2026-03-01T06:23:05Z"
+        assert item["alert"]["id"] == new_id
+        assert (item["alert"]["rule"], item["alert"]["subject"], item["alert"]["severity"]) == (
+            "grid_demand",
+            "line_a",
+            "critical",
+        )
+        assert item["alert"]["state"] == "firing" and item["alert"]["acked"] is False
+        assert item["alert"]["evidence"] == {"demand_kw": 520.0, "limit_kw": 500.0}
+
+        # acknowledged, then resolved: each an event with the alert as it is then
+        assert new_id is not None
+        await alerts.acknowledge(conn, new_id, "shift-lead", "on it", NOW)
+        ev = await next_event(stream, "alert")
+        (item,) = ev["events"]
+        assert (item["event"]["state"], item["event"]["actor"]) == ("acknowledged", "shift-lead")
+        assert (item["alert"]["acked"], item["alert"]["acked_by"]) == (True, "shift-lead")
+        await alerts.record_change(
+            conn, alert_change("resolved", subject="line_a", at_min=9), [], NOW
+        )
+        ev = await next_event(stream, "alert")
+        (item,) = ev["events"]
+        assert item["event"]["state"] == "resolved"
+        assert (item["alert"]["state"], item["alert"]["resolved_at"]) == (
+            "resolved",
+            "2026-03-01T06:29:05Z",
+        )
+        assert item["alert"]["messages"]["zh"] == "需量恢复"
+
+
+def alert_subjects(events: list[tuple[str, BaseModel]]) -> list[str]:
+    """Subjects of the alerts of the ``alert`` events among ``events``."""
+    return [e.alert.subject for _, p in events if isinstance(p, LiveAlerts) for e in p.events]
+
+
+async def test_an_alert_change_committed_late_is_still_sent(
+    pg_url: str, today: Any, no_alerts: asyncpg.Connection
+) -> None:
+    """An event whose id was taken before one already sent, committed after it."""
+    conn = no_alerts
+    session = LiveSession("x", ZoneInfo(SITE_TZ))
+    await session.snapshot(conn)
+    slow = await asyncpg.connect(pg_url)
+    try:
+        tx = slow.transaction()
+        await tx.start()
+        await alerts.record_change(slow, alert_change(subject="slow"), [], NOW)
+        await alerts.record_change(conn, alert_change(subject="fast"), [], NOW)
+        assert alert_subjects(await session.poll(conn)) == ["fast"]
+        await tx.commit()
+    finally:
+        await slow.close()
+    assert alert_subjects(await session.poll(conn)) == ["slow"]
+    assert [name for name, _ in await session.poll(conn)] == []  # nothing twice

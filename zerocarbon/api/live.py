@@ -3,8 +3,10 @@
 On connect a client gets ``event: snapshot`` (all latest values and the hourly rows of
 the site's current local day). Then the database is polled every interval:
 ``event: readings`` carries the latest values whose ts changed, ``event: hourly`` the
-hourly_carbon rows (re)computed since the last poll, and a ``: keepalive`` comment is
-sent after ~15 s of silence. When the data's day changes, a new snapshot is sent.
+hourly_carbon rows (re)computed since the last poll, ``event: alert`` the alert changes
+(fired, acknowledged, resolved) recorded since the last poll, each with its alert as it
+is then, and a ``: keepalive`` comment is sent after ~15 s of silence. When the data's
+day changes, a new snapshot is sent. The snapshot holds the alerts firing now.
 
 "Now" is the newest reading's ts, never the wall clock: the demo runs on a simulated
 clock faster than real time, and a site replaying old data has its own "today".
@@ -28,13 +30,18 @@ from pydantic import BaseModel
 
 from zerocarbon.api import queries
 from zerocarbon.api.schemas import (
+    AlertEventOut,
+    AlertSummary,
     HourlyCarbon,
     LatestByDevice,
+    LiveAlertEvent,
+    LiveAlerts,
     LiveHourly,
     LiveReadings,
     LiveSnapshot,
     LiveValue,
 )
+from zerocarbon.storage import alerts
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,9 @@ RETRY_MS = 3000  # reconnection delay the browser's EventSource should use [ms]
 # hourly_carbon.computed_at is the writer's transaction start time, so a row can be
 # committed with a computed_at slightly older than one already seen; look back this far.
 RECOMPUTE_LOOKBACK = timedelta(seconds=30)
+# alert_events ids are likewise taken before their transaction commits: events recorded
+# this long before the newest one seen are looked for again
+ALERT_EVENT_LOOKBACK = timedelta(seconds=30)
 
 DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
@@ -108,6 +118,9 @@ class LiveSession:
         self._seen_hours: dict[datetime, datetime] = {}  # hour_start -> computed_at sent
         self._watermark: datetime | None = None  # newest computed_at sent
         self._day: tuple[datetime, datetime] | None = None
+        self._alert_after = 0  # highest alert_events id sent
+        self._alert_recorded: datetime | None = None  # newest recorded_at known
+        self._alert_seen: dict[int, datetime] = {}  # ids in the look-back -> recorded_at
 
     async def snapshot(self, db: queries.Db) -> LiveSnapshot:
         """Everything for a fresh page; resets what this session has sent."""
@@ -120,6 +133,10 @@ class LiveSession:
         self._watermark = max(self._seen_hours.values(), default=None)
         self._seen_ts = {(device, v.metric): v.ts for device, v in latest}
         self._day = (day_start, day_end)
+        mark = await alerts.event_watermark(db, ALERT_EVENT_LOOKBACK)
+        self._alert_after, self._alert_recorded = mark.after_id, mark.now
+        self._alert_seen = dict(mark.recent)
+        firing = await alerts.active_alerts(db)  # after the mark: nothing falls between
         grouped: LatestByDevice = {}
         for device, v in latest:
             grouped.setdefault(device, {})[v.metric] = LiveValue(value=v.value, ts=v.ts)
@@ -131,11 +148,12 @@ class LiveSession:
             day_end=day_end,
             latest=grouped,
             hourly=rows,
+            alerts=[AlertSummary.of(a) for a in firing],
         )
 
     async def poll(self, db: queries.Db) -> list[tuple[str, BaseModel]]:
-        """The events to send now: a new snapshot if the day changed, else readings
-        and hourly rows that changed since the last poll."""
+        """The events to send now: a new snapshot if the day changed, else readings,
+        hourly rows and alert changes that are new since the last poll."""
         latest = await queries.latest_all(db)
         now = max((v.ts for _, v in latest), default=None)
         if now is not None and self._day is not None:
@@ -154,7 +172,30 @@ class LiveSession:
         rows = await self._new_hourly_rows(db)
         if rows:
             events.append(("hourly", LiveHourly(rows=rows)))
+        changes = await self._new_alert_events(db)
+        if changes:
+            events.append(("alert", LiveAlerts(events=changes)))
         return events
+
+    async def _new_alert_events(self, db: queries.Db) -> list[LiveAlertEvent]:
+        since = None
+        if self._alert_recorded is not None:
+            since = self._alert_recorded - ALERT_EVENT_LOOKBACK
+        found = await alerts.events_after(
+            db, self._alert_after, recorded_since=since, seen=self._alert_seen.keys()
+        )
+        for f in found:
+            self._alert_seen[f.event.id] = f.event.recorded_at
+            self._alert_after = max(self._alert_after, f.event.id)
+            if self._alert_recorded is None or f.event.recorded_at > self._alert_recorded:
+                self._alert_recorded = f.event.recorded_at
+        if found and self._alert_recorded is not None:  # forget what cannot come back
+            horizon = self._alert_recorded - 2 * ALERT_EVENT_LOOKBACK
+            self._alert_seen = {i: t for i, t in self._alert_seen.items() if t >= horizon}
+        return [
+            LiveAlertEvent(event=AlertEventOut.of(f.event), alert=AlertSummary.of(f.alert))
+            for f in found
+        ]
 
     async def _new_hourly_rows(self, db: queries.Db) -> list[HourlyCarbon]:
         since = (

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeAlias
 
 import asyncpg
 
@@ -30,11 +30,13 @@ __all__ = [
     "AlertChange",
     "AlertEvent",
     "AlertStatus",
+    "EventWatermark",
     "EventWithAlert",
     "StoredAlert",
     "StoredAlertState",
     "acknowledge",
     "active_alerts",
+    "event_watermark",
     "events_after",
     "get_alert",
     "last_event_id",
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 AlertStatus = Literal["active", "resolved", "all"]
+Db: TypeAlias = asyncpg.Connection | asyncpg.Pool  # where a read runs
 EventState = Literal["firing", "resolved", "acknowledged"]
 
 ALERTS_SQL = """
@@ -318,7 +321,7 @@ async def record_change(
     return int(alert_id)
 
 
-async def latest_states(conn: asyncpg.Connection) -> list[StoredAlertState]:
+async def latest_states(conn: Db) -> list[StoredAlertState]:
     """The newest episode of every (rule, subject), ordered by rule and subject: where
     the evaluator continues numbering episodes after a restart."""
     rows = await conn.fetch(
@@ -332,7 +335,7 @@ async def latest_states(conn: asyncpg.Connection) -> list[StoredAlertState]:
     ]
 
 
-async def _with_events(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[StoredAlert]:
+async def _with_events(conn: Db, rows: list[asyncpg.Record]) -> list[StoredAlert]:
     ids = [r["id"] for r in rows]
     events: dict[int, list[AlertEvent]] = {i: [] for i in ids}
     if ids:
@@ -346,7 +349,7 @@ async def _with_events(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> 
 
 
 async def list_alerts(
-    conn: asyncpg.Connection,
+    conn: Db,
     *,
     status: AlertStatus = "all",
     rule: str | None = None,
@@ -391,7 +394,7 @@ async def list_alerts(
     return await _with_events(conn, rows)
 
 
-async def get_alert(conn: asyncpg.Connection, alert_id: int) -> StoredAlert | None:
+async def get_alert(conn: Db, alert_id: int) -> StoredAlert | None:
     """One alert with its history, or None."""
     row = await conn.fetchrow(f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE a.id = $1", alert_id)
     if row is None:
@@ -428,13 +431,39 @@ async def acknowledge(
         return await get_alert(conn, alert_id)
 
 
-async def last_event_id(conn: asyncpg.Connection) -> int:
+async def last_event_id(conn: Db) -> int:
     """The highest ``alert_events`` id (0 when there is none)."""
     return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM alert_events"))
 
 
+@dataclass(frozen=True, slots=True)
+class EventWatermark:
+    """Where a reader of :func:`events_after` starts: the highest event id, the
+    database's clock, and the events recorded in the look-back before it (id ->
+    recorded_at), which a late commit may still precede."""
+
+    after_id: int
+    now: datetime
+    recent: dict[int, datetime]
+
+
+async def event_watermark(conn: Db, lookback: timedelta) -> EventWatermark:
+    """The :class:`EventWatermark` now, with events recorded within ``lookback``."""
+    head = await conn.fetchrow(
+        "SELECT clock_timestamp() AS now, coalesce(max(id), 0) AS after_id FROM alert_events"
+    )
+    assert head is not None
+    now, after_id = head["now"], int(head["after_id"])
+    rows = await conn.fetch(
+        "SELECT id, recorded_at FROM alert_events WHERE recorded_at >= $1 AND id <= $2",
+        now - lookback,
+        after_id,
+    )
+    return EventWatermark(after_id, now, {r["id"]: r["recorded_at"] for r in rows})
+
+
 async def events_after(
-    conn: asyncpg.Connection,
+    conn: Db,
     after_id: int,
     limit: int = 500,
     *,
@@ -464,7 +493,7 @@ async def events_after(
     return [EventWithAlert(_event(r), _alert(r)) for r in rows]
 
 
-async def active_alerts(conn: asyncpg.Connection) -> list[StoredAlert]:
+async def active_alerts(conn: Db) -> list[StoredAlert]:
     """Every firing alert, the newest fired first, without history."""
     rows = await conn.fetch(
         f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE a.state = 'firing' "

@@ -1,4 +1,5 @@
-"""``GET /api/v1/live``: latest values and hourly results as Server-Sent Events."""
+"""``GET /api/v1/live``: latest values, hourly results and alert changes as Server-Sent
+Events."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ _DESCRIPTION = """\
 A `text/event-stream`. First `event: snapshot` (data: LiveSnapshot: latest values per
 device and metric, the hourly rows of the site's current day, whose "now" is the newest
 reading), then `event: readings` (LiveReadings: values whose ts changed), `event: hourly`
-(LiveHourly: rows recomputed) as they happen, a new `snapshot` when the data's day
-changes, and `: keepalive` comments during silence.
+(LiveHourly: rows recomputed), `event: alert` (LiveAlerts: alert changes recorded
+since the last poll, each with its alert as it is then) as they happen, a new `snapshot`
+when the data's day changes, and `: keepalive` comments during silence. The snapshot's
+`alerts` are the alerts firing now.
 """
 
 
