@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -24,7 +24,7 @@ from zerocarbon.batch import ReadingBatch, SeriesRegistry, datetime_to_us, us_to
 from zerocarbon.carbon_engine.engine import CarbonEngine, HourlyResults
 from zerocarbon.carbon_engine.stream import HOUR_US
 from zerocarbon.config import SiteConfig
-from zerocarbon.rows import HourlyCarbon, HourlyLine
+from zerocarbon.rows import HourlyCarbon, HourlyEnergy, HourlyLine
 from zerocarbon.storage.database import Registry
 from zerocarbon.storage.hourly import (
     load_hourly_energy,
@@ -36,6 +36,12 @@ from zerocarbon.storage.hourly import (
 log = logging.getLogger(__name__)
 
 HOUR_S = 3600
+
+HourlyListener = Callable[
+    [Sequence[HourlyCarbon], Sequence[HourlyEnergy], Sequence[HourlyLine], float], None
+]
+"""Told of the hourly rows of each flush, and of the newest reading's time [POSIX s]
+(the alert service closes hours with it); must not raise."""
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -49,8 +55,10 @@ class CarbonService:
         registry: Registry,
         *,
         flush_interval_s: float = 1.0,
+        on_written: HourlyListener | None = None,
     ) -> None:
         self.engine = engine
+        self.on_written = on_written
         self._pool = pool
         self._registry = registry
         self._flush_interval_s = flush_interval_s
@@ -146,6 +154,9 @@ class CarbonService:
             self.flush_failures += 1
             log.warning("writing hourly rows failed (%s); will retry", exc)
             return
+        if self.on_written is not None:
+            newest_us = int(self.engine.last_ts.max()) if len(self.engine.last_ts) else 0
+            self.on_written(results.carbon, results.energy, results.lines, newest_us / 1e6)
         self._written_carbon.update((r.hour_start, r) for r in carbon)
         self._written_lines.update(((r.hour_start, r.line), r) for r in lines)
         self._forget_written_before(self.engine.hours())

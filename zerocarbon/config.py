@@ -990,6 +990,7 @@ class LineDegradationFault(_Frozen):
     line: str  # id of the line ([[lines]] or a device's ``line``)
     start_s: float = Field(ge=0)  # offset from the simulation start [simulated s]
     percent: float = Field(gt=0)  # extra energy for the same production [%]
+    duration_s: float | None = Field(default=None, gt=0)  # None: to the end (never repaired)
 
 
 class DemandPeakFault(_Frozen):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,10 @@ from types import TracebackType
 import asyncpg
 import uvicorn
 
+from zerocarbon.alerts.channel_setup import ChannelSetupError, build_channels
+from zerocarbon.alerts.channels import Channel
+from zerocarbon.alerts.dispatcher import Dispatcher
+from zerocarbon.alerts.service import AlertService
 from zerocarbon.api.app import create_app, redact_url
 from zerocarbon.api.server import GRACEFUL_SHUTDOWN_S, ApiServer
 from zerocarbon.batch import SeriesRegistry
@@ -38,7 +43,7 @@ from zerocarbon.ingest.events import DeviceEventSink, discard_events
 from zerocarbon.ingest.modbus.collector import ModbusLinkScheduler, link_collectors
 from zerocarbon.ingest.modbus.rtu_transport import ModbusRtuTransport
 from zerocarbon.ingest.mqtt.collector import MqttCollector, mqtt_collector
-from zerocarbon.ingest.pipeline import Pipeline
+from zerocarbon.ingest.pipeline import Pipeline, PipelineSink
 from zerocarbon.ingest.reading import BatchSink
 from zerocarbon.ingest.serial_link import SerialSettings
 from zerocarbon.metering.profile import DeviceProfile
@@ -60,6 +65,7 @@ log = logging.getLogger(__name__)
 
 PIPELINE_DRAIN_TIMEOUT_S = 60.0  # at shutdown, time allowed to spool what is queued [s]
 SPOOL_DRAIN_TIMEOUT_S = 30.0  # at shutdown, time allowed to forward the spool [s]
+DISPATCH_POLL_REAL_S = 1.0  # the notification outbox is looked at this often [real s]
 
 
 def spool_directory(site: SiteConfig, settings: Settings) -> Path:
@@ -249,6 +255,10 @@ class EnergyCenter:
         self.carbon: CarbonService | None = None
         self.pipeline: Pipeline | None = None
         self.admission: Admission | None = None
+        self.alerts: AlertService | None = None  # None: the site has no alert rules
+        self.dispatcher: Dispatcher | None = None  # None: no alert channels
+        self._alert_tasks: list[asyncio.Task[None]] = []
+        self._dispatch_stop = asyncio.Event()
         self.telemetry = GatewayTelemetry(self)
 
     @property
@@ -289,6 +299,10 @@ class EnergyCenter:
         errors = site_factor_errors(self.site)
         if errors:
             raise StartupError("the site's emission factors:\n" + "\n".join(errors))
+        try:
+            channels: dict[str, Channel] = build_channels(self.site.alerts, os.environ)
+        except ChannelSetupError as exc:
+            raise StartupError(str(exc)) from exc
         self.series = series = SeriesRegistry.for_site(self.site)
         self.events = DeviceEventLog(pool, registry.device_ids)
         self._events_task = asyncio.create_task(self.events.run(), name="device events")
@@ -307,6 +321,7 @@ class EnergyCenter:
         )
         await self.carbon.restore()
         await self.carbon.warm_up()
+        await self._start_alerts(pool, series, channels)
         self._spool = spool = open_spool(self.site, self.spool_dir)
         self.forwarder = SpoolForwarder(
             spool,
@@ -316,7 +331,10 @@ class EnergyCenter:
         )
         self._forwarder_task = asyncio.create_task(self.forwarder.run(), name="forwarder")
         self.admission = Admission(self.site, series, self.clock)
-        self.pipeline = Pipeline([self.forwarder], admission=self.admission)
+        sinks: list[PipelineSink] = [self.forwarder]
+        if self.alerts is not None:
+            sinks.append(self.alerts)
+        self.pipeline = Pipeline(sinks, admission=self.admission)
         self._pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
         self.modbus = [
             *link_collectors(
@@ -351,8 +369,39 @@ class EnergyCenter:
         if self._http is not None:
             await self._start_http(self._http)
 
+    async def _start_alerts(
+        self, pool: asyncpg.Pool, series: SeriesRegistry, channels: dict[str, Channel]
+    ) -> None:
+        """The alert rules (when the site has any) and the notification dispatcher (when
+        it has channels); both continue from what the database holds."""
+        cfg = self.site.alerts
+        if cfg.rules:
+            self.alerts = alerts = AlertService(
+                self.site, pool, series, self.clock, channels=tuple(channels)
+            )
+            try:
+                await alerts.restore()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise StartupError(f"cannot read the stored alerts: {exc}") from exc
+            assert self.carbon is not None
+            self.carbon.on_written = alerts.hourly_written
+            self._alert_tasks.append(asyncio.create_task(alerts.run(), name="alerts"))
+        if channels:
+            speed = self.clock.speed  # poll and back off in real seconds, whatever the speed
+            self.dispatcher = Dispatcher(
+                pool,
+                channels,
+                self.clock,
+                base_backoff_s=cfg.retry_base_s * speed,
+                max_backoff_s=cfg.retry_max_s * speed,
+                poll_interval_s=DISPATCH_POLL_REAL_S * speed,
+            )
+            self._alert_tasks.append(
+                asyncio.create_task(self.dispatcher.run(self._dispatch_stop), name="dispatcher")
+            )
+
     async def _start_http(self, http: HttpOptions) -> None:
-        app = create_app(self.settings, pool=self._pool, telemetry=self.telemetry)
+        app = create_app(self.settings, pool=self._pool, telemetry=self.telemetry, site=self.site)
         config = uvicorn.Config(
             app,
             host=http.host,
@@ -425,6 +474,14 @@ class EnergyCenter:
             self._spool = None
         if self.carbon is not None:
             await self.carbon.flush()
+        self._dispatch_stop.set()
+        await cancel_and_wait(self._alert_tasks)
+        self._alert_tasks = []
+        if self.alerts is not None and self.alerts.pending:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.alerts.flush(), timeout=5)
+            if self.alerts.pending:
+                log.warning("%d alert changes not stored at shutdown", self.alerts.pending)
         if self._http_server is not None and self._http_task is not None:
             self._http_server.should_exit = True
             with contextlib.suppress(Exception):

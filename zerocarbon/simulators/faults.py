@@ -74,7 +74,8 @@ Device faults change how a device answers or what its messages look like:
 Plant faults change the physics, not what a device reports, so the ground truth
 follows them (they are real energy):
 
-* **line degradation** (``line_degradations``): from ``start_s`` every load device of
+* **line degradation** (``line_degradations``): from ``start_s`` (for ``duration_s``,
+  default to the end: a line repaired at the end of it) every load device of
   production line ``line`` draws ``percent`` % more power than the undegraded line,
   while the line's production counter still counts the undegraded line's energy x
   ``simulation.units_per_kwh``: energy per unit rises by exactly that share. A step
@@ -629,7 +630,7 @@ class FaultPlan:
             loads = [d.id for d in site.devices_with_role(DeviceRole.LOAD) if d.line == deg.line]
             if not loads:
                 raise FaultError(f"{path}.line: line {deg.line!r} has no load device to degrade")
-            window = _window(self.start_s, deg.start_s, None)
+            window = _window(self.start_s, deg.start_s, deg.duration_s)
             for load_id in loads:
                 self._degradations.setdefault(load_id, []).append((window, deg.percent / 100.0))
                 self._plant_spans.append((load_id, FaultKind.LINE_DEGRADATION, window))
