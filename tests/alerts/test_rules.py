@@ -19,7 +19,11 @@ T0 = datetime(2026, 6, 1, tzinfo=UTC)
 T0_S = T0.timestamp()
 
 
-def site(*rules: dict[str, Any], contracted_kw: float | None = 500.0) -> SiteConfig:
+def site(
+    *rules: dict[str, Any],
+    contracted_kw: float | None = 500.0,
+    channels: tuple[dict[str, Any], ...] = (),
+) -> SiteConfig:
     grid: dict[str, Any] = {"region": "east"}
     if contracted_kw is not None:
         grid["contracted_demand_kw"] = contracted_kw
@@ -57,7 +61,7 @@ def site(*rules: dict[str, Any], contracted_kw: float | None = 500.0) -> SiteCon
                     "interval_s": 10.0,
                 },
             ],
-            "alerts": {"rules": list(rules)},
+            "alerts": {"rules": list(rules), "channels": list(channels)},
         }
     )
 
