@@ -1,6 +1,12 @@
 """The operator's live page: ``/`` serves ``static/index.html``; its script, style and
 nothing else (no CDN, no web fonts: factory LANs have no internet) come from
-``/static``. The page reads ``/api/v1/devices`` and ``/api/v1/live``."""
+``/static``. The page reads ``/api/v1/devices`` and ``/api/v1/live`` and lists the firing
+alerts, which an operator acknowledges with ``POST /api/v1/alerts/{id}/ack``. The API
+token is asked for in the page when needed and kept in the tab's ``sessionStorage``;
+when reads need a token too (``ZEROCARBON_API_READ_ROLE``), every request sends it in
+``Authorization: Bearer`` and the stream is read with ``fetch`` (``EventSource`` cannot
+send a header; the API takes no token in the query string, which would end up in
+access logs)."""
 
 from __future__ import annotations
 

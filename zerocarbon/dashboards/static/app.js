@@ -1,6 +1,10 @@
 // zerocarbon live page. No libraries, no network beyond this app: factory LANs have no
 // internet. Data: GET api/v1/devices (roles) and the event stream api/v1/live
-// (snapshot, readings, hourly). "Now" is the data's newest reading, not the wall clock.
+// (snapshot, readings, hourly, alert). "Now" is the data's newest reading, not the wall
+// clock. Alerts are acknowledged with POST api/v1/alerts/{id}/ack and a bearer token
+// (operator role), asked for once and kept in sessionStorage; when reads need a token
+// (ZEROCARBON_API_READ_ROLE), every request sends it, and the stream is read with fetch
+// (EventSource cannot send headers).
 "use strict";
 
 (() => {
@@ -9,6 +13,9 @@
   const IDLE_WALL_MS = 60e3; // connected but no new reading for this long: "no new data"
   const RETRY_MIN_MS = 2000;
   const RETRY_MAX_MS = 30000;
+  const TOKEN_KEY = "zerocarbon.token"; // sessionStorage: forgotten when the tab closes
+  const LANG_KEY = "zerocarbon.lang"; // localStorage: the alerts panel's language
+  const SEVERITY_RANK = { critical: 0, warning: 1, info: 2 };
 
   const state = {
     siteName: "",
@@ -20,7 +27,84 @@
     hourly: new Map(), // hour_start ms -> row
     devices: [], // from api/v1/devices
     lastReadingWall: 0,
+    alerts: new Map(), // alert id -> alert (firing), from the snapshot and alert events
+    lang: "en", // "en" or "zh": the alerts panel's texts and messages
   };
+
+  // --- language of the alerts panel --------------------------------------------------
+
+  const TEXTS = {
+    en: {
+      title: "Alerts",
+      toggle: "中文",
+      none: "No active alerts",
+      ack: "Acknowledge",
+      acking: "Acknowledging…",
+      ackedBy: (who) => `acknowledged by ${who}`,
+      since: (when) => `since ${when}`,
+      severity: { critical: "critical", warning: "warning", info: "info" },
+      tokenLabel: "API token",
+      save: "Save",
+      cancel: "Cancel",
+      tokenForAck: "Acknowledging needs an operator token: enter it below.",
+      tokenForRead: "This site needs a token to show its data: enter it below.",
+      refused: (detail) => `Token refused (${detail}): enter a valid token.`,
+      forbidden: (detail) => `Not allowed: ${detail}. Enter an operator token to acknowledge.`,
+      gone: "That alert no longer exists.",
+      failed: (detail) => `Could not acknowledge: ${detail}`,
+      done: (who) => `Acknowledged as ${who}.`,
+    },
+    zh: {
+      title: "告警",
+      toggle: "EN",
+      none: "当前无告警",
+      ack: "确认",
+      acking: "正在确认…",
+      ackedBy: (who) => `已由 ${who} 确认`,
+      since: (when) => `开始于 ${when}`,
+      severity: { critical: "严重", warning: "警告", info: "提示" },
+      tokenLabel: "API 令牌",
+      save: "保存",
+      cancel: "取消",
+      tokenForAck: "确认告警需要操作员（operator）令牌，请在下方输入。",
+      tokenForRead: "查看本站数据需要令牌，请在下方输入。",
+      refused: (detail) => `令牌被拒绝（${detail}），请输入有效的令牌。`,
+      forbidden: (detail) => `无权限：${detail}。请输入操作员令牌以确认告警。`,
+      gone: "该告警已不存在。",
+      failed: (detail) => `确认失败：${detail}`,
+      done: (who) => `已以 ${who} 的身份确认。`,
+    },
+  };
+
+  function pickLang() {
+    const asked = new URLSearchParams(location.search).get("lang");
+    if (asked === "zh" || asked === "en") return asked;
+    const kept = localStorage.getItem(LANG_KEY);
+    if (kept === "zh" || kept === "en") return kept;
+    const preferred = navigator.languages || [navigator.language || "en"];
+    return preferred.some((l) => String(l).toLowerCase().startsWith("zh")) ? "zh" : "en";
+  }
+
+  const tr = () => TEXTS[state.lang];
+
+  // --- the API token (sessionStorage) --------------------------------------------------
+
+  const getToken = () => sessionStorage.getItem(TOKEN_KEY) || "";
+
+  /** The Authorization header of a stored token (RFC 6750), or none. */
+  function authHeaders() {
+    const token = getToken();
+    return token ? { Authorization: `Bearer ${token}` } : {};
+  }
+
+  async function errorDetail(res) {
+    try {
+      const body = await res.json();
+      return typeof body.detail === "string" ? body.detail : `HTTP ${res.status}`;
+    } catch (err) {
+      return `HTTP ${res.status}`;
+    }
+  }
 
   // --- formatting --------------------------------------------------------------------
 
@@ -81,9 +165,11 @@
     mergeLatest(snap.latest);
     state.hourly = new Map();
     putRows(snap.hourly);
+    state.alerts = new Map((snap.alerts || []).map((a) => [a.id, a]));
     state.lastReadingWall = Date.now();
     loadDevices(); // the site may have changed while we were away
     render();
+    renderAlerts();
   }
 
   function onReadings(ev) {
@@ -98,13 +184,28 @@
     render();
   }
 
+  /** An alert that is no longer firing leaves the list; others are (re)placed. */
+  function putAlert(alert) {
+    if (alert.state === "firing") state.alerts.set(alert.id, alert);
+    else state.alerts.delete(alert.id);
+  }
+
+  function onAlert(ev) {
+    for (const item of ev.events) putAlert(item.alert);
+    renderAlerts();
+  }
+
   // --- devices -----------------------------------------------------------------------
 
   let devicesRetry = null;
   async function loadDevices() {
     clearTimeout(devicesRetry);
     try {
-      const res = await fetch("api/v1/devices", { cache: "no-store" });
+      const res = await fetch("api/v1/devices", { cache: "no-store", headers: authHeaders() });
+      if (res.status === 401 || res.status === 403) {
+        askToken(tr().tokenForRead, null);
+        return; // saving a token loads the devices again
+      }
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       state.devices = await res.json();
       render();
@@ -256,6 +357,160 @@
     setText("total-pv", fmtAmount(sum("pv_kwh")));
   }
 
+  // --- alerts panel ------------------------------------------------------------------
+
+  function alertTime(ms) {
+    const sameDay = state.dayStart !== null && ms >= state.dayStart && ms < state.dayEnd;
+    if (sameDay) return localHm(ms);
+    return timeFormat({
+      day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+    }).format(ms);
+  }
+
+  function element(tag, className, text) {
+    const el = document.createElement(tag);
+    if (className) el.className = className;
+    if (text !== undefined) el.textContent = text;
+    return el;
+  }
+
+  function alertRow(alert) {
+    const t = tr();
+    const severity = SEVERITY_RANK[alert.severity] === undefined ? "info" : alert.severity;
+    const li = element("li", `alert sev-${severity}${alert.acked ? " acked" : ""}`);
+    li.dataset.id = String(alert.id);
+    const head = element("div", "alert-head");
+    head.append(
+      element("span", "alert-sev", t.severity[severity]),
+      element("span", "alert-rule", alert.rule),
+      element("span", "alert-subject", alert.subject),
+    );
+    const messages = alert.messages || {};
+    const other = state.lang === "zh" ? "en" : "zh";
+    const text = messages[state.lang] || messages[other] || "";
+    const foot = element("div", "alert-foot");
+    foot.append(element("span", "alert-since", t.since(alertTime(Date.parse(alert.since)))));
+    if (alert.acked) {
+      foot.append(element("span", "alert-acked", t.ackedBy(alert.acked_by || "?")));
+    } else {
+      const button = element("button", "ack-btn", t.ack);
+      button.type = "button";
+      button.addEventListener("click", () => acknowledge(alert.id, button));
+      foot.append(button);
+    }
+    li.append(head, element("div", "alert-msg", text), foot);
+    return li;
+  }
+
+  function renderAlerts() {
+    const t = tr();
+    $("alerts-panel").lang = state.lang === "zh" ? "zh-CN" : "en";
+    setText("alerts-title-text", t.title);
+    setText("lang-toggle", t.toggle);
+    $("lang-toggle").lang = state.lang === "zh" ? "en" : "zh";
+    setText("alerts-empty", t.none);
+    setText("token-label", t.tokenLabel);
+    setText("token-save", t.save);
+    setText("token-cancel", t.cancel);
+    const alerts = [...state.alerts.values()].sort(
+      (a, b) =>
+        (SEVERITY_RANK[a.severity] ?? 3) - (SEVERITY_RANK[b.severity] ?? 3) ||
+        Date.parse(b.fired_at) - Date.parse(a.fired_at),
+    );
+    setText("alerts-count", alerts.length ? String(alerts.length) : "");
+    $("alerts-panel").classList.toggle("has-critical", alerts.some((a) => a.severity === "critical"));
+    $("alerts-empty").hidden = alerts.length > 0;
+    $("alert-list").replaceChildren(...alerts.map(alertRow));
+  }
+
+  function showAlertsMessage(text, kind) {
+    const box = $("alerts-msg");
+    box.textContent = text || "";
+    box.className = `alerts-msg${kind ? ` alerts-msg-${kind}` : ""}`;
+    box.hidden = !text;
+  }
+
+  let afterToken = null; // what to do once a token is saved
+
+  /** Show the token input with `message`; `then` runs after a token is saved. */
+  function askToken(message, then) {
+    afterToken = then;
+    showAlertsMessage(message, "error");
+    $("token-form").hidden = false;
+    $("token-input").focus();
+  }
+
+  $("token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const token = $("token-input").value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("token-input").value = "";
+    $("token-form").hidden = true;
+    showAlertsMessage("", null);
+    const then = afterToken;
+    afterToken = null;
+    if (then) then();
+    loadDevices();
+    if (!streamOpen()) connect(); // reads may have been refused without the token
+  });
+
+  $("token-cancel").addEventListener("click", () => {
+    afterToken = null;
+    $("token-input").value = "";
+    $("token-form").hidden = true;
+    showAlertsMessage("", null);
+  });
+
+  $("lang-toggle").addEventListener("click", () => {
+    state.lang = state.lang === "zh" ? "en" : "zh";
+    localStorage.setItem(LANG_KEY, state.lang);
+    renderAlerts();
+  });
+
+  /** POST the acknowledgement with the stored token; errors are shown in the panel. */
+  async function acknowledge(id, button) {
+    const t = tr();
+    if (!getToken()) {
+      askToken(t.tokenForAck, () => acknowledge(id, null));
+      return;
+    }
+    if (button) {
+      button.disabled = true;
+      button.textContent = t.acking;
+    }
+    try {
+      const res = await fetch(`api/v1/alerts/${encodeURIComponent(id)}/ack`, {
+        method: "POST",
+        headers: { ...authHeaders(), "Content-Type": "application/json" },
+        body: "{}",
+        cache: "no-store",
+      });
+      if (res.status === 401) {
+        sessionStorage.removeItem(TOKEN_KEY); // unknown, malformed or revoked
+        askToken(t.refused(await errorDetail(res)), () => acknowledge(id, null));
+        return;
+      }
+      if (res.status === 403) {
+        askToken(t.forbidden(await errorDetail(res)), () => acknowledge(id, null));
+        return;
+      }
+      if (res.status === 404) {
+        state.alerts.delete(id);
+        showAlertsMessage(t.gone, "error");
+        return;
+      }
+      if (!res.ok) throw new Error(await errorDetail(res));
+      const alert = await res.json();
+      putAlert(alert);
+      showAlertsMessage(t.done(alert.acked_by || ""), "ok");
+    } catch (err) {
+      showAlertsMessage(t.failed(err.message || String(err)), "error");
+    } finally {
+      renderAlerts();
+    }
+  }
+
   // --- chart: bars of kg CO2 (left axis) and a line of grid import kWh (right axis) ----
 
   /** The smallest "nice" step (1, 2, 2.5, 5 x 10^k) of at least `raw`. */
@@ -370,9 +625,11 @@
 
   // --- connection --------------------------------------------------------------------
 
-  let source = null;
+  let source = null; // EventSource, or {readyState, close} of the fetch reader
   let retryMs = RETRY_MIN_MS;
   let retryTimer = null;
+
+  const streamOpen = () => source !== null && source.readyState === EventSource.OPEN;
 
   function setConnection(kind, text) {
     const conn = $("conn");
@@ -395,17 +652,46 @@
     };
   }
 
+  const HANDLERS = { snapshot: onSnapshot, readings: onReadings, hourly: onHourly, alert: onAlert };
+
+  function opened() {
+    retryMs = RETRY_MIN_MS;
+    setConnection("live", "Live");
+  }
+
+  function retryLater() {
+    setConnection("lost", "Connection lost");
+    setText("banner-text", `Connection lost — retrying in ${Math.round(retryMs / 1000)} s`);
+    retryTimer = setTimeout(connect, retryMs);
+    retryMs = Math.min(RETRY_MAX_MS, retryMs * 2);
+  }
+
+  /** After the stream was refused: ask for a token if reads need one. */
+  async function checkReadAccess() {
+    try {
+      const res = await fetch("api/v1/status", { cache: "no-store", headers: authHeaders() });
+      if (res.status === 401 || res.status === 403) {
+        if (res.status === 401) sessionStorage.removeItem(TOKEN_KEY);
+        askToken(tr().tokenForRead, null);
+      }
+    } catch (err) {
+      // the server is away: the retry says so
+    }
+  }
+
   function connect() {
     clearTimeout(retryTimer);
     if (source) source.close();
+    if (getToken()) {
+      connectWithToken();
+      return;
+    }
     source = new EventSource("api/v1/live");
-    source.addEventListener("open", () => {
-      retryMs = RETRY_MIN_MS;
-      setConnection("live", "Live");
-    });
+    source.addEventListener("open", opened);
     source.addEventListener("snapshot", parse(onSnapshot));
     source.addEventListener("readings", parse(onReadings));
     source.addEventListener("hourly", parse(onHourly));
+    source.addEventListener("alert", parse(onAlert));
     source.addEventListener("error", () => {
       if (source.readyState === EventSource.CONNECTING) {
         // the browser retries by itself
@@ -413,18 +699,80 @@
         setText("banner-text", "Connection lost — reconnecting…");
         return;
       }
-      // CLOSED: the server refused the stream (e.g. 503); retry with backoff
+      // CLOSED: the server refused the stream (503, or 401/403 when reads need a
+      // token); retry with backoff
       source.close();
-      setConnection("lost", "Connection lost");
-      setText("banner-text", `Connection lost — retrying in ${Math.round(retryMs / 1000)} s`);
-      retryTimer = setTimeout(connect, retryMs);
-      retryMs = Math.min(RETRY_MAX_MS, retryMs * 2);
+      checkReadAccess();
+      retryLater();
     });
+  }
+
+  /** Dispatch one SSE message block (lines up to a blank line; HTML Living Standard,
+   *  "Server-sent events", event stream interpretation). */
+  function dispatchBlock(block) {
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (!line || line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") event = value;
+      else if (field === "data") data.push(value);
+    }
+    const handler = HANDLERS[event];
+    if (handler && data.length) parse(handler)({ data: data.join("\n") });
+  }
+
+  /** The stream read with fetch, so that it can send the token's header. */
+  async function connectWithToken() {
+    const abort = new AbortController();
+    const me = {
+      readyState: EventSource.CONNECTING,
+      close() {
+        this.readyState = EventSource.CLOSED;
+        abort.abort();
+      },
+    };
+    source = me;
+    try {
+      const res = await fetch("api/v1/live", {
+        headers: { ...authHeaders(), Accept: "text/event-stream" },
+        cache: "no-store",
+        signal: abort.signal,
+      });
+      if (res.status === 401 || res.status === 403) {
+        if (res.status === 401) sessionStorage.removeItem(TOKEN_KEY);
+        askToken(tr().tokenForRead, null);
+        throw new Error(`HTTP ${res.status}`);
+      }
+      if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
+      me.readyState = EventSource.OPEN;
+      opened();
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer = (buffer + value).replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          dispatchBlock(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+      throw new Error("the stream ended");
+    } catch (err) {
+      if (me.readyState === EventSource.CLOSED || source !== me) return; // closed by us
+      me.readyState = EventSource.CLOSED;
+      retryLater();
+    }
   }
 
   // connected, but nothing new for a while: the collectors may be down
   setInterval(() => {
-    if (!source || source.readyState !== EventSource.OPEN) return;
+    if (!streamOpen()) return;
     const idle = Date.now() - state.lastReadingWall > IDLE_WALL_MS;
     if (idle) setConnection("idle", "Live · no new data");
     else setConnection("live", "Live");
@@ -437,6 +785,8 @@
     resizeFrame = requestAnimationFrame(() => drawChart(todayRows()));
   }).observe($("chart-box"));
 
+  state.lang = pickLang();
+  renderAlerts();
   connect(); // the first snapshot loads the devices
 
 })();
