@@ -254,8 +254,16 @@ def test_demand_peak_defaults_to_a_quarter_hour() -> None:
 def test_example_site_has_each_alert_fault() -> None:
     site = load_site(REPO_ROOT / "examples" / "alert-faults-site.toml")
     plant = PlantModel(site, MIDNIGHT_S)
-    plant.advance(MIDNIGHT_S + 3 * 3600)
+    plant.advance(MIDNIGHT_S + 6 * 3600)
     truth = plant.ground_truth
     assert truth.fault_hours("line_b", FaultKind.GAP) == [_hour(1)]
-    assert truth.fault_hours("line_a", FaultKind.LINE_DEGRADATION) == [_hour(2)]
-    assert truth.fault_hours("grid_meter", FaultKind.DEMAND_PEAK) == [_hour(1)]
+    assert truth.fault_hours("line_b", FaultKind.COUNTER_RESET) == [_hour(3)]
+    assert truth.fault_hours("line_a", FaultKind.LINE_DEGRADATION) == [_hour(5)]
+    assert truth.fault_hours("grid_meter", FaultKind.DEMAND_PEAK) == [_hour(2)]
+    assert {r.kind for r in site.alerts.rules} == {
+        "offline",
+        "threshold",
+        "demand",
+        "data_quality",
+        "drift",
+    }
