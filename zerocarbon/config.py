@@ -44,6 +44,9 @@ class DeviceRole(StrEnum):
     PRODUCTION = "production"  # a production-output counter
     WIND = "wind"  # an on-site wind turbine (generation)
     FUEL = "fuel"  # a fuel meter (natural gas, diesel, ...): Scope 1
+    # a sensor of conditions (outdoor temperature, ...): no energy; its readings feed
+    # alert rules, e.g. a drift rule's relevant variables
+    SENSOR = "sensor"
 
 
 class _Frozen(BaseModel):

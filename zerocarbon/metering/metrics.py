@@ -39,6 +39,8 @@ METRICS: tuple[Metric, ...] = (
     Metric(11, "gas_volume_nm3", "Nm3", MetricKind.COUNTER, "Gas volume at normal conditions"),
     Metric(12, "fuel_mass_kg", "kg", MetricKind.COUNTER, "Fuel mass consumed"),
     Metric(13, "fuel_volume_l", "l", MetricKind.COUNTER, "Liquid fuel volume consumed"),
+    # a relevant variable of energy use (ISO 50006 clause 4.2): outdoor or process
+    Metric(14, "temperature_c", "°C", MetricKind.GAUGE, "Temperature (outdoor or process)"),
 )
 
 METRICS_BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}

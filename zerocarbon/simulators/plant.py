@@ -61,6 +61,7 @@ from zerocarbon.simulators.loads import (
 from zerocarbon.simulators.noise import SmoothNoise, seeded_rng
 from zerocarbon.simulators.register_bank import RegisterBank
 from zerocarbon.simulators.solar import DEFAULT_PV_RATED_POWER_KW, CloudCover, PvArray
+from zerocarbon.simulators.weather import OutdoorTemperature
 
 NOMINAL_VOLTAGE_V = 230.0
 NOMINAL_FREQUENCY_HZ = 50.0
@@ -205,6 +206,7 @@ class PlantModel:
 
         self._voltage_noise = SmoothNoise(seeded_rng(sim.seed, "voltage"), 30.0, 1800.0)
         self._frequency_noise = SmoothNoise(seeded_rng(sim.seed, "frequency"), 20.0, 600.0)
+        self._outdoor = OutdoorTemperature(site.site.timezone, sim.seed)
         offsets = seeded_rng(sim.seed, "voltage_offsets")
         self._voltage_offset_v = {d.id: offsets.uniform(-1.5, 1.5) for d in site.devices}
 
@@ -371,6 +373,8 @@ class PlantModel:
             return NOMINAL_VOLTAGE_V + self._voltage_offset_v[device_id] + 2.5 * noise
         if metric == "frequency_hz":
             return NOMINAL_FREQUENCY_HZ + 0.04 * self._frequency_noise(self.now_s)
+        if metric == "temperature_c":
+            return self._outdoor.temperature_c(self.now_s)
         return 0.0
 
     def values(self, device_id: str) -> dict[str, float]:
