@@ -60,6 +60,29 @@ def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
     assert "devices[1].port" in result.output and "70000" in result.output
 
 
+def test_check_config_lists_alert_rules_and_checks_channel_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = DEMO_SITE.parent / "alert-faults-site.toml"
+    result = runner.invoke(app, ["check-config", "--site", str(example)])
+    assert result.exit_code == 0, result.output
+    assert "alert rule max-demand: demand, critical, to every channel" in result.output
+    site = tmp_path / "site.toml"
+    site.write_text(
+        example.read_text("utf-8")
+        + '\n[[alerts.channels]]\nname = "robot"\nkind = "wecom"\nkey_env = "ZC_ROBOT_KEY"\n',
+        "utf-8",
+    )
+    monkeypatch.delenv("ZC_ROBOT_KEY", raising=False)
+    result = runner.invoke(app, ["check-config", "--site", str(site)])
+    assert result.exit_code == 2
+    assert "alerts.channels[0].key_env: environment variable ZC_ROBOT_KEY is not set" in (
+        result.output
+    )
+    monkeypatch.setenv("ZC_ROBOT_KEY", "k")
+    assert runner.invoke(app, ["check-config", "--site", str(site)]).exit_code == 0
+
+
 def test_demo_refuses_a_busy_port() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -319,6 +319,27 @@ def check_config(site: SiteOption) -> None:
         typer.echo(
             f"certificates {b.id}: {b.count} GEC (MWh), issued {b.issued}, for {b.applies_to}"
         )
+    _echo_alerts(site_config)
+
+
+def _echo_alerts(site_config: SiteConfig) -> None:
+    """The alert rules and channels; a channel whose secret's environment variable is
+    not set is an error (the gateway would refuse to start)."""
+    import os
+
+    from zerocarbon.alerts.channel_setup import ChannelSetupError, build_channels
+
+    alerts = site_config.alerts
+    for rule in alerts.rules:
+        to = ", ".join(rule.channels) if rule.channels is not None else "every channel"
+        typer.echo(f"alert rule {rule.name}: {rule.kind}, {rule.severity}, to {to}")
+    for c in alerts.channels:
+        typer.echo(f"alert channel {c.name}: {c.kind}")
+    try:
+        build_channels(alerts, os.environ)
+    except ChannelSetupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 db_app = typer.Typer(
