@@ -202,3 +202,53 @@ async def test_a_dead_collector_shows_in_readyz_and_metrics(
                 assert 'zerocarbon_collector_restarts_total{collector="mqtt collector"} 1.0' in text
                 state.running = True
                 assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_alert_counters_in_metrics(
+    own_database: tuple[str, str], mqtt_url: str, tmp_path: Path
+) -> None:
+    """A threshold alert fired by published readings shows in /metrics, stored and sent."""
+    from tests.alerts.receivers import HttpReceiver
+
+    url, _ = own_database
+    async with HttpReceiver(answers=[(200, {})]) as receiver:
+        data = tiny_site(mqtt_url).model_dump(mode="json", exclude_none=True)
+        data["alerts"] = {
+            "channels": [{"name": "hook", "kind": "webhook", "url": receiver.url}],
+            "rules": [
+                {
+                    "name": "high",
+                    "kind": "threshold",
+                    "device": "grid",
+                    "metric": "active_power_kw",
+                    "above": 10.0,
+                }
+            ],
+        }
+        site = parse_site(data)
+        device = site.mqtt_devices[0]
+        broker = urlparse(mqtt_url)
+        async with EnergyCenter(
+            site, Settings(), SystemClock(), database_url=url, spool_dir=tmp_path / "spool"
+        ) as center:
+            app = create_app(
+                Settings(database_url=url), pool=center._pool, telemetry=center.telemetry
+            )
+            assert center.mqtt is not None and center.alerts is not None
+            await asyncio.wait_for(center.mqtt.subscribed.wait(), 10)
+            async with aiomqtt.Client(broker.hostname or "", port=broker.port or 1883) as pub:
+                now = datetime.now(UTC).timestamp()
+                for i, v in enumerate([1.0, 20.0]):
+                    payload = json.dumps({"ts": now - 5 + i, "p": v})
+                    await pub.publish(device.topic, payload, qos=1)
+            await until(lambda: len(receiver.requests) == 1)
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                    m = metric_values((await client.get("/metrics")).text)
+    assert m["zerocarbon_alerts_firing"] == 1
+    assert m["zerocarbon_alert_changes_recorded_total"] == 1
+    assert m["zerocarbon_alert_changes_pending"] == 0
+    assert m["zerocarbon_notifications_sent_total"] == 1
+    assert m["zerocarbon_notification_failed_attempts_total"] == 0
+    assert receiver.requests[0].json()["rule"] == "high"

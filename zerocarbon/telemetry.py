@@ -315,6 +315,46 @@ class _GatewayCollector(Collector):
                 "Hourly result writes that failed (retried)",
                 c.flush_failures,
             )
+        yield from self._alerts()
+
+    def _alerts(self) -> Iterator[Metric]:
+        center = self._center
+        if center.alerts is not None:
+            a = center.alerts
+            st = a.stats
+            yield _gauge("zerocarbon_alerts_firing", "Alerts firing now", a.firing)
+            yield _counter("zerocarbon_alert_changes", "Alert state changes decided", st.events)
+            yield _counter(
+                "zerocarbon_alert_changes_recorded", "Alert state changes stored", st.recorded
+            )
+            yield _gauge(
+                "zerocarbon_alert_changes_pending",
+                "Alert state changes waiting for the database",
+                a.pending,
+            )
+            yield _counter(
+                "zerocarbon_alert_write_failures",
+                "Failed writes of alert changes (retried)",
+                st.write_failures,
+            )
+            yield _counter(
+                "zerocarbon_alert_evaluation_errors",
+                "Batches or hours the alert rules failed on",
+                st.evaluation_errors,
+            )
+            yield _counter(
+                "zerocarbon_alert_hours_evaluated",
+                "Closed hours evaluated by the data-quality and drift rules",
+                st.hours_evaluated,
+            )
+        if center.dispatcher is not None:
+            d = center.dispatcher.stats
+            yield _counter("zerocarbon_notifications_sent", "Alert notifications delivered", d.sent)
+            yield _counter(
+                "zerocarbon_notification_failed_attempts",
+                "Delivery attempts a channel refused or missed (retried with back-off)",
+                d.failed_attempts,
+            )
 
     def _store(self) -> Iterator[Metric]:
         forwarder = self._center.forwarder

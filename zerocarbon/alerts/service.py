@@ -31,7 +31,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -39,6 +39,7 @@ import asyncpg
 import numpy as np
 
 from zerocarbon.alerts.rules import HOUR_S, AlertEvent, ClosedHour, RuleSet
+from zerocarbon.alerts.state import AlertState
 from zerocarbon.batch import ReadingBatch, SeriesRegistry
 from zerocarbon.clock import Clock
 from zerocarbon.config import SiteConfig
@@ -319,5 +320,9 @@ class AlertService:
     def pending(self) -> int:
         return len(self._pending)
 
-    def channel_names(self) -> Mapping[str, tuple[str, ...]]:
-        return {r.config.name: r.config.channels or self._channels for r in self.rules.rules()}
+    @property
+    def firing(self) -> int:
+        """Alerts firing now (as this process knows them)."""
+        return sum(
+            t.state is AlertState.FIRING for r in self.rules.rules() for t in r.trackers.values()
+        )
