@@ -339,8 +339,8 @@ class _GatewayCollector(Collector):
             )
             yield _counter(
                 "zerocarbon_alert_evaluation_errors",
-                "Batches or hours the alert rules failed on",
-                st.evaluation_errors,
+                "Evaluations of alert rules that failed (logged; other rules went on)",
+                st.evaluation_errors + a.rules.errors,
             )
             yield _counter(
                 "zerocarbon_alert_hours_evaluated",
