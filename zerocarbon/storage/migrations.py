@@ -33,7 +33,7 @@ from datetime import datetime
 import asyncpg
 
 from zerocarbon.config import StorageConfig
-from zerocarbon.storage import alerts, partitions, rollups, schema, timescale
+from zerocarbon.storage import alerts, drift_periods, partitions, rollups, schema, timescale
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,10 @@ async def _alerts(conn: asyncpg.Connection, ctx: MigrationContext) -> None:
     await conn.execute(alerts.ALERTS_SQL)
 
 
+async def _drift_periods(conn: asyncpg.Connection, ctx: MigrationContext) -> None:
+    await conn.execute(drift_periods.DRIFT_PERIODS_SQL)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base_tables", _base_tables),
     Migration(2, "hourly_tables", _hourly_tables),
@@ -168,6 +172,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "api_tokens", _api_tokens),
     Migration(8, "notification_outbox", _notification_outbox),
     Migration(9, "alerts", _alerts),
+    Migration(10, "drift_periods", _drift_periods),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 _LAYOUT_VERSION = 4  # the migration that decides hypertable or partitions
