@@ -16,6 +16,7 @@ import typer
 
 from zerocarbon import __version__
 from zerocarbon.config import Dlt645Device, ModbusRtuDevice, SiteConfig, SiteConfigError, load_site
+from zerocarbon.dashboards.grafana.cli import dashboards_app
 from zerocarbon.settings import Settings
 
 DEMO_SITE = Path(__file__).resolve().parent.parent / "examples" / "demo-site.toml"
@@ -348,6 +349,7 @@ db_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(db_app, name="db")
+app.add_typer(dashboards_app, name="dashboards")
 
 
 def _db_command(site_path: Path, upgrade: bool) -> None:
