@@ -227,7 +227,7 @@ def _table(
     w: int = 24,
     h: int = 9,
 ) -> table.Panel:
-    panel = table.Panel()
+    panel = table.Panel().align(common_models.FieldTextAlignment.AUTO).inspect(False)
     _common(panel, layout, title, description, unit, sql, "table", w, h)
     for column, column_unit in (overrides or {}).items():
         panel.override_by_name(column, [models.DynamicConfigValue("unit", column_unit)])

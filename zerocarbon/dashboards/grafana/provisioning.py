@@ -54,7 +54,9 @@ class DatasourceSettings:
     host: str = "timescaledb:5432"  # host:port as Grafana's container reaches it
     database: str = "zerocarbon"
     user: str = "grafana"  # the read-only role (zerocarbon db grant-readonly --role)
-    timescaledb: bool = True  # lets Grafana's query builder offer time_bucket
+    # False: $__timeGroup expands to plain SQL (floor of the epoch), which runs on both
+    # layouts; True would make it time_bucket(), which needs the TimescaleDB extension
+    timescaledb: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,37 +214,37 @@ ORDER BY 1"""
 
 # the drift periods (ISO 50006 EnPI against its energy baseline; CUSUM after Page 1954)
 LINE_ENPI_BASELINE = """SELECT time, metric, value FROM (
-  SELECT period_end AS time, rule || ' ' || line || ' actual' AS metric, energy_kwh AS value
+  SELECT period_start AS time, rule || ' ' || line || ' actual' AS metric, energy_kwh AS value
   FROM drift_periods
-  WHERE $__timeFilter(period_end) AND line IN ($line)
+  WHERE $__timeFilter(period_start) AND line IN ($line)
   UNION ALL
-  SELECT period_end, rule || ' ' || line || ' expected', expected_kwh
+  SELECT period_start, rule || ' ' || line || ' expected', expected_kwh
   FROM drift_periods
-  WHERE $__timeFilter(period_end) AND line IN ($line) AND expected_kwh IS NOT NULL
+  WHERE $__timeFilter(period_start) AND line IN ($line) AND expected_kwh IS NOT NULL
 ) AS series
 ORDER BY 1, 2"""
 
 LINE_CUSUM = """SELECT time, metric, value FROM (
-  SELECT period_end AS time, rule || ' ' || line || ' CUSUM+ (' || chart_unit || ')' AS metric,
+  SELECT period_start AS time, rule || ' ' || line || ' CUSUM+ (' || chart_unit || ')' AS metric,
          cusum_high AS value
   FROM drift_periods
-  WHERE $__timeFilter(period_end) AND line IN ($line)
+  WHERE $__timeFilter(period_start) AND line IN ($line)
   UNION ALL
-  SELECT period_end, rule || ' ' || line || ' CUSUM- (' || chart_unit || ')', cusum_low
+  SELECT period_start, rule || ' ' || line || ' CUSUM- (' || chart_unit || ')', cusum_low
   FROM drift_periods
-  WHERE $__timeFilter(period_end) AND line IN ($line)
+  WHERE $__timeFilter(period_start) AND line IN ($line)
   UNION ALL
-  SELECT period_end, rule || ' ' || line || ' limit (' || chart_unit || ')', limit_value
+  SELECT period_start, rule || ' ' || line || ' limit (' || chart_unit || ')', limit_value
   FROM drift_periods
-  WHERE $__timeFilter(period_end) AND line IN ($line) AND limit_value IS NOT NULL
+  WHERE $__timeFilter(period_start) AND line IN ($line) AND limit_value IS NOT NULL
 ) AS series
 ORDER BY 1, 2"""
 
 LINE_DRIFT_SIGNALS = """SELECT period_start, period_end, rule, line, energy_kwh, expected_kwh,
        residual_kwh, residual_share, cusum_high, cusum_low, limit_value, chart_unit
 FROM drift_periods
-WHERE $__timeFilter(period_end) AND line IN ($line) AND signal
-ORDER BY period_end DESC
+WHERE $__timeFilter(period_start) AND line IN ($line) AND signal
+ORDER BY period_start DESC
 LIMIT 500"""
 
 # --- data quality -----------------------------------------------------------------------
