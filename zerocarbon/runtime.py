@@ -228,6 +228,7 @@ class EnergyCenter:
                 "database_url": database_url,
                 "site_timezone": site.site.timezone,
                 "site_name": site.site.name,
+                "site_language": site.site.language,
             }
         )
         self.clock = clock

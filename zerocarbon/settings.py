@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,4 +38,5 @@ class Settings(BaseSettings):
     live_interval_s: float = Field(default=1.0, gt=0)  # how often /api/v1/live polls [s]
     site_timezone: str = "UTC"  # the site's IANA zone, for "today" on the page
     site_name: str = "zerocarbon"
+    site_language: Literal["zh-CN", "en"] = "zh-CN"  # the live page's default language
     api_read_role: Role | None = None  # None: read routes open; else the token role they need

@@ -172,6 +172,9 @@ class DeviceCounts(_Model):
 class Status(_Model):
     site_name: str
     site_timezone: str
+    site_language: Literal["zh-CN", "en"] = Field(
+        description="The live page's default language (the site file's [site] language)"
+    )
     newest_reading_ts: datetime | None = Field(
         description="Timestamp of the newest reading: the data's 'now'"
     )

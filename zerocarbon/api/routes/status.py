@@ -20,6 +20,7 @@ async def site_status(pool: PoolDep, settings: SettingsDep, streams: LiveStreams
     return Status(
         site_name=settings.site_name,
         site_timezone=settings.site_timezone,
+        site_language=settings.site_language,
         newest_reading_ts=newest_ts,
         newest_hour_start=newest_hour,
         devices=counts,
