@@ -1,7 +1,11 @@
-"""The operator's live page: ``/`` serves ``static/index.html``; its script, style and
-nothing else (no CDN, no web fonts: factory LANs have no internet) come from
-``/static``. The page reads ``/api/v1/devices`` and ``/api/v1/live`` and lists the firing
-alerts, which an operator acknowledges with ``POST /api/v1/alerts/{id}/ack``. The API
+"""The operator's live page: ``/`` serves ``static/index.html``; its script, style, text
+catalogue (``i18n.json``: every text in Chinese and English) and nothing else (no CDN,
+no web fonts: factory LANs have no internet) come from ``/static``. It shows the energy
+flow (grid, PV, battery, site load, the production lines), carbon intensity, today by
+hour, each line's energy per unit against its baseline, data quality and the firing
+alerts, which an operator acknowledges with ``POST /api/v1/alerts/{id}/ack``. Its
+language is ``?lang=``, else the one the user chose (kept in ``localStorage``), else the
+site's (``[site] language``, given by ``GET /api/v1/status``). The API
 token is asked for in the page when needed and kept in the tab's ``sessionStorage``;
 when reads need a token too (``ZEROCARBON_API_READ_ROLE``), every request sends it in
 ``Authorization: Bearer`` and the stream is read with ``fetch`` (``EventSource`` cannot
