@@ -124,7 +124,7 @@ def datasource_yaml(site: SiteConfig, settings: DatasourceSettings) -> str:
                 "jsonData": {
                     "database": settings.database,
                     "sslmode": "disable",
-                    "postgresVersion": 1600,
+                    "postgresVersion": 1500,  # the highest version Grafana 11 lists (15+)
                     "timescaledb": settings.timescaledb,
                     "maxOpenConns": 10,
                     "maxIdleConns": 10,
