@@ -8,7 +8,8 @@ live update, list the alert and acknowledge it with an operator token typed into
 page, switch to Chinese (and stay there after a reload, until ``?lang=en``), say that
 line A's baseline is not yet available (the API answers 409: a week of data is
 needed), and, once the plant is stopped and the data stand still, show the same power,
-today's import and line values as the API, within the display's rounding. Screenshots
+today's import and line values as the API, within the display's rounding, and list
+the grid meter among the devices offline. Screenshots
 of both languages are kept (their paths are in the test report's properties and in
 ``screenshots.txt`` of the artifacts folder: ``$ZEROCARBON_TEST_ARTIFACTS`` or a
 temporary folder).
@@ -301,6 +302,22 @@ async def test_live_page_in_a_browser(
         # the plant stops: once the API's values stand still, the page shows them
         await plant.stop_plant()
         await compare_with_api(page, api)
+
+        # the grid meter's link is down now: the data-quality panel names it
+        for _attempt in range(150):
+            health = (await api.get("/api/v1/devices/grid_meter/health")).json()
+            if not health["online"]:
+                break
+            await asyncio.sleep(0.2)  # the next poll fails; a retry, not a timed assertion
+        else:
+            raise AssertionError(f"the grid meter stayed online: {health}")
+        await page.reload()
+        await page.wait_for_function(
+            "document.getElementById('q-offline').dataset.devices.split(' ')"
+            ".includes('grid_meter')",
+            timeout=WAIT_MS,
+        )
+        assert "grid_meter" in await text_of(page, "#q-offline")
 
     # readable at three metres (1080p): no text under 20 px, the flow's figures >= 48 px
     assert fonts["smallest_text_px"] >= 20, fonts
