@@ -338,7 +338,9 @@ def _echo_alerts(site_config: SiteConfig) -> None:
         typer.echo(f"alert channel {c.name}: {c.kind}")
     try:
         build_channels(alerts, os.environ)
-    except ChannelSetupError as exc:
+        if site_config.mqtt is not None:
+            site_config.mqtt.password(os.environ)
+    except (ChannelSetupError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 

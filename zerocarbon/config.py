@@ -8,6 +8,7 @@ commented example of every key.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -56,6 +57,8 @@ class _Frozen(BaseModel):
 class SiteInfo(_Frozen):
     name: str = "factory"
     timezone: str = "UTC"  # IANA name; used to show "today" and local hours
+    # the live page's language (switchable on the page): "zh-CN" or "en"
+    language: Literal["zh-CN", "en"] = "zh-CN"
 
     @field_validator("timezone")
     @classmethod
@@ -203,6 +206,22 @@ class MqttConfig(_Frozen):
     url: str = "mqtt://127.0.0.1:1883"
     qos: Literal[0, 1] = 1
     client_id: str | None = None
+    # a broker that needs a login (allow_anonymous false): the user name, and the NAME
+    # of the environment variable holding the password (the site file holds no secret)
+    username: str | None = None
+    password_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+
+    def password(self, environ: Mapping[str, str]) -> str | None:
+        """The broker password from ``environ`` (None: no password configured); an
+        unset variable is a :class:`ValueError` naming it."""
+        if self.password_env is None:
+            return None
+        value = environ.get(self.password_env)
+        if value is None:
+            raise ValueError(
+                f"mqtt.password_env: environment variable {self.password_env} is not set"
+            )
+        return value
 
     @field_validator("url")
     @classmethod
@@ -1172,6 +1191,16 @@ class DemandRule(_AlertRule):
     limit_percent: float = Field(default=100.0, gt=0)
     hysteresis_percent: float = Field(default=5.0, ge=0, lt=100)
     on_projection: bool = True
+    # how often a 15-min window closes [s]: 60 for the sliding demand (DL/T 614's
+    # 1-min slide), 900 for block demand (fixed quarter hours: the projection then
+    # looks up to 15 min ahead); a divisor of 900
+    slide_s: float = Field(default=60.0, gt=0, le=900)
+
+    @model_validator(mode="after")
+    def _slide_divides_the_window(self) -> DemandRule:
+        if (900.0 / self.slide_s) % 1:
+            raise ValueError(f"slide_s must divide 900 s evenly, got {self.slide_s}")
+        return self
 
 
 class DataQualityRule(_AlertRule):

@@ -304,6 +304,11 @@ class EnergyCenter:
             channels: dict[str, Channel] = build_channels(self.site.alerts, os.environ)
         except ChannelSetupError as exc:
             raise StartupError(str(exc)) from exc
+        if self.site.mqtt is not None and self.site.mqtt_devices:
+            try:
+                self.site.mqtt.password(os.environ)
+            except ValueError as exc:
+                raise StartupError(str(exc)) from exc
         self.series = series = SeriesRegistry.for_site(self.site)
         self.events = DeviceEventLog(pool, registry.device_ids)
         self._events_task = asyncio.create_task(self.events.run(), name="device events")

@@ -164,6 +164,30 @@ def test_demand_warns_on_the_projection_before_the_window_closes() -> None:
     assert late[0].transition.evidence["demand_kw"] > 500
 
 
+def test_block_demand_projects_to_the_end_of_the_quarter_hour() -> None:
+    """Block demand (fixed quarter hours): 900 kW from 5 min into a block is 700 kW at
+    its end if held, over the 500 kW limit: the alert fires at once, 10 min before the
+    block's average could show it."""
+    rule = {"name": "md", "kind": "demand", "slide_s": 900}
+    rules = RuleSet(site(rule))
+    ts = T0_S + 10.0 * np.arange(300)  # from the start of a block
+    power = np.where((ts >= T0_S + 900 + 300) & (ts < T0_S + 1800), 900.0, 300.0)
+    events = rules.on_readings("grid_meter", "active_power_kw", ts, power)
+    assert states(events) == [
+        ("md", "site", AlertState.FIRING),
+        ("md", "site", AlertState.RESOLVED),
+    ]
+    fired = events[0].transition
+    assert fired.ts_s == T0_S + 900 + 300  # the first sample at 900 kW
+    assert fired.evidence["projected_kw"] == pytest.approx((300 * 300 + 900 * 600) / 900)
+    assert fired.evidence["slide_s"] == 900
+    # resolved once the rolling 15-min average, too, is 5 % under the limit: its last
+    # 900 s hold x s of 900 kW, 300 + 600 x / 900 < 475 kW for x < 262.5 s, at t > 2437.5 s
+    assert events[1].transition.ts_s == T0_S + 2440
+    with pytest.raises(ValueError, match="slide_s must divide 900"):
+        site({**rule, "slide_s": 420})
+
+
 def test_demand_rule_needs_the_contracted_demand() -> None:
     with pytest.raises(ValueError, match="contracted_demand_kw"):
         site({"name": "md", "kind": "demand"}, contracted_kw=None)
@@ -283,3 +307,21 @@ def test_continue_from_stored_alerts_keeps_numbering_and_firing_state() -> None:
     again.continue_from([("hot", "grid_meter:active_power_kw", 3, "resolved", T0_S)])
     assert again.on_readings("grid_meter", "active_power_kw", arr(T0_S - 5), arr(900.0)) == []
     assert replace(events[0]).kind == "threshold"
+
+
+def test_a_failing_rule_costs_no_other_rule_its_alerts(monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = RuleSet(
+        site(
+            {"name": "dq", "kind": "data_quality"},
+            {"name": "drift", "kind": "drift", "baseline_hours": 24},
+        )
+    )
+
+    def broken(hour: ClosedHour) -> list[AlertEvent]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(rules.drift[0], "hour", broken)
+    hour = ClosedHour(T0, _carbon(T0, estimated_share=0.5))
+    events = rules.on_hour(hour)
+    assert states(events) == [("dq", "estimated_share", AlertState.FIRING)]
+    assert rules.errors == 1 and rules.last_error == "rule drift: RuntimeError: a bug"

@@ -183,3 +183,72 @@ async def test_compose_health_check_command_answers(broker: Broker) -> None:
     done = subprocess.run([MOSQUITTO_SUB, *args], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("mosquitto version")
+
+
+async def test_the_gateway_logs_in_with_the_site_files_user_and_password(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[mqtt] username and password_env: the collector logs in on the LAN listener and
+    gets readings; a wrong password is refused, counted and retried, never fatal."""
+    import json
+    from datetime import UTC, datetime
+
+    from zerocarbon.batch import ReadingBatch, SeriesRegistry
+    from zerocarbon.clock import SystemClock
+    from zerocarbon.config import parse_site
+    from zerocarbon.ingest.mqtt.collector import mqtt_collector
+
+    site = parse_site(
+        {
+            "mqtt": {
+                "url": f"mqtt://127.0.0.1:{broker.lan_port}",
+                "username": USER,
+                "password_env": "ZC_TEST_MQTT_PASSWORD",
+            },
+            "devices": [
+                {
+                    "id": "grid",
+                    "role": "grid",
+                    "protocol": "mqtt",
+                    "topic": "factory/grid",
+                    "fields": {"p": "active_power_kw"},
+                }
+            ],
+        }
+    )
+    batches: list[ReadingBatch] = []
+
+    async def sink(batch: ReadingBatch, ack: object = None) -> None:
+        batches.append(batch)
+        if callable(ack):
+            ack()
+
+    for password, works in ((PASSWORD, True), ("wrong", False)):
+        monkeypatch.setenv("ZC_TEST_MQTT_PASSWORD", password)
+        collector = mqtt_collector(site, SystemClock(), sink, SeriesRegistry.for_site(site))
+        assert collector is not None
+        task = asyncio.create_task(collector.run())
+        try:
+            if works:
+                await asyncio.wait_for(collector.subscribed.wait(), 20)
+                async with _client(broker.lan_port, username=USER, password=PASSWORD) as pub:
+                    ts = datetime.now(UTC).timestamp()
+                    await pub.publish("factory/grid", json.dumps({"ts": ts, "p": 42.0}), qos=1)
+                async with asyncio.timeout(10):
+                    while not batches:
+                        await asyncio.sleep(0.02)
+                assert batches[0].value.tolist() == [42.0]
+            else:
+                async with asyncio.timeout(20):
+                    while collector.stats.connection_failures < 2:
+                        await asyncio.sleep(0.02)
+                assert not collector.subscribed.is_set()
+                assert "authori" in (collector.stats.last_error or "").lower()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    monkeypatch.delenv("ZC_TEST_MQTT_PASSWORD")
+    with pytest.raises(ValueError, match="ZC_TEST_MQTT_PASSWORD is not set"):
+        assert site.mqtt is not None
+        site.mqtt.password(os.environ)

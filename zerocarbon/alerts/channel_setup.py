@@ -98,6 +98,8 @@ def build_channel(
         parts.port or 1883,
         _required(cfg.topic, where, "topic"),
         cfg.timeout_s,
+        cfg.username,
+        _value(cfg, where, "password", environ),
     )
 
 

@@ -243,11 +243,19 @@ class MqttChannel:
     port: int
     topic: str
     timeout_s: float = 10.0
+    username: str | None = None
+    password: str | None = None
 
     async def send(self, notification: Notification, now_s: float) -> None:
         payload = json.dumps(notification.to_json(), ensure_ascii=False).encode()
         try:
-            async with aiomqtt.Client(self.host, port=self.port, timeout=self.timeout_s) as client:
+            async with aiomqtt.Client(
+                self.host,
+                port=self.port,
+                timeout=self.timeout_s,
+                username=self.username,
+                password=self.password,
+            ) as client:
                 await client.publish(self.topic, payload, qos=1)
         except (aiomqtt.MqttError, OSError) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc

@@ -36,10 +36,12 @@ Kinds and what they watch:
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -64,6 +66,8 @@ from zerocarbon.metering.metrics import METRICS_BY_NAME
 from zerocarbon.rows import HourlyCarbon, HourlyEnergy, HourlyLine
 
 HOUR_S = 3600.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +270,7 @@ class _Demand(_Rule):
     def __init__(self, rule: DemandRule, site: SiteConfig) -> None:
         super().__init__(rule)
         devices = rule.devices or tuple(d.id for d in site.devices_with_role(DeviceRole.GRID))
-        self.meters = {d: DemandMeter() for d in devices}
+        self.meters = {d: DemandMeter(slide_s=rule.slide_s) for d in devices}
         assert site.grid.contracted_demand_kw is not None  # the site file checked
         self.contracted_kw = site.grid.contracted_demand_kw
         limit_kw = self.contracted_kw * rule.limit_percent / 100.0
@@ -296,6 +300,7 @@ class _Demand(_Rule):
                 "contracted_demand_kw": self.contracted_kw,
                 "limit_percent": self.config.limit_percent,
                 "window_s": 900,
+                "slide_s": self.config.slide_s,
                 "meters": list(self.meters),
             }
             event = self.observe(self.SUBJECT, ts, self.threshold.judge(watched), evidence)
@@ -503,6 +508,8 @@ class RuleSet:
         self.demand: list[_Demand] = []
         self.quality: list[_DataQuality] = []
         self.drift: list[_Drift] = []
+        self.errors = 0  # rule evaluations that raised (logged)
+        self.last_error: str | None = None
         for rule in site.alerts.rules:
             if isinstance(rule, OfflineRule):
                 self.offline.append(_Offline(rule, site, min_silence_s))
@@ -555,6 +562,17 @@ class RuleSet:
             for device in devices:
                 rule.seen(device, now_s)
 
+    def _run(self, rule: _Rule, evaluate: Callable[[], list[AlertEvent]]) -> list[AlertEvent]:
+        """One rule's evaluation; a rule that fails is logged and counted
+        (:attr:`errors`) and costs no other rule its alerts."""
+        try:
+            return evaluate()
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = f"rule {rule.config.name}: {type(exc).__name__}: {exc}"
+            log.exception("alert rule %s failed", rule.config.name)
+            return []
+
     def on_readings(
         self,
         device: str,
@@ -566,22 +584,22 @@ class RuleSet:
         unit)."""
         events: list[AlertEvent] = []
         for rule in self.thresholds.get((device, metric), ()):
-            events += rule.readings(ts_s, values)
+            events += self._run(rule, partial(rule.readings, ts_s, values))
         if metric == "active_power_kw":
             for demand in self.demand:
-                events += demand.readings(device, ts_s, values)
+                events += self._run(demand, partial(demand.readings, device, ts_s, values))
         return events
 
     def on_tick(self, now_s: float) -> list[AlertEvent]:
         events: list[AlertEvent] = []
         for rule in self.offline:
-            events += rule.tick(now_s)
+            events += self._run(rule, partial(rule.tick, now_s))
         return events
 
     def on_hour(self, hour: ClosedHour) -> list[AlertEvent]:
         events: list[AlertEvent] = []
         for quality in self.quality:
-            events += quality.hour(hour)
+            events += self._run(quality, partial(quality.hour, hour))
         for drift in self.drift:
-            events += drift.hour(hour)
+            events += self._run(drift, partial(drift.hour, hour))
         return events

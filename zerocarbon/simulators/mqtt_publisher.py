@@ -40,6 +40,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -336,6 +337,9 @@ class MqttPublisher:
         faults: FaultPlan | None = None,
     ) -> None:
         self.devices: tuple[MqttDevice, ...] = site.mqtt_devices
+        # the site's broker login, if it has one (a simulated device logs in like a real one)
+        self.username = site.mqtt.username if site.mqtt is not None else None
+        self.password = site.mqtt.password(os.environ) if site.mqtt is not None else None
         self.json_devices = tuple(d for d in self.devices if d.sparkplug is None)
         self.site_timezone = site.site.timezone
         edges: dict[tuple[str, str], list[MqttDevice]] = {}
@@ -426,6 +430,8 @@ class MqttPublisher:
             identifier=self.identifier,
             timeout=self.publish_timeout_s,
             will=will,
+            username=self.username,
+            password=self.password,
         )
         entering = asyncio.ensure_future(client.__aenter__())
         try:

@@ -7,8 +7,9 @@ seeded weather noise.
 with ``doy`` the day of year and ``h`` the local hour. The defaults give roughly the
 Yangtze delta's climate (Suzhou, Shanghai: monthly means near 4 degC in January and
 29 degC in July), the warmest hour at 14:00 and a daily swing of +-4 degC; they are
-round figures for a plausible simulation, not a climate record. It is what a plant's weather station reads: a relevant
-variable of energy use (ISO 50006 clause 4.2) for the drift rule's baselines.
+round figures for a plausible simulation, not a climate record. It is what a plant's
+weather station reads: a relevant variable of energy use (ISO 50006 clause 4.2) for the
+drift rule's baselines.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 
 import aiomqtt
@@ -267,6 +268,8 @@ class MqttCollector:
             identifier=cfg.client_id,
             clean_session=cfg.client_id is None,
             timeout=self._timeout_s,
+            username=cfg.username,
+            password=cfg.password(os.environ),
         )
         paho = client._client  # aiomqtt has neither manual acks nor grouped messages; paho has
         manual = cfg.qos == 1
