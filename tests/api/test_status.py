@@ -21,6 +21,7 @@ async def test_status(client: httpx.AsyncClient, site_data: Any) -> None:
     assert res.json() == {
         "site_name": "Test factory",
         "site_timezone": "Asia/Shanghai",
+        "site_language": "zh-CN",
         "newest_reading_ts": "2026-03-01T02:00:00Z",
         "newest_hour_start": "2026-03-01T01:00:00Z",
         "devices": {
