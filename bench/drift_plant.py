@@ -7,37 +7,44 @@ runs three shifts, line B one day shift), each line drawing an idle load of
 stepped by the simulator's :class:`PlantModel`. Every device's readings (all the metrics
 it exposes) are taken at its interval and fed, as numpy batches, through the
 :class:`CarbonEngine`; the engine's hourly line rows go into one
-:class:`LineDriftMonitor` per line and per period (hour, and 8-hour shift), with the
-drift rule's defaults (baseline: the first 168 closed hours, k = 1, h = 5).
+:class:`LineDriftMonitor` per line and per drift setting: every combination of period
+(hour, 8-hour shift), ``--residual-model`` (relative, absolute), ``--k`` and ``--h``
+(each may list several values), the baseline the first 168 closed hours. One simulation
+serves every setting, so they are compared on the same data.
 
 For each seed:
 
-(a) ``--baseline-days`` + ``--days`` days with no degradation: the drift signals are
-    false alerts;
-(b) the same seed with the line ``--line`` degraded by ``--percent`` % (the simulator's
-    ``line_degradations`` fault) from a seeded hour 24..47 h after the baseline period:
-    the detection delay is the hours from the onset to the end of the first signalling
-    period after it (the signal's own hour counted); signals before the onset are false
-    alerts too. The run stops ``--watch-h`` hours after the onset.
+(a) ``--baseline-days`` + ``--days`` days with no degradation: the drift signals on
+    both lines are false alerts;
+(b) the same seed with each line of ``--line`` (default both) degraded by ``--percent``
+    % (the simulator's ``line_degradations`` fault) from a seeded hour 24..47 h after
+    the baseline period: the detection delay is the hours from the onset to the end of
+    the first signalling period after it (the signal's own hour counted); signals
+    before the onset are false alerts too. The lines' meters, noise and degradations
+    are independent, so both lines are degraded in the same run. The run stops
+    ``--watch-h`` hours after the onset.
 
-One JSON line per run and period, then a summary per period (last line: JSON). The
-device intervals and the physics step are ``--interval-s`` (default 60 s, against 5-10 s
-in the demo): the hourly energies come from counters, so the interval changes only how
-a reading's energy is split at hour boundaries, and 60 s keeps 10 seeds within a few
-minutes.
+One JSON line per run, line and setting, then a summary per setting (last line: JSON).
+The device intervals and the physics step are ``--interval-s`` (default 60 s, against
+5-10 s in the demo): the hourly energies come from counters, so the interval changes
+only how a reading's energy is split at hour boundaries. ``--jobs`` runs seeds in
+parallel processes.
 
-    python bench/drift_plant.py [--seeds 10] [--days 30] [--percent 5] [--noise 0.02]
+    python bench/drift_plant.py [--seeds 30] [--days 30] [--percent 5] [--noise 0.02]
+        [--residual-model relative absolute] [--k 1] [--h 5 6] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,7 +56,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zerocarbon.alerts.drift import DRIFT_H, DRIFT_K  # noqa: E402
+from zerocarbon.alerts.drift import DRIFT_H, DRIFT_K, ResidualModel  # noqa: E402
 from zerocarbon.alerts.drift_monitor import DriftPeriod, LineDriftMonitor  # noqa: E402
 from zerocarbon.batch import ReadingBatch, SeriesRegistry  # noqa: E402
 from zerocarbon.carbon_engine.engine import CarbonEngine  # noqa: E402
@@ -61,6 +68,8 @@ DEMO_SITE = ROOT / "examples" / "demo-site.toml"
 START = datetime(2026, 6, 1, tzinfo=ZoneInfo("Asia/Shanghai")).astimezone(UTC)
 HOUR_S = 3600
 PERIODS = ("hour", "shift")
+RESIDUAL_MODELS: tuple[ResidualModel, ...] = ("relative", "absolute")
+LINES = ("line_a", "line_b")
 
 
 def bench_site(
@@ -69,10 +78,11 @@ def bench_site(
     efficiency_noise: float,
     interval_s: float,
     degradation: tuple[str, float, float] | None = None,
+    also_degraded: Sequence[str] = (),
 ) -> SiteConfig:
     """The demo site with a production counter on line B too, every device read every
     ``interval_s`` [s], and the line efficiency settings; ``degradation`` is ``(line,
-    start_s after the simulation start, percent)``."""
+    start_s after the simulation start, percent)``, the same for ``also_degraded``."""
     data: dict[str, Any] = tomllib.loads(DEMO_SITE.read_text(encoding="utf-8"))
     devices = data["devices"]
     devices.append(
@@ -102,7 +112,10 @@ def bench_site(
     if degradation is not None:
         line, start_s, percent = degradation
         sim["faults"] = {
-            "line_degradations": [{"line": line, "start_s": start_s, "percent": percent}]
+            "line_degradations": [
+                {"line": each, "start_s": start_s, "percent": percent}
+                for each in (line, *also_degraded)
+            ]
         }
     return parse_site(data, "<drift bench site>", DEMO_SITE.parent)
 
@@ -160,38 +173,59 @@ def plant_line_hours(site: SiteConfig, hours: int, chunk_h: int = 24) -> Iterato
         taken = float(chunk_end_s)
 
 
-def drift_rule(period: str, k: float = DRIFT_K, h: float = DRIFT_H) -> DriftRule:
-    """The drift rule's defaults (baseline: first 168 hours, k = 1, h = 5)."""
-    return DriftRule(kind="drift", name=f"drift_{period}", period=period, k=k, h=h)
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One drift rule setting measured."""
+
+    period: str
+    residual_model: ResidualModel
+    k: float
+    h: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.period} {self.residual_model} k={self.k:g} h={self.h:g}"
+
+    def rule(self) -> DriftRule:
+        """The drift rule with this setting (baseline: the first 168 closed hours)."""
+        return DriftRule(
+            kind="drift",
+            name=f"drift_{self.period}",
+            period=self.period,
+            residual_model=self.residual_model,
+            k=self.k,
+            h=self.h,
+        )
+
+
+def default_setting() -> Setting:
+    """The drift rule's defaults (:class:`DriftRule`)."""
+    rule = DriftRule(kind="drift", name="drift")
+    return Setting(rule.period, rule.residual_model, rule.k, rule.h)
 
 
 @dataclass(slots=True)
 class RunResult:
-    """Drift periods per (line, period kind) of one simulated run."""
+    """Drift periods per (line, setting) of one simulated run."""
 
-    periods: dict[tuple[str, str], list[DriftPeriod]] = field(default_factory=dict)
-    monitors: dict[tuple[str, str], LineDriftMonitor] = field(default_factory=dict)
+    periods: dict[tuple[str, Setting], list[DriftPeriod]] = field(default_factory=dict)
+    monitors: dict[tuple[str, Setting], LineDriftMonitor] = field(default_factory=dict)
 
 
 def run_plant(
-    site: SiteConfig,
-    hours: int,
-    lines: tuple[str, ...],
-    periods: tuple[str, ...] = PERIODS,
-    k: float = DRIFT_K,
-    h: float = DRIFT_H,
+    site: SiteConfig, hours: int, lines: tuple[str, ...], settings: Sequence[Setting]
 ) -> RunResult:
     """Feed ``hours`` simulated hours of ``site`` through the engine into one drift
-    monitor per line and period kind."""
+    monitor per line and setting."""
     tz = ZoneInfo(site.site.timezone)
     result = RunResult()
     for line in lines:
-        for period in periods:
-            result.monitors[(line, period)] = LineDriftMonitor(line, drift_rule(period, k, h), tz)
-            result.periods[(line, period)] = []
+        for setting in settings:
+            result.monitors[(line, setting)] = LineDriftMonitor(line, setting.rule(), tz)
+            result.periods[(line, setting)] = []
     for row in plant_line_hours(site, hours):
-        for period in periods:
-            key = (row.line, period)
+        for setting in settings:
+            key = (row.line, setting)
             if key in result.monitors:
                 result.periods[key].extend(
                     result.monitors[key].add_hour(
@@ -213,94 +247,135 @@ def detection_delay_h(periods: list[DriftPeriod], onset: datetime) -> int | None
     return None
 
 
+def onset_hour(seed: int, baseline_h: int) -> int:
+    """The degradation's onset, hours after the start: 24..47 h after the baseline."""
+    return baseline_h + 24 + (seed * 7) % 24
+
+
+def run_seed(
+    seed: int, args: argparse.Namespace, settings: tuple[Setting, ...]
+) -> list[dict[str, Any]]:
+    """Both scenarios of one seed; one record per scenario, line and setting."""
+    baseline_h = args.baseline_days * 24
+    records: list[dict[str, Any]] = []
+    quiet = run_plant(
+        bench_site(seed, args.idle, args.noise, args.interval_s),
+        baseline_h + args.days * 24,
+        LINES,
+        settings,
+    )
+    for (line, setting), periods in quiet.periods.items():
+        monitor = quiet.monitors[(line, setting)]
+        baseline = monitor.baseline
+        records.append(
+            {
+                "scenario": "no_degradation",
+                "seed": seed,
+                "line": line,
+                "setting": setting.label,
+                "monitored_periods": sum(p.charted for p in periods),
+                "false_alerts": len(signals(periods)),
+                "r_squared": None if baseline is None else round(baseline.r_squared, 4),
+                "residual_sd": None if baseline is None else round(baseline.residual_sd, 5),
+                "chart_unit": monitor.chart_unit,
+                "baseline_error": monitor.baseline_error,
+            }
+        )
+    onset_h = onset_hour(seed, baseline_h)
+    onset = START + timedelta(hours=onset_h)
+    degraded_lines = tuple(args.line)
+    degraded = run_plant(
+        bench_site(
+            seed,
+            args.idle,
+            args.noise,
+            args.interval_s,
+            (degraded_lines[0], onset_h * HOUR_S, args.percent),
+            degraded_lines[1:],
+        ),
+        onset_h + args.watch_h,
+        degraded_lines,
+        settings,
+    )
+    for (line, setting), periods in degraded.periods.items():
+        before = [p for p in periods if p.end <= onset]
+        records.append(
+            {
+                "scenario": "degraded",
+                "seed": seed,
+                "line": line,
+                "setting": setting.label,
+                "percent": args.percent,
+                "onset": onset.isoformat(),
+                "delay_h": detection_delay_h(periods, onset),
+                "false_alerts_before_onset": len(signals(before)),
+            }
+        )
+    return records
+
+
+def summarise(records: list[dict[str, Any]], settings: tuple[Setting, ...]) -> dict[str, Any]:
+    """Per setting: false alerts per line (both scenarios), delays per degraded line."""
+    out: dict[str, Any] = {}
+    for setting in settings:
+        own = [r for r in records if r["setting"] == setting.label]
+        quiet = [r for r in own if r["scenario"] == "no_degradation"]
+        degraded = [r for r in own if r["scenario"] == "degraded"]
+        entry: dict[str, Any] = {
+            "false_alerts_by_line": {
+                line: sum(r["false_alerts"] for r in quiet if r["line"] == line) for line in LINES
+            },
+            "quiet_runs_with_a_false_alert": sum(r["false_alerts"] > 0 for r in quiet),
+            "false_alerts_before_onset": sum(r["false_alerts_before_onset"] for r in degraded),
+        }
+        for line in sorted({r["line"] for r in degraded}):
+            delays = [r["delay_h"] for r in degraded if r["line"] == line]
+            found = [d for d in delays if d is not None]
+            entry[f"degraded_{line}"] = {
+                "runs": len(delays),
+                "delay_h_median": statistics.median(found) if found else None,
+                "delay_h_max": max(found) if found else None,
+                "detected_within_24h": sum(d <= 24 for d in found),
+                "missed": len(delays) - len(found),
+            }
+        out[setting.label] = entry
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--baseline-days", type=int, default=7)
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--line", default="line_a")
+    parser.add_argument("--line", nargs="+", default=list(LINES), choices=LINES)
     parser.add_argument("--percent", type=float, default=5.0)
     parser.add_argument("--idle", type=float, default=0.1, help="line_idle_fraction")
     parser.add_argument("--noise", type=float, default=0.02, help="line_efficiency_noise")
     parser.add_argument("--interval-s", type=float, default=60.0)
     parser.add_argument("--watch-h", type=int, default=72)
-    parser.add_argument("--k", type=float, default=DRIFT_K, help="reference value [sd]")
-    parser.add_argument("--h", type=float, default=DRIFT_H, help="decision limit [sd]")
+    parser.add_argument("--period", nargs="+", default=list(PERIODS), choices=PERIODS)
+    parser.add_argument(
+        "--residual-model", nargs="+", default=list(RESIDUAL_MODELS), choices=RESIDUAL_MODELS
+    )
+    parser.add_argument("--k", type=float, nargs="+", default=[DRIFT_K], help="reference [sd]")
+    parser.add_argument("--h", type=float, nargs="+", default=[DRIFT_H], help="limit [sd]")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds in parallel processes")
     args = parser.parse_args()
-    lines = ("line_a", "line_b")
-    baseline_h = args.baseline_days * 24
+    settings = tuple(
+        Setting(period, model, k, h)
+        for period, model, k, h in itertools.product(
+            args.period, args.residual_model, args.k, args.h
+        )
+    )
     started = time.monotonic()
-    false_alerts: dict[str, int] = dict.fromkeys(PERIODS, 0)
-    false_by_line: dict[tuple[str, str], int] = {}
-    delays: dict[str, list[int | None]] = {p: [] for p in PERIODS}
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        quiet = run_plant(
-            bench_site(seed, args.idle, args.noise, args.interval_s),
-            baseline_h + args.days * 24,
-            lines,
-            k=args.k,
-            h=args.h,
-        )
-        for (line, period), periods in quiet.periods.items():
-            monitor = quiet.monitors[(line, period)]
-            baseline = monitor.baseline
-            n = len(signals(periods))
-            false_alerts[period] += n
-            false_by_line[(line, period)] = false_by_line.get((line, period), 0) + n
-            print(
-                json.dumps(
-                    {
-                        "scenario": "no_degradation",
-                        "seed": seed,
-                        "line": line,
-                        "period": period,
-                        "monitored_periods": sum(not p.in_baseline for p in periods),
-                        "false_alerts": n,
-                        "r_squared": None if baseline is None else round(baseline.r_squared, 4),
-                        "residual_sd_kwh": None
-                        if baseline is None
-                        else round(baseline.residual_std_kwh, 2),
-                        "baseline_error": monitor.baseline_error,
-                    }
-                ),
-                flush=True,
-            )
-        onset_h = baseline_h + 24 + (seed * 7) % 24
-        onset = START + timedelta(hours=onset_h)
-        degraded = run_plant(
-            bench_site(
-                seed,
-                args.idle,
-                args.noise,
-                args.interval_s,
-                (args.line, onset_h * HOUR_S, args.percent),
-            ),
-            onset_h + args.watch_h,
-            (args.line,),
-            k=args.k,
-            h=args.h,
-        )
-        for (line, period), periods in degraded.periods.items():
-            before = [p for p in periods if p.end <= onset]
-            delay = detection_delay_h(periods, onset)
-            delays[period].append(delay)
-            false_alerts[period] += len(signals(before))
-            print(
-                json.dumps(
-                    {
-                        "scenario": "degraded",
-                        "seed": seed,
-                        "line": line,
-                        "period": period,
-                        "percent": args.percent,
-                        "onset": onset.isoformat(),
-                        "delay_h": delay,
-                        "false_alerts_before_onset": len(signals(before)),
-                    }
-                ),
-                flush=True,
-            )
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    records: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for batch in pool.map(run_seed, seeds, itertools.repeat(args), itertools.repeat(settings)):
+            for record in batch:
+                print(json.dumps(record), flush=True)
+            records.extend(batch)
     command = "python bench/drift_plant.py " + " ".join(sys.argv[1:])
     summary: dict[str, Any] = {
         "metric": "drift_plant",
@@ -308,27 +383,14 @@ def main() -> None:
         "seeds": args.seeds,
         "baseline_days": args.baseline_days,
         "days": args.days,
+        "line_days_per_line": args.seeds * args.days,
         "percent": args.percent,
         "idle_fraction": args.idle,
         "efficiency_noise": args.noise,
         "interval_s": args.interval_s,
-        "k": args.k,
-        "h": args.h,
         "elapsed_s": round(time.monotonic() - started, 1),
+        "settings": summarise(records, settings),
     }
-    for period in PERIODS:
-        found = [d for d in delays[period] if d is not None]
-        summary[period] = {
-            "delay_h_median": statistics.median(found) if found else None,
-            "delay_h_max": max(found) if found else None,
-            "detected_within_24h": sum(d <= 24 for d in found),
-            "runs": len(delays[period]),
-            "missed": len(delays[period]) - len(found),
-            "false_alerts_total": false_alerts[period],
-            "false_alerts_by_line": {
-                line: n for (line, p), n in false_by_line.items() if p == period
-            },
-        }
     print(json.dumps(summary))
 
 

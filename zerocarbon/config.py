@@ -1221,8 +1221,10 @@ class DriftRule(_AlertRule):
     b x units + c x relevant variables, least squares) fitted over the baseline period,
     and a tabular CUSUM of actual minus expected energy per ``period`` (Montgomery,
     sec. 9.1), firing when it crosses ``h`` residual standard deviations with reference
-    value ``k`` (:mod:`zerocarbon.alerts.drift`). Resolves after ``clear_periods``
-    periods without a new signal.
+    value ``k`` (:mod:`zerocarbon.alerts.drift`). With ``residual_model = "relative"``
+    the residual is a share of the expected energy and the fit weighted by ``1 /
+    expected^2`` (spread proportional to the energy drawn). Resolves after
+    ``clear_periods`` periods without a new signal.
 
     Baseline period: ``baseline_start``..``baseline_end`` (UTC or with offset), else
     the first ``baseline_hours`` closed hours of data the line has.
@@ -1236,8 +1238,13 @@ class DriftRule(_AlertRule):
     baseline_end: datetime | None = None
     baseline_hours: int = Field(default=168, ge=4)
     variables: tuple[str, ...] = ()  # relevant variables, "device:metric" hourly means
-    k: float = Field(default=1.0, gt=0)  # reference value [residual sigmas]
-    h: float = Field(default=5.0, gt=0)  # decision limit [residual sigmas]
+    # "relative": residual variance proportional to the expected energy squared (weighted
+    # least squares, CUSUM of (actual - expected) / expected); "absolute": constant (OLS,
+    # CUSUM of actual - expected in kWh)
+    residual_model: Literal["relative", "absolute"] = "relative"
+    # defaults chosen on the simulated plant (docs/drift.md): hour, relative, k 1.5, h 7
+    k: float = Field(default=1.5, gt=0)  # reference value [residual sigmas]
+    h: float = Field(default=7.0, gt=0)  # decision limit [residual sigmas]
     clear_periods: int = Field(default=24, ge=1)
 
     @model_validator(mode="after")

@@ -11,9 +11,12 @@ from tests.alerts.synthetic_lines import SyntheticLine, simulate_hours
 from zerocarbon.alerts.drift import (
     DRIFT_H,
     DRIFT_K,
+    MIN_EXPECTED_SHARE,
+    Baseline,
     CusumParams,
     CusumState,
     arl_siegmund,
+    chart_residuals,
     cusum_series,
     drift_cusum_params,
     enpi,
@@ -114,39 +117,39 @@ MONTGOMERY_9_1 = [
 
 
 def test_cusum_textbook_example() -> None:
-    params = CusumParams(sigma_kwh=1.0, target_kwh=10.0, reset_after_alarm=False)
+    params = CusumParams(sigma=1.0, target=10.0, reset_after_alarm=False)
     series = cusum_series(MONTGOMERY_9_1, params)
     # by hand: C+_4 = 11.66 - 10.5, C+_5 = 1.16 + 12.16 - 10.5; C-_2 = 0.05 + 9.5 - 7.99
-    assert series.upper_kwh[3:5] == pytest.approx([1.16, 2.82])
-    assert series.lower_kwh[:3] == pytest.approx([0.05, 1.56, 1.77])
+    assert series.upper[3:5] == pytest.approx([1.16, 2.82])
+    assert series.lower[:3] == pytest.approx([0.05, 1.56, 1.77])
     # Table 9.2: C+_28 = 4.47, C+_29 = 5.28 > H = 5, the first signal
-    assert series.upper_kwh[27:29] == pytest.approx([4.47, 5.28], abs=0.005)
+    assert series.upper[27:29] == pytest.approx([4.47, 5.28], abs=0.005)
     assert series.alarm_indices == (28, 29)
     assert not series.lower_alarm.any()
 
 
 def test_cusum_reset_after_alarm_by_hand() -> None:
-    params = CusumParams(sigma_kwh=1.0, k=0.5, h=2.0)
+    params = CusumParams(sigma=1.0, k=0.5, h=2.0)
     state = CusumState()
     uppers, lowers, alarms = [], [], []
     for x in [1.0, 2.0, 0.0, -3.0, 3.0, 1.0]:
         state = state.update(x, params)
-        uppers.append(state.upper_kwh)
-        lowers.append(state.lower_kwh)
+        uppers.append(state.upper)
+        lowers.append(state.lower)
         alarms.append((state.upper_alarm, state.lower_alarm))
     assert uppers == [0.5, 2.0, 1.5, 0.0, 2.5, 0.5]  # 2.0 is not above H; reset after 2.5
     assert lowers == [0.0, 0.0, 0.0, 2.5, 0.0, 0.0]  # reset after the signal at -3
     assert alarms == [(False, False)] * 3 + [(False, True), (True, False), (False, False)]
     batch = cusum_series([1.0, 2.0, 0.0, -3.0, 3.0, 1.0], params)
-    assert batch.upper_kwh.tolist() == uppers
+    assert batch.upper.tolist() == uppers
     assert batch.alarm_indices == (3, 4)
 
 
 def test_cusum_params_refuse_bad_values() -> None:
-    with pytest.raises(ValueError, match="sigma_kwh"):
-        CusumParams(sigma_kwh=0.0)
+    with pytest.raises(ValueError, match="sigma"):
+        CusumParams(sigma=0.0)
     with pytest.raises(ValueError, match="h must be"):
-        CusumParams(sigma_kwh=1.0, h=float("nan"))
+        CusumParams(sigma=1.0, h=float("nan"))
 
 
 @settings(max_examples=200, deadline=None)
@@ -166,20 +169,20 @@ def test_streaming_equals_batch(
     state = CusumState()
     for i, x in enumerate(residuals):
         state = state.update(x, params)
-        assert state.upper_kwh == batch.upper_kwh[i]
-        assert state.lower_kwh == batch.lower_kwh[i]
+        assert state.upper == batch.upper[i]
+        assert state.lower == batch.lower[i]
         assert state.upper_alarm == batch.upper_alarm[i]
         assert state.lower_alarm == batch.lower_alarm[i]
 
 
 def test_streaming_close_to_batch_on_real_valued_residuals() -> None:
     residuals = np.random.default_rng(5).normal(0.3, 1.0, 2000)
-    params = CusumParams(sigma_kwh=1.0)
+    params = CusumParams(sigma=1.0)
     batch = cusum_series(residuals, params)
     state = CusumState()
     for i, x in enumerate(residuals):
         state = state.update(float(x), params)
-        assert state.upper_kwh == pytest.approx(batch.upper_kwh[i], abs=1e-9)
+        assert state.upper == pytest.approx(batch.upper[i], abs=1e-9)
         assert state.alarm == (batch.upper_alarm[i] or batch.lower_alarm[i])
     assert len(batch.alarm_indices) > 0  # a 0.3-sigma bias does signal over 2000 periods
 
@@ -203,8 +206,10 @@ def test_drift_detected_within_a_day_and_quiet_for_a_month(seed: int, pattern_in
     )
     baseline = fit_baseline(energy_kwh[:BASELINE_H], units[:BASELINE_H])
     assert baseline.r_squared > 0.9
-    params = drift_cusum_params(baseline)
-    assert (params.k, params.h) == (DRIFT_K, DRIFT_H)
+    # k = 1, h = 5, the settings this test was written for (the defaults are now chosen
+    # for relative residuals on the simulated plant, docs/drift.md)
+    params = drift_cusum_params(baseline, k=1.0, h=5.0)
+    assert (DRIFT_K, DRIFT_H) == (1.5, 7.0)
     residuals = energy_kwh[BASELINE_H:] - expected(baseline, units[BASELINE_H:])
     series = cusum_series(residuals, params)
     onset_index = 30 * 24 - 48 + onset_h
@@ -227,7 +232,7 @@ def test_per_shift_cusum_scales_sigma_and_detects() -> None:
     energy_kwh, units = simulate_hours(line, 9, BASELINE_H + 10 * 24, onset_hour=BASELINE_H + 96)
     baseline = fit_baseline(energy_kwh[:BASELINE_H], units[:BASELINE_H])
     params = drift_cusum_params(baseline, periods_per_block=8)
-    assert params.sigma_kwh == pytest.approx(baseline.residual_std_kwh * np.sqrt(8.0))
+    assert params.sigma == pytest.approx(baseline.residual_std_kwh * np.sqrt(8.0))
     residuals = energy_kwh[BASELINE_H:] - expected(baseline, units[BASELINE_H:])
     series = cusum_series(sum_per_block(residuals, 8), params)
     assert series.upper_alarm.size == 30
@@ -235,3 +240,122 @@ def test_per_shift_cusum_scales_sigma_and_detects() -> None:
     assert series.upper_alarm[12:15].any()  # signalled within 3 shifts (24 h)
     with pytest.raises(ValueError, match="periods_per_block"):
         drift_cusum_params(baseline, periods_per_block=0)
+
+
+# --- relative residual model (weighted least squares, weights 1 / expected^2) ---------
+
+
+def _multiplicative_line(
+    seed: int, n: int = 600, noise: float = 0.03
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A day-shift-like line: idle hours (no output, 30 kWh fixed load) and busy hours
+    (100..400 units at 0.5 kWh/unit), the whole energy scaled by ``1 + noise x z``."""
+    rng = np.random.default_rng(seed)
+    units = rng.uniform(100.0, 400.0, n)
+    units[rng.random(n) < 0.4] = 0.0
+    mean_kwh = 30.0 + 0.5 * units
+    energy_kwh = mean_kwh * (1.0 + noise * rng.standard_normal(n))
+    return energy_kwh, units, mean_kwh
+
+
+def test_relative_model_recovers_coefficients_and_the_relative_spread() -> None:
+    energy_kwh, units, _ = _multiplicative_line(seed=5)
+    baseline = fit_baseline(energy_kwh, units, residual_model="relative")
+    assert baseline.residual_model == "relative" and baseline.chart_unit == "share"
+    assert baseline.fixed_kwh == pytest.approx(30.0, abs=0.3)
+    assert baseline.kwh_per_unit == pytest.approx(0.5, abs=0.005)
+    assert baseline.residual_std_share == pytest.approx(0.03, rel=0.1)
+    assert baseline.residual_sd == baseline.residual_std_share
+    # s_rel and R^2 by hand from the fitted coefficients
+    fitted = expected(baseline, units)
+    share = (energy_kwh - fitted) / fitted
+    assert baseline.residual_std_share == pytest.approx(np.sqrt(share @ share / (600 - 2)))
+    sse = float((energy_kwh - fitted) @ (energy_kwh - fitted))
+    sst = float(np.sum((energy_kwh - energy_kwh.mean()) ** 2))
+    assert baseline.r_squared == pytest.approx(1.0 - sse / sst)
+    assert baseline.residual_std_kwh == pytest.approx(np.sqrt(sse / (600 - 2)))
+    # the weighted fit is the fixed point of weighted least squares: refitting with
+    # weights from its own expected energies moves the coefficients very little
+    root_w = 1.0 / fitted
+    design = np.column_stack((np.ones_like(units), units))
+    again, _, _, _ = np.linalg.lstsq(design * root_w[:, None], energy_kwh * root_w, rcond=None)
+    assert again == pytest.approx([baseline.fixed_kwh, baseline.kwh_per_unit], rel=1e-4)
+
+
+def test_weighted_fit_pins_the_fixed_load_better_than_ols() -> None:
+    # idle periods have a small spread with multiplicative noise: WLS leans on them
+    errors = {"relative": [], "absolute": []}  # type: dict[str, list[float]]
+    for seed in range(20):
+        energy_kwh, units, _ = _multiplicative_line(seed=100 + seed, n=168)
+        for model in ("relative", "absolute"):
+            fitted = fit_baseline(energy_kwh, units, residual_model=model)
+            errors[model].append(abs(fitted.fixed_kwh - 30.0))
+    assert np.mean(errors["relative"]) < 0.5 * np.mean(errors["absolute"])
+
+
+def test_relative_chart_residuals_and_params() -> None:
+    energy_kwh, units, mean_kwh = _multiplicative_line(seed=8, n=200)
+    baseline = fit_baseline(energy_kwh, units, residual_model="relative")
+    x = chart_residuals(baseline, energy_kwh * 1.05, units)
+    want = expected(baseline, units)
+    assert x == pytest.approx((energy_kwh * 1.05 - want) / want)
+    params = drift_cusum_params(baseline, k=1.0, h=5.0)
+    assert params.sigma == baseline.residual_std_share
+    assert params.limit == pytest.approx(5.0 * baseline.residual_std_share)
+    with pytest.raises(ValueError, match="periods_per_block must be 1"):
+        drift_cusum_params(baseline, periods_per_block=8)
+    absolute = fit_baseline(energy_kwh, units)
+    assert chart_residuals(absolute, energy_kwh, units) == pytest.approx(
+        energy_kwh - expected(absolute, units)
+    )
+    assert absolute.residual_std_share is None and absolute.chart_unit == "kWh"
+
+
+def test_relative_residual_of_a_vanishing_expected_energy_is_missing() -> None:
+    # no fixed load: an idle period expects 0 kWh, its relative residual is undefined
+    baseline = Baseline(
+        fixed_kwh=0.0,
+        kwh_per_unit=0.5,
+        extra_coefficients=(),
+        r_squared=0.99,
+        residual_std_kwh=3.0,
+        n=168,
+        residual_model="relative",
+        residual_std_share=0.02,
+        mean_expected_kwh=100.0,
+    )
+    assert baseline.min_expected_kwh == pytest.approx(MIN_EXPECTED_SHARE * 100.0)
+    x = chart_residuals(baseline, [0.3, 105.0, 0.01], [0.0, 200.0, 0.1])  # 0.05 kWh expected
+    assert np.isnan(x[0]) and np.isnan(x[2])
+    assert x[1] == pytest.approx(0.05)
+    # fitted on such a line, the idle periods get no weight and the slope is recovered
+    rng = np.random.default_rng(3)
+    units = rng.uniform(100.0, 400.0, 100)
+    units[::4] = 0.0
+    energy_kwh = 0.5 * units * (1.0 + 0.02 * rng.standard_normal(100))
+    fitted = fit_baseline(energy_kwh, units, residual_model="relative")
+    assert fitted.kwh_per_unit == pytest.approx(0.5, abs=0.005)
+    assert abs(fitted.fixed_kwh) < 5.0  # noise about zero, whatever its sign
+    # without the floor the idle periods' residual of about -100 % would swamp s_rel
+    assert fitted.residual_std_share == pytest.approx(0.02, rel=0.2)
+
+
+def test_relative_model_refusals() -> None:
+    with pytest.raises(ValueError, match="residual_model"):
+        fit_baseline([1.0, 2.0, 3.0, 5.0], [1.0, 2.0, 3.0, 4.0], residual_model="log")  # type: ignore[arg-type]
+    # every expected energy at or below zero: nothing left to weight
+    with pytest.raises(ValueError, match="positive expected energy"):
+        fit_baseline([-5.0, -6.0, -7.0, -8.5, -9.0], [1.0, 2.0, 3.0, 4.0, 5.0], None, "relative")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_relative_chart_catches_a_five_percent_step_within_a_day(seed: int) -> None:
+    energy_kwh, units, _ = _multiplicative_line(seed=seed, n=168 + 72, noise=0.02)
+    onset = 168 + 10 + seed
+    energy_kwh[onset:] *= 1.05
+    baseline = fit_baseline(energy_kwh[:168], units[:168], residual_model="relative")
+    x = chart_residuals(baseline, energy_kwh[168:], units[168:])
+    chart = cusum_series(x, drift_cusum_params(baseline))
+    assert not chart.upper_alarm[: onset - 168].any()
+    first = np.flatnonzero(chart.upper_alarm[onset - 168 :])
+    assert first.size > 0 and first[0] < 24

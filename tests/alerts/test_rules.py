@@ -288,6 +288,12 @@ def test_drift_fires_on_a_step_and_resolves_after_quiet_periods() -> None:
     assert e["baseline"]["r_squared"] > 0.95
     assert e["baseline"]["kwh_per_unit"] == pytest.approx(2.0, rel=0.05)
     assert e["energy_kwh"] > e["expected_kwh"]
+    # the default relative residual model: the chart is in shares of the expected energy
+    assert (e["residual_model"], e["chart_unit"]) == ("relative", "share")
+    assert e["residual_share"] == pytest.approx(e["residual_kwh"] / e["expected_kwh"])
+    assert e["cusum"] > e["limit"] == pytest.approx(e["h"] * e["baseline"]["residual_sd"])
+    assert f"CUSUM {e['cusum']:.1%} over its limit {e['limit']:.1%}" in fire.message_en
+    assert f"CUSUM {e['cusum']:.1%}，超过限值 {e['limit']:.1%}" in fire.message_zh
     assert "产线 press" in fire.message_zh
     assert clear.transition.evidence["line"] == "press"
 

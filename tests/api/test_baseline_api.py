@@ -21,7 +21,7 @@ from tests.api.test_lines import line_hour
 from tests.conftest import DEMO_SITE
 from zerocarbon.alerts.drift import fit_baseline
 from zerocarbon.api.app import create_app
-from zerocarbon.config import SiteConfig, parse_site
+from zerocarbon.config import DriftRule, SiteConfig, parse_site
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import register_site
 
@@ -73,21 +73,26 @@ async def test_model_is_a_direct_fit_and_the_step_signals(
     res = await client.get(URL.format(line="line_a"))
     assert res.status_code == 200, res.text
     body = res.json()
-    direct = fit_baseline(energy_kwh[:BASELINE_H], units[:BASELINE_H])
+    # the rule's default: relative residuals, a weighted fit
+    direct = fit_baseline(energy_kwh[:BASELINE_H], units[:BASELINE_H], residual_model="relative")
+    assert direct.residual_std_share is not None
     model = body["model"]
     assert model["fixed_kwh"] == pytest.approx(direct.fixed_kwh)
     assert model["kwh_per_unit"] == pytest.approx(direct.kwh_per_unit)
     assert model["r_squared"] == pytest.approx(direct.r_squared)
+    assert (model["residual_model"], model["chart_unit"]) == ("relative", "share")
+    assert model["residual_sd"] == pytest.approx(direct.residual_std_share)
     assert model["residual_sd_kwh"] == pytest.approx(direct.residual_std_kwh)
     assert model["variables"] == {}
     assert (model["n_periods"], model["period"]) == (BASELINE_H, "hour")
     assert model["baseline_start"] == "2026-03-02T16:00:00Z"
     assert model["baseline_end"] == "2026-03-09T16:00:00Z"
     assert body["cusum"] == {
-        "reference_kwh": pytest.approx(direct.residual_std_kwh),
-        "limit_kwh": pytest.approx(5.0 * direct.residual_std_kwh),
-        "k": 1.0,
-        "h": 5.0,
+        "chart_unit": "share",
+        "reference": pytest.approx(DriftRule.model_fields["k"].default * direct.residual_std_share),
+        "limit": pytest.approx(DriftRule.model_fields["h"].default * direct.residual_std_share),
+        "k": DriftRule.model_fields["k"].default,
+        "h": DriftRule.model_fields["h"].default,
     }
     series = body["series"]
     assert len(series) == N_HOURS  # the newest, incomplete hour is left out
@@ -97,9 +102,13 @@ async def test_model_is_a_direct_fit_and_the_step_signals(
     assert signals, "the 5 % step must signal"
     first = datetime.fromisoformat(signals[0]["start"])
     assert onset <= first < onset + 24 * H
-    assert series[BASELINE_H]["expected_kwh"] == pytest.approx(
-        direct.fixed_kwh + direct.kwh_per_unit * units[BASELINE_H]
+    want_kwh = direct.fixed_kwh + direct.kwh_per_unit * units[BASELINE_H]
+    assert series[BASELINE_H]["expected_kwh"] == pytest.approx(want_kwh)
+    assert series[BASELINE_H]["residual_share"] == pytest.approx(
+        (energy_kwh[BASELINE_H] - want_kwh) / want_kwh
     )
+    assert series[0]["residual_share"] is None  # in the baseline
+    assert all(p["skipped"] is None for p in series)
     monitored = slice(BASELINE_H, N_HOURS)
     expected_total = direct.fixed_kwh * 72 + direct.kwh_per_unit * units[monitored].sum()
     assert body["enpi"]["actual_kwh_per_unit"] == pytest.approx(
@@ -124,15 +133,19 @@ async def test_range_and_overrides(
             "baseline_end": "2026-03-06T16:00:00Z",
             "h": 4,
             "k": 0.5,
+            "residual_model": "absolute",
         },
     )
     assert res.status_code == 200, res.text
     body = res.json()
-    direct = fit_baseline(energy_kwh[24:96], units[24:96])
+    direct = fit_baseline(energy_kwh[24:96], units[24:96])  # OLS
     assert body["model"]["fixed_kwh"] == pytest.approx(direct.fixed_kwh)
     assert body["model"]["n_periods"] == 72
-    assert body["cusum"]["limit_kwh"] == pytest.approx(4.0 * direct.residual_std_kwh)
-    assert body["cusum"]["reference_kwh"] == pytest.approx(0.5 * direct.residual_std_kwh)
+    assert (body["model"]["residual_model"], body["model"]["chart_unit"]) == ("absolute", "kWh")
+    assert body["model"]["residual_sd"] == pytest.approx(direct.residual_std_kwh)
+    assert body["cusum"]["chart_unit"] == "kWh"
+    assert body["cusum"]["limit"] == pytest.approx(4.0 * direct.residual_std_kwh)
+    assert body["cusum"]["reference"] == pytest.approx(0.5 * direct.residual_std_kwh)
     series = body["series"]
     assert series[0]["start"] == "2026-03-05T16:00:00Z"
     assert series[-1]["end"] == "2026-03-10T16:00:00Z"
@@ -230,7 +243,8 @@ async def test_the_site_rule_and_its_relevant_variable(
     assert res.status_code == 200, res.text
     body = res.json()
     extra = variable[:48, np.newaxis]
-    direct = fit_baseline(energy_kwh[:48], units[:48], extra)
+    direct = fit_baseline(energy_kwh[:48], units[:48], extra, "relative")
+    assert direct.residual_std_share is not None
     assert body["model"]["n_periods"] == 48
     assert body["model"]["variables"] == {
         "grid_meter:voltage_v": pytest.approx(direct.extra_coefficients[0])
@@ -238,7 +252,7 @@ async def test_the_site_rule_and_its_relevant_variable(
     assert direct.extra_coefficients[0] == pytest.approx(2.0, abs=0.3)
     assert body["model"]["fixed_kwh"] == pytest.approx(direct.fixed_kwh)
     assert body["cusum"]["h"] == 6.0
-    assert body["cusum"]["limit_kwh"] == pytest.approx(6.0 * direct.residual_std_kwh)
+    assert body["cusum"]["limit"] == pytest.approx(6.0 * direct.residual_std_share)
     # line_b is not covered by the rule: the rule's defaults (168 h baseline)
     await site_data.rows(
         lines=[line_hour(T0 + i * H, "line_b", 100.0 + i % 5, 150.0 + i % 7) for i in range(n)]

@@ -4,16 +4,23 @@ A :class:`LineDriftMonitor` takes the line's closed hours in time order (energy 
 units produced, hourly means of the rule's relevant variables), groups them into the
 rule's periods (hours, or shifts of ``shift_hours`` aligned to local midnight), fits the
 ISO 50006 energy baseline on the periods of the baseline period
-(:func:`zerocarbon.alerts.drift.fit_baseline` on period sums) and then runs the upper and
-lower tabular CUSUM of ``actual - expected`` energy per period (Montgomery, "Introduction
-to Statistical Quality Control", 6th ed., sec. 9.1.2). A period *signals* when the upper
-sum ``C+`` exceeds ``H = h * sigma``; both sums then restart from zero in the next period
-(sec. 9.1.2: the chart is restarted once the assignable cause is dealt with). The lower
-sum (energy saved against the baseline) is reported but never signals.
+(:func:`zerocarbon.alerts.drift.fit_baseline` on period sums, with the rule's
+``residual_model``) and then runs the upper and lower tabular CUSUM of the residual per
+period (Montgomery, "Introduction to Statistical Quality Control", 6th ed., sec. 9.1.2):
+``actual - expected`` [kWh] with the absolute model, ``(actual - expected) / expected``
+[share] with the relative one (each period's :attr:`DriftPeriod.chart_unit` says which).
+A period *signals* when the upper sum ``C+`` exceeds ``H = h * sigma``; both sums then
+restart from zero in the next period (sec. 9.1.2: the chart is restarted once the
+assignable cause is dealt with). The lower sum (energy saved against the baseline) is
+reported but never signals.
 
-``sigma`` is the residual standard deviation of the baseline's period sums, ``K = k *
-sigma``, ``H = h * sigma`` (:func:`~zerocarbon.alerts.drift.drift_cusum_params` with one
-period per block: the fit is on the period sums themselves).
+``sigma`` is the residual standard deviation of the baseline's period sums in the chart's
+unit (:attr:`~zerocarbon.alerts.drift.Baseline.residual_sd`), ``K = k * sigma``, ``H = h
+* sigma`` (:func:`~zerocarbon.alerts.drift.drift_cusum_params` with one period per block:
+the fit is on the period sums themselves). With the relative model, a period whose
+expected energy is at or below :attr:`~zerocarbon.alerts.drift.Baseline.min_expected_kwh`
+has no relative residual: the chart skips it (sums unchanged, no signal) and its
+:attr:`DriftPeriod.skipped` says why.
 
 :func:`evaluate_line` is the batch form for the API: the same periods for the same hours.
 """
@@ -31,6 +38,7 @@ import numpy as np
 from zerocarbon.alerts.drift import (
     MIN_DEGREES_OF_FREEDOM,
     Baseline,
+    ChartUnit,
     CusumParams,
     drift_cusum_params,
     expected,
@@ -48,7 +56,10 @@ class DriftPeriod:
     """One evaluated period of a line (an hour, or a shift of ``shift_hours``).
 
     Energies are per period [kWh]; ``variables`` are the means of the rule's relevant
-    variables' hourly means over the period, in the rule's order.
+    variables' hourly means over the period, in the rule's order. The CUSUM fields
+    (``cusum_high``, ``cusum_low``, ``reference``, ``limit``) are in ``chart_unit``: kWh
+    per period with the absolute residual model, a share of the expected energy [-]
+    with the relative one (0.05: 5 % above the baseline).
     """
 
     line: str
@@ -60,11 +71,19 @@ class DriftPeriod:
     in_baseline: bool  # part of the baseline period (no CUSUM)
     expected_kwh: float | None  # None in the baseline period or without a baseline
     residual_kwh: float | None  # actual - expected
-    cusum_high_kwh: float  # C+ after this period (0 in the baseline period)
-    cusum_low_kwh: float  # C-
-    reference_kwh: float | None  # K
-    limit_kwh: float | None  # H
+    residual_share: float | None  # (actual - expected) / expected; None as expected_kwh
+    chart_unit: ChartUnit  # unit of the CUSUM fields: "kWh" or "share"
+    cusum_high: float  # C+ after this period (0 in the baseline period)
+    cusum_low: float  # C-
+    reference: float | None  # K
+    limit: float | None  # H
     signal: bool  # C+ > H at this period (both sums restart from 0 after it)
+    skipped: str | None = None  # why the chart did not take this monitored period
+
+    @property
+    def charted(self) -> bool:
+        """The period updated the CUSUM (monitored, with a residual in the chart unit)."""
+        return self.expected_kwh is not None and self.skipped is None
 
 
 @dataclass(slots=True)
@@ -128,8 +147,8 @@ class LineDriftMonitor:
         self._fit_variables: list[tuple[float, ...]] = []
         self._fit_span: tuple[datetime, datetime] | None = None
         self._open: _OpenPeriod | None = None
-        self._upper_kwh = 0.0
-        self._lower_kwh = 0.0
+        self._upper = 0.0
+        self._lower = 0.0
         self._restart = False
 
     # --- what is known ---------------------------------------------------------------
@@ -160,6 +179,11 @@ class LineDriftMonitor:
     def hours_added(self) -> int:
         """Hours added so far."""
         return self._hours_added
+
+    @property
+    def chart_unit(self) -> ChartUnit:
+        """Unit of the CUSUM: "share" with the relative residual model, else "kWh"."""
+        return "share" if self.rule.residual_model == "relative" else "kWh"
 
     @property
     def hours_per_period(self) -> int:
@@ -277,7 +301,10 @@ class LineDriftMonitor:
         extra = np.array(self._fit_variables, dtype=np.float64).reshape(n, self._n_variables)
         try:
             baseline = fit_baseline(
-                self._fit_energy, self._fit_units, extra if self._n_variables else None
+                self._fit_energy,
+                self._fit_units,
+                extra if self._n_variables else None,
+                self.rule.residual_model,
             )
             self.params = drift_cusum_params(baseline, 1, self.rule.k, self.rule.h)
         except ValueError as exc:
@@ -316,10 +343,12 @@ class LineDriftMonitor:
                 in_baseline=True,
                 expected_kwh=None,
                 residual_kwh=None,
-                cusum_high_kwh=0.0,
-                cusum_low_kwh=0.0,
-                reference_kwh=None,
-                limit_kwh=None,
+                residual_share=None,
+                chart_unit=self.chart_unit,
+                cusum_high=0.0,
+                cusum_low=0.0,
+                reference=None,
+                limit=None,
                 signal=False,
             )
         baseline, params = self._baseline, self.params
@@ -334,22 +363,37 @@ class LineDriftMonitor:
                 in_baseline=False,
                 expected_kwh=None,
                 residual_kwh=None,
-                cusum_high_kwh=0.0,
-                cusum_low_kwh=0.0,
-                reference_kwh=None,
-                limit_kwh=None,
+                residual_share=None,
+                chart_unit=self.chart_unit,
+                cusum_high=0.0,
+                cusum_low=0.0,
+                reference=None,
+                limit=None,
                 signal=False,
             )
         extra = np.array([means], dtype=np.float64) if self._n_variables else None
         expected_kwh = float(expected(baseline, [period.units], extra)[0])
         residual_kwh = period.energy_kwh - expected_kwh
-        if self._restart:
-            self._upper_kwh = self._lower_kwh = 0.0
-        reference_kwh = params.reference_kwh
-        self._upper_kwh = max(0.0, residual_kwh - reference_kwh + self._upper_kwh)
-        self._lower_kwh = max(0.0, -reference_kwh - residual_kwh + self._lower_kwh)
-        signal = self._upper_kwh > params.limit_kwh
-        self._restart = signal
+        residual_share: float | None = None
+        skipped: str | None = None
+        if expected_kwh > baseline.min_expected_kwh:
+            residual_share = residual_kwh / expected_kwh
+        elif baseline.residual_model == "relative":
+            skipped = (
+                f"expected energy {expected_kwh:.6g} kWh is not above "
+                f"{baseline.min_expected_kwh:.3g} kWh: no relative residual, period "
+                "left out of the CUSUM"
+            )
+        x = residual_share if baseline.residual_model == "relative" else residual_kwh
+        signal = False
+        if x is not None:
+            if self._restart:
+                self._upper = self._lower = 0.0
+            reference = params.reference
+            self._upper = max(0.0, x - reference + self._upper)
+            self._lower = max(0.0, -reference - x + self._lower)
+            signal = self._upper > params.limit
+            self._restart = signal
         return DriftPeriod(
             self.line,
             period.start,
@@ -360,11 +404,14 @@ class LineDriftMonitor:
             in_baseline=False,
             expected_kwh=expected_kwh,
             residual_kwh=residual_kwh,
-            cusum_high_kwh=self._upper_kwh,
-            cusum_low_kwh=self._lower_kwh,
-            reference_kwh=reference_kwh,
-            limit_kwh=params.limit_kwh,
+            residual_share=residual_share,
+            chart_unit=self.chart_unit,
+            cusum_high=self._upper,
+            cusum_low=self._lower,
+            reference=params.reference,
+            limit=params.limit,
             signal=signal,
+            skipped=skipped,
         )
 
 

@@ -438,7 +438,7 @@ class _Drift(_Rule):
         if p.signal:
             self.periods_since_signal[line] = 0
             condition = Condition.BREACHED
-        elif p.expected_kwh is None:
+        elif not p.charted:  # baseline period, no baseline, or no relative residual
             condition = Condition.BETWEEN
         else:
             since = self.periods_since_signal.get(line, 0) + 1
@@ -455,9 +455,13 @@ class _Drift(_Rule):
             "units": p.units,
             "expected_kwh": p.expected_kwh,
             "residual_kwh": p.residual_kwh,
-            "cusum_kwh": p.cusum_high_kwh if not p.signal else None,
-            "limit_kwh": p.limit_kwh,
-            "reference_kwh": p.reference_kwh,
+            "residual_share": p.residual_share,
+            "chart_unit": p.chart_unit,
+            "cusum": p.cusum_high,
+            "limit": p.limit,
+            "reference": p.reference,
+            "skipped": p.skipped,
+            "residual_model": self.config.residual_model,
             "k": self.config.k,
             "h": self.config.h,
         }
@@ -467,6 +471,7 @@ class _Drift(_Rule):
                 "kwh_per_unit": baseline.kwh_per_unit,
                 "r_squared": baseline.r_squared,
                 "residual_std_kwh": baseline.residual_std_kwh,
+                "residual_sd": baseline.residual_sd,
                 "n_periods": baseline.n,
             }
         return self.observe(line, p.end.timestamp(), condition, evidence)
@@ -476,11 +481,15 @@ class _Drift(_Rule):
         local = _local(datetime.fromisoformat(e["period_end"]).timestamp(), self.tz)
         expected = e["expected_kwh"] or 0.0
         excess = (e["energy_kwh"] / expected - 1.0) if expected > 0 else math.nan
+        if e["chart_unit"] == "share":  # CUSUM of residuals as a share of the expected
+            cusum, limit = f"{e['cusum']:.1%}", f"{e['limit']:.1%}"
+        else:
+            cusum, limit = f"{e['cusum']:.1f} kWh", f"{e['limit']:.1f} kWh"
         return (
-            f"Line {t.subject}: energy drifted above its baseline (CUSUM over "
-            f"{e['limit_kwh']:.1f} kWh); the period to {local} used {e['energy_kwh']:.1f} kWh "
+            f"Line {t.subject}: energy drifted above its baseline (CUSUM {cusum} over its "
+            f"limit {limit}); the period to {local} used {e['energy_kwh']:.1f} kWh "
             f"for {e['units']:.0f} units, {excess:+.1%} against the {expected:.1f} kWh expected",
-            f"产线 {t.subject} 能效偏离基线（CUSUM 超过 {e['limit_kwh']:.1f} kWh）；"
+            f"产线 {t.subject} 能效偏离基线（CUSUM {cusum}，超过限值 {limit}）；"
             f"截至 {local} 的时段用电 {e['energy_kwh']:.1f} kWh、产量 {e['units']:.0f}，"
             f"比基线预期 {expected:.1f} kWh {excess:+.1%}",
         )

@@ -1,6 +1,8 @@
 """Response models of ``GET /api/v1/lines/{line}/baseline`` (:mod:`.routes.baseline`):
 a line's ISO 50006 energy baseline, its EnPI and the drift CUSUM per period
-(:mod:`zerocarbon.alerts.drift_monitor`). Energies per period [kWh], times UTC."""
+(:mod:`zerocarbon.alerts.drift_monitor`). Energies per period [kWh], times UTC; the CUSUM
+figures are in ``chart_unit``: kWh per period with the absolute residual model, a share
+of the expected energy [-] with the relative one (0.05 = 5 %)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,19 @@ class BaselineModel(_Model):
         description='Coefficient per relevant variable ("device:metric") [kWh per its unit]'
     )
     r_squared: float = Field(description="Coefficient of determination of the fit [-]")
-    residual_sd_kwh: float = Field(description="Residual standard deviation per period [kWh]")
+    residual_model: Literal["relative", "absolute"] = Field(
+        description="relative: residual spread proportional to the expected energy "
+        "(weighted least squares, weights 1 / expected^2); absolute: constant (OLS)"
+    )
+    chart_unit: Literal["kWh", "share"] = Field(description="Unit of residual_sd and the CUSUM")
+    residual_sd: float = Field(
+        description="Residual standard deviation per period in chart_unit: [kWh] (absolute) "
+        "or a share of the expected energy [-] (relative)"
+    )
+    residual_sd_kwh: float = Field(
+        description="sqrt(SSE / (n - p)) of the fitted model's residuals per period [kWh], "
+        "whatever the residual model (with relative, pooled over idle and busy periods)"
+    )
     n_periods: int = Field(description="Periods the baseline was fitted on")
     period: Literal["hour", "shift"]
     baseline_start: datetime = Field(description="Start of the first baseline period (UTC)")
@@ -41,8 +55,9 @@ class BaselineEnpi(_Model):
 class BaselineCusum(_Model):
     """Tabular CUSUM settings (Montgomery, SQC sec. 9.1.2): ``K = k x sd``, ``H = h x sd``."""
 
-    reference_kwh: float = Field(description="K [kWh per period]")
-    limit_kwh: float = Field(description="H: a period signals when C+ exceeds it [kWh]")
+    chart_unit: Literal["kWh", "share"] = Field(description="Unit of reference and limit")
+    reference: float = Field(description="K [chart_unit per period]")
+    limit: float = Field(description="H: a period signals when C+ exceeds it [chart_unit]")
     k: float = Field(description="Reference value [residual sd]")
     h: float = Field(description="Decision limit [residual sd]")
 
@@ -54,8 +69,14 @@ class BaselinePeriod(_Model):
     units: float
     expected_kwh: float | None = Field(description="None in the baseline period")
     residual_kwh: float | None = Field(description="energy_kwh - expected_kwh")
-    cusum_high_kwh: float = Field(description="C+ after the period")
-    cusum_low_kwh: float = Field(description="C- after the period")
+    residual_share: float | None = Field(
+        description="residual_kwh / expected_kwh [-]; None in the baseline period"
+    )
+    cusum_high: float = Field(description="C+ after the period [chart_unit]")
+    cusum_low: float = Field(description="C- after the period [chart_unit]")
+    skipped: str | None = Field(
+        default=None, description="Why the CUSUM did not take this monitored period"
+    )
     signal: bool = Field(description="C+ > H: efficiency drift (the CUSUM restarts after it)")
     in_baseline: bool
 

@@ -68,8 +68,10 @@ def _period(p: DriftPeriod) -> BaselinePeriod:
         units=p.units,
         expected_kwh=p.expected_kwh,
         residual_kwh=p.residual_kwh,
-        cusum_high_kwh=p.cusum_high_kwh,
-        cusum_low_kwh=p.cusum_low_kwh,
+        residual_share=p.residual_share,
+        cusum_high=p.cusum_high,
+        cusum_low=p.cusum_low,
+        skipped=p.skipped,
         signal=p.signal,
         in_baseline=p.in_baseline,
     )
@@ -93,19 +95,23 @@ async def line_baseline(
     period: Annotated[Literal["hour", "shift"] | None, Query()] = None,
     k: Annotated[float | None, Query(gt=0, description="Reference value [sd]")] = None,
     h: Annotated[float | None, Query(gt=0, description="Decision limit [sd]")] = None,
+    residual_model: Annotated[Literal["relative", "absolute"] | None, Query()] = None,
 ) -> LineBaseline:
     """The line's energy baseline (ISO 50006: ``E = a + b x units + c x variables``,
     least squares over the baseline period) and the tabular CUSUM of actual minus
-    expected energy per period (Montgomery, SQC sec. 9.1.2).
+    expected energy per period (Montgomery, SQC sec. 9.1.2): in kWh with the absolute
+    residual model, as a share of the expected energy with the relative one (weighted
+    least squares; ``chart_unit`` says which).
 
-    Defaults come from the site's drift rule covering the line (else the rule's
-    defaults: hourly periods, baseline = the first 168 closed hours, k = 1, h = 5);
-    ``baseline_start``/``baseline_end`` (both), ``period``, ``k`` and ``h`` override
-    them. ``start``/``end`` bound the monitored range (default: everything stored):
-    ``series`` has the periods starting in it, the EnPI is over its monitored periods;
-    the baseline period is read whether or not it lies in the range, and the CUSUM runs
-    from the baseline's end. Only closed hours are used (:mod:`..baseline_queries`);
-    an hour missing a relevant variable counts as missing (a shift with one is skipped).
+    Defaults come from the site's drift rule covering the line (else the
+    :class:`DriftRule` defaults; baseline = the first 168 closed hours);
+    ``baseline_start``/``baseline_end`` (both), ``period``, ``k``, ``h`` and
+    ``residual_model`` override them. ``start``/``end`` bound the monitored range
+    (default: everything stored): ``series`` has the periods starting in it, the EnPI is
+    over its monitored periods; the baseline period is read whether or not it lies in
+    the range, and the CUSUM runs from the baseline's end. Only closed hours are used
+    (:mod:`..baseline_queries`); an hour missing a relevant variable counts as missing (a
+    shift with one is skipped).
     """
     start, end = as_utc(start), as_utc(end)
     if start is not None and end is not None and end <= start:
@@ -119,6 +125,7 @@ async def line_baseline(
             "period": period,
             "k": k,
             "h": h,
+            "residual_model": residual_model,
         },
     )
     if rule.baseline_start is not None and start is not None:
@@ -172,6 +179,9 @@ async def line_baseline(
             kwh_per_unit=baseline.kwh_per_unit,
             variables=dict(zip(rule.variables, baseline.extra_coefficients, strict=True)),
             r_squared=baseline.r_squared,
+            residual_model=baseline.residual_model,
+            chart_unit=baseline.chart_unit,
+            residual_sd=baseline.residual_sd,
             residual_sd_kwh=baseline.residual_std_kwh,
             n_periods=baseline.n,
             period=rule.period,
@@ -180,8 +190,9 @@ async def line_baseline(
         ),
         enpi=line_enpi,
         cusum=BaselineCusum(
-            reference_kwh=params.reference_kwh,
-            limit_kwh=params.limit_kwh,
+            chart_unit=baseline.chart_unit,
+            reference=params.reference,
+            limit=params.limit,
             k=rule.k,
             h=rule.h,
         ),
