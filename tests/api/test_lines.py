@@ -9,7 +9,10 @@ import httpx
 import pytest
 
 from tests.api.conftest import SiteData
+from zerocarbon.api.app import create_app
+from zerocarbon.config import SiteConfig
 from zerocarbon.rows import HourlyLine
+from zerocarbon.settings import Settings
 
 H = timedelta(hours=1)
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -45,9 +48,31 @@ async def test_lines_from_the_devices(client: httpx.AsyncClient, site_data: Site
     res = await client.get("/api/v1/lines")
     assert res.status_code == 200
     assert res.json() == [
-        {"id": "line_a", "devices": ["line_a", "output_counter"]},
-        {"id": "line_b", "devices": ["line_b"]},
+        {
+            "id": "line_a",
+            "devices": ["line_a", "output_counter"],
+            "name": "",
+            "product": "",
+            "unit": "units",
+        },
+        {"id": "line_b", "devices": ["line_b"], "name": "", "product": "", "unit": "units"},
     ]
+
+
+async def test_lines_named_by_the_site_file(
+    settings: Settings, site_data: SiteData, demo_site: SiteConfig
+) -> None:
+    """In the gateway the app knows the site file: each line's name, product and unit."""
+    app = create_app(settings, site=demo_site)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            lines = (await c.get("/api/v1/lines")).json()
+    described = {ln.id: ln for ln in demo_site.lines}
+    assert [(x["id"], x["name"], x["unit"]) for x in lines] == [
+        (i, described[i].name, described[i].unit) for i in ("line_a", "line_b")
+    ]
+    assert lines[0]["name"]  # the demo names its lines
 
 
 async def test_no_lines(client: httpx.AsyncClient) -> None:

@@ -161,6 +161,9 @@ HOURLY_COLUMNS: tuple[str, ...] = tuple(HourlyCarbon.model_fields)
 class Line(_Model):
     id: str = Field(description="The line id (devices' ``line`` in the site file)")
     devices: list[str] = Field(description="Ids of its devices: sub-meters, output counters")
+    name: str = Field("", description="Its ``[[lines]]`` name; empty when not given")
+    product: str = Field("", description="What one unit of its output is")
+    unit: str = Field("units", description="The unit of its output (pcs, t, ...)")
 
 
 class DeviceCounts(_Model):

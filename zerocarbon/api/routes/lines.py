@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from zerocarbon.api import queries
 from zerocarbon.api.deps import HourRangeDep, PeriodRangeDep, PoolDep, SiteTimezoneDep
@@ -26,10 +26,21 @@ async def _check_line(db: queries.Db, line: str | None) -> None:
 
 
 @router.get("", response_model=list[Line], summary="Production lines")
-async def list_lines(pool: PoolDep) -> list[Line]:
+async def list_lines(pool: PoolDep, request: Request) -> list[Line]:
     """The lines named by the devices' ``line``, with their devices, in the site file's
-    order."""
-    return await queries.lines(pool)
+    order; with their ``[[lines]]`` name, product and unit when the app runs in the
+    gateway (which knows the site file)."""
+    found = await queries.lines(pool)
+    site = getattr(request.app.state, "site", None)
+    if site is None:
+        return found
+    described = {ln.id: ln for ln in site.lines}
+    return [
+        line.model_copy(update={"name": d.name, "product": d.product, "unit": d.unit})
+        if (d := described.get(line.id)) is not None
+        else line
+        for line in found
+    ]
 
 
 @router.get(

@@ -36,7 +36,7 @@
     latest: {}, // device -> metric -> {value, ts (ms)}
     hourly: new Map(), // hour_start ms -> row
     devices: [], // from api/v1/devices
-    lines: [], // from api/v1/lines: {id, devices}
+    lines: [], // from api/v1/lines: {id, devices, name, product, unit}
     lineToday: new Map(), // line -> {energy_kwh, units}
     baselines: new Map(), // line -> {expected} | {missing: true} | {error}
     offline: null, // device ids whose link is down (null: not known)
@@ -498,6 +498,7 @@
   function renderLineNodes(load) {
     const box = $("flow-lines");
     const ids = state.lines.map((l) => l.id);
+    const names = new Map(state.lines.map((l) => [l.id, l.name || l.id]));
     if (box.dataset.lines !== ids.join("\n")) {
       box.dataset.lines = ids.join("\n");
       box.replaceChildren(...[...ids, ""].map((id) => {
@@ -506,7 +507,7 @@
         node.dataset.line = id;
         const reading = element("div", "reading");
         reading.append(element("span", "value no-value", "—"), element("span", "unit", "kW"));
-        node.append(element("h3", "", id), reading);
+        node.append(element("h3", "", id ? names.get(id) : ""), reading);
         return node;
       }));
     }
@@ -576,7 +577,7 @@
       const li = element("li", "line-row");
       li.dataset.line = line.id;
       const head = element("div", "line-head");
-      head.append(element("span", "line-name", line.id));
+      head.append(element("span", "line-name", line.name || line.id));
       const perUnit = today && today.units > 0 ? today.energy_kwh / today.units : null;
       const reading = element("div", "line-reading");
       const value = element("span", `line-value${perUnit === null ? " no-value" : ""}`,
