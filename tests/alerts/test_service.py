@@ -50,7 +50,8 @@ class FixedClock:
 async def pool(pg_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await open_pool(pg_url)
     await pool.execute(
-        "TRUNCATE alerts, alert_events, notification_outbox, hourly_line RESTART IDENTITY CASCADE"
+        "TRUNCATE alerts, alert_events, notification_outbox, hourly_line, drift_periods "
+        "RESTART IDENTITY CASCADE"
     )
     yield pool
     await pool.close()
@@ -140,3 +141,29 @@ async def test_a_restart_continues_the_alerts_and_the_drift_baseline(pool: async
         ("hot", 2, "firing"),
     ]
     assert second.stats.replays == 0
+
+
+async def test_closed_hours_write_their_drift_periods(pool: asyncpg.Pool) -> None:
+    """Every drift period the rules evaluate lands in drift_periods (Grafana reads it):
+    baseline hours without an expected value, then monitored hours with the CUSUM."""
+    cfg = _site({"name": "drift", "kind": "drift", "baseline_hours": 24})
+    service = AlertService(cfg, pool, SeriesRegistry.for_site(cfg), FixedClock(T0))
+    rng = np.random.default_rng(5)
+    for k in range(30):
+        hour = T0 + timedelta(hours=k)
+        units = float(rng.integers(100, 300))
+        energy = (40.0 + 2.0 * units) * (1.0 + rng.normal(0, 0.01))
+        line = HourlyLine(hour, "press", energy, units, None, 0.0, 0.0, None, 0.0)
+        # readings reach an hour and settle_s past this hour's end: it is closed
+        newest = hour + timedelta(hours=1, seconds=cfg.alerts.settle_s)
+        service.hourly_written([], [], [line], newest.timestamp())
+    await service.flush()
+    rows = await pool.fetch("SELECT * FROM drift_periods ORDER BY period_start")
+    assert len(rows) == 30 and service.pending == 0
+    assert all(r["in_baseline"] and r["expected_kwh"] is None for r in rows[:24])
+    monitored = rows[24:]
+    assert all(not r["in_baseline"] and r["expected_kwh"] is not None for r in monitored)
+    assert {r["chart_unit"] for r in monitored} == {"share"}  # the relative model
+    assert all(r["limit_value"] > 0 and not r["signal"] for r in monitored)
+    assert rows[0]["rule"] == "drift" and rows[0]["line"] == "press"
+    assert rows[-1]["period_start"] == T0 + timedelta(hours=29)

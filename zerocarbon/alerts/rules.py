@@ -49,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from zerocarbon.alerts.demand import DemandMeter
-from zerocarbon.alerts.drift_monitor import LineDriftMonitor
+from zerocarbon.alerts.drift_monitor import DriftPeriod, LineDriftMonitor
 from zerocarbon.alerts.state import AlertState, AlertTracker, Condition, Threshold, Transition
 from zerocarbon.config import (
     AnyDevice,
@@ -416,6 +416,7 @@ class _Drift(_Rule):
         self.monitors = {line: LineDriftMonitor(line, rule, tz) for line in lines}
         self.periods_since_signal: dict[str, int] = {}
         self.tz = tz
+        self.periods: list[DriftPeriod] = []  # evaluated since last taken (drift_periods)
 
     def hour(self, hour: ClosedHour) -> list[AlertEvent]:
         events = []
@@ -428,6 +429,7 @@ class _Drift(_Rule):
             for p in monitor.add_hour(
                 hour.hour_start, row.energy_kwh, row.production_units, variables
             ):
+                self.periods.append(p)
                 event = self._period(line, monitor, p)
                 if event is not None:
                     events.append(event)
@@ -546,6 +548,13 @@ class RuleSet:
         for d in self.demand:
             watched.update((m, "active_power_kw") for m in d.meters)
         return watched
+
+    def take_periods(self) -> list[tuple[str, DriftPeriod]]:
+        """The drift periods evaluated since the last call, with their rule's name."""
+        taken = [(d.config.name, p) for d in self.drift for p in d.periods]
+        for d in self.drift:
+            d.periods.clear()
+        return taken
 
     def variables(self) -> set[str]:
         """The "device:metric" hourly means the drift rules use."""

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 import asyncpg
 import numpy as np
 
+from zerocarbon.alerts.drift_monitor import DriftPeriod
 from zerocarbon.alerts.rules import HOUR_S, AlertEvent, ClosedHour, RuleSet
 from zerocarbon.alerts.state import AlertState
 from zerocarbon.batch import ReadingBatch, SeriesRegistry
@@ -45,6 +46,7 @@ from zerocarbon.clock import Clock
 from zerocarbon.config import SiteConfig
 from zerocarbon.rows import HourlyCarbon, HourlyEnergy, HourlyLine
 from zerocarbon.storage import alerts as store
+from zerocarbon.storage.drift_periods import DriftPeriodRow, upsert_periods
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,27 @@ class _OpenHour:
     lines: dict[str, HourlyLine] = field(default_factory=dict)
 
 
+def period_row(rule: str, p: DriftPeriod) -> DriftPeriodRow:
+    """A drift period as a ``drift_periods`` row."""
+    return DriftPeriodRow(
+        rule=rule,
+        line=p.line,
+        period_start=p.start,
+        period_end=p.end,
+        energy_kwh=p.energy_kwh,
+        units=p.units,
+        expected_kwh=p.expected_kwh,
+        residual_kwh=p.residual_kwh,
+        residual_share=p.residual_share,
+        cusum_high=p.cusum_high,
+        cusum_low=p.cusum_low,
+        limit_value=p.limit,
+        chart_unit=p.chart_unit,
+        signal=p.signal,
+        in_baseline=p.in_baseline,
+    )
+
+
 class AlertService:
     name = "alerts"
 
@@ -93,6 +116,7 @@ class AlertService:
         self._settle_s = site.alerts.settle_s
         self.stats = AlertStats()
         self._pending: deque[AlertEvent] = deque()
+        self._periods: list[DriftPeriodRow] = []  # drift periods to write
         self._wake = asyncio.Event()
         self._watched = {
             registry.id(d, m): (d, m) for d, m in self.rules.watched_series()
@@ -236,6 +260,9 @@ class AlertService:
             )
             self.stats.hours_evaluated += 1
             self._emit(self.rules.on_hour(closed))
+            self._periods.extend(period_row(rule, p) for rule, p in self.rules.take_periods())
+            if self._periods:
+                self._wake.set()
 
     def _hour_means(self, start_s: int) -> dict[str, float]:
         means = {}
@@ -277,8 +304,19 @@ class AlertService:
         return self._channels if event.channels is None else event.channels
 
     async def flush(self) -> None:
-        """Store the pending state changes, in order; on a database error the rest stay
-        pending (raises nothing)."""
+        """Store the pending state changes, in order, and the drift periods; on a
+        database error the rest stay pending (raises nothing)."""
+        if self._periods:
+            rows, self._periods = self._periods, []
+            try:
+                async with self._pool.acquire() as conn:
+                    await upsert_periods(conn, rows)
+            except _DB_ERRORS as exc:
+                self._periods = rows + self._periods
+                self.stats.write_failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("storing drift periods failed (%s); will retry", exc)
+                return
         while self._pending:
             event = self._pending[0]
             try:
@@ -309,7 +347,7 @@ class AlertService:
                 self.tick()
                 next_tick = loop.time() + TICK_REAL_S
             await self.flush()
-            wait_s = RETRY_REAL_S if self._pending else TICK_REAL_S
+            wait_s = RETRY_REAL_S if self.pending else TICK_REAL_S
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), wait_s)
@@ -318,7 +356,7 @@ class AlertService:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._periods)
 
     @property
     def firing(self) -> int:
