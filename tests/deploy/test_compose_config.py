@@ -53,7 +53,14 @@ def _site_mount(service: dict[str, Any]) -> str:
 def test_base_file_is_valid(docker_compose: str) -> None:
     config = _valid(docker_compose, [BASE_COMPOSE])
     services = config["services"]
-    assert set(services) == {"timescaledb", "mosquitto", "zerocarbon-init", "zerocarbon", "grafana"}
+    assert set(services) == {
+        "timescaledb",
+        "mosquitto-auth",
+        "mosquitto",
+        "zerocarbon-init",
+        "zerocarbon",
+        "grafana",
+    }
     gateway = services["zerocarbon"]
     # interpolated from .env.example: the database URL carries its password
     assert gateway["environment"]["ZEROCARBON_DATABASE_URL"] == (
@@ -61,8 +68,21 @@ def test_base_file_is_valid(docker_compose: str) -> None:
     )
     assert _site_mount(gateway) == "deploy/demo/site.toml"
     assert [p["published"] for p in gateway["ports"]] == [8000]
-    # $$ in the broker's health check is a literal $ for the container
-    assert "$$SYS/broker/version" in services["mosquitto"]["healthcheck"]["test"]
+    # the broker password reaches the gateway, the broker and its password-file job
+    for name in ("zerocarbon", "mosquitto", "mosquitto-auth"):
+        assert services[name]["environment"]["ZEROCARBON_MQTT_PASSWORD"] == (
+            "change-me-broker-password"
+        )
+    assert services["mosquitto"]["depends_on"]["mosquitto-auth"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert "mosquitto-auth" in config["volumes"]
+    # $$ in the broker's health check and the job's script is a literal $ for the
+    # container's shell: the password is read there, not written into the config
+    (check,) = services["mosquitto"]["healthcheck"]["test"][1:]
+    assert '-P "$$ZEROCARBON_MQTT_PASSWORD"' in check and "'$$SYS/broker/version'" in check
+    assert '"$$ZEROCARBON_MQTT_PASSWORD"' in services["mosquitto-auth"]["command"][0]
+    assert "change-me-broker-password" not in check + services["mosquitto-auth"]["command"][0]
 
 
 def test_base_with_demo_overlay_is_valid_and_adds_the_simulator(docker_compose: str) -> None:
@@ -72,6 +92,9 @@ def test_base_with_demo_overlay_is_valid_and_adds_the_simulator(docker_compose: 
     assert services["simulator"]["image"] == services["zerocarbon"]["image"]
     assert services["simulator"]["command"][0] == "simulate"
     assert services["zerocarbon"]["depends_on"]["simulator"]["condition"] == "service_healthy"
+    assert services["simulator"]["environment"]["ZEROCARBON_MQTT_PASSWORD"] == (
+        "change-me-broker-password"
+    )
     # the overlay's site mount replaces the base's (same target), for both readers
     for name in ("zerocarbon", "zerocarbon-init", "simulator"):
         assert _site_mount(services[name]) == "deploy/demo/site.toml"
@@ -81,9 +104,10 @@ def test_base_with_demo_overlay_is_valid_and_adds_the_simulator(docker_compose: 
 def test_missing_password_is_an_error_not_an_empty_password(
     docker_compose: str, tmp_path: Path
 ) -> None:
-    env = tmp_path / "partial.env"
     lines = ENV_EXAMPLE.read_text().splitlines()
-    env.write_text("\n".join(x for x in lines if not x.startswith("ZEROCARBON_DB_PASSWORD=")))
-    done = _config(docker_compose, [BASE_COMPOSE], env)
-    assert done.returncode != 0
-    assert "set ZEROCARBON_DB_PASSWORD in .env" in done.stderr
+    for variable in ("ZEROCARBON_DB_PASSWORD", "ZEROCARBON_MQTT_PASSWORD"):
+        env = tmp_path / f"without-{variable}.env"
+        env.write_text("\n".join(x for x in lines if not x.startswith(f"{variable}=")))
+        done = _config(docker_compose, [BASE_COMPOSE], env)
+        assert done.returncode != 0
+        assert f"set {variable} in .env" in done.stderr

@@ -176,10 +176,13 @@ def _mounts(base: dict[str, Any], demo: dict[str, Any], env: dict[str, str]) -> 
 def test_every_mounted_host_path_exists_and_parses(
     base: dict[str, Any], demo: dict[str, Any], env: dict[str, str]
 ) -> None:
-    """Bind mounts: each is read-only and exists (the operator's secrets aside), each
-    file parses and each folder holds files that parse. The Grafana folders are written
+    """Bind mounts: each is read-only and exists, each file parses and each folder holds
+    files that parse; the operator's secrets (optional files in a mounted folder) are
+    left out, and docs/deploy.md says how to make them. The Grafana folders are written
     by `zerocarbon dashboards export deploy/grafana`: this fails until they are
     committed."""
+    for relative in OPERATOR_CREATED:
+        assert relative in DEPLOY_DOC.read_text(), f"docs/deploy.md: how to make {relative}"
     missing, parsed = [], []
     for mount in _mounts(base, demo, env):
         if not mount.is_bind:
@@ -188,19 +191,21 @@ def test_every_mounted_host_path_exists_and_parses(
         assert mount.read_only, f"{mount.service}: mount {mount.source} read-only"
         relative = os.path.normpath(mount.source)
         path = ROOT / relative
-        if relative in OPERATOR_CREATED:
-            assert relative in DEPLOY_DOC.read_text(), f"docs/deploy.md: how to make {relative}"
-            continue
+        assert relative not in OPERATOR_CREATED, f"{mount.service}: mount its folder instead"
         if not path.exists():
             missing.append(relative)
             continue
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        files = [f for f in files if f.relative_to(ROOT).as_posix() not in OPERATOR_CREATED]
         assert files, f"{relative}: an empty folder"
         for file in files:
             _parse_file(file)
             parsed.append(file.relative_to(ROOT).as_posix())
     assert missing == [], f"mounted but not in the repository: {missing}"
     assert "deploy/mosquitto/compose.conf" in parsed and "deploy/demo/site.toml" in parsed
+    # the operator's device users are read from their folder, mounted read-only
+    folders = {os.path.normpath(m.source) for m in _mounts(base, demo, env) if m.is_bind}
+    assert {os.path.dirname(relative) for relative in OPERATOR_CREATED} <= folders
 
 
 def test_grafana_datasource_uses_the_readonly_role_and_its_password_variable(
@@ -279,33 +284,51 @@ def test_gateway_reaches_the_database_and_the_broker_of_the_compose_network(
     assert mounts["/var/lib/zerocarbon"].source in base["volumes"]  # the data dir persists
 
 
-def test_broker_config_keeps_queued_messages_and_needs_passwords(
+def test_broker_config_keeps_queued_messages_and_needs_passwords_from_everyone(
     base: dict[str, Any], env: dict[str, str]
 ) -> None:
-    listeners = mosquitto_listeners(COMPOSE_MOSQUITTO_CONF.read_text())
+    """One listener, the published one, with passwords; no anonymous listener anywhere;
+    the password file in the volume the one-shot `mosquitto-auth` fills first."""
+    text = COMPOSE_MOSQUITTO_CONF.read_text()
+    listeners = mosquitto_listeners(text)
     general = listeners.pop(0)
-    assert general["per_listener_settings"] == "true"
+    assert general.get("per_listener_settings", "false") == "false"
     assert general["persistence"] == "true"
     assert general["max_queued_messages"] == "0"  # no count limit: bounded by bytes
     assert int(general["max_queued_bytes"]) >= 256 * 2**20
     assert general["persistent_client_expiration"] == "7d"
-    mosquitto = base["services"]["mosquitto"]
+    assert "allow_anonymous" not in general
+    assert not re.search(r"^\s*allow_anonymous\s+true\b", text, re.M)
+    services = base["services"]
+    mosquitto = services["mosquitto"]
     mounts = {m.target: m for m in service_mounts({"mosquitto": mosquitto}, env)}
     assert mounts[general["persistence_location"].rstrip("/")].source in base["volumes"]
     published = {int(p.split(":")[-1]) for p in mosquitto["ports"]}
-    for port, settings in listeners.items():
-        if port in published:  # the LAN's listener: passwords
-            assert settings["allow_anonymous"] == "false"
-            assert settings["password_file"] in mounts
-        else:  # only the compose network reaches it
-            assert settings["allow_anonymous"] == "true"
-    assert published and published < set(listeners)
+    assert published == set(listeners) == {1883}
+    (settings,) = listeners.values()
+    assert settings["allow_anonymous"] == "false"
+    auth = mounts[os.path.dirname(settings["password_file"])]
+    assert auth.source == "mosquitto-auth" and auth.source in base["volumes"]
+    assert auth.read_only
+    job = services["mosquitto-auth"]
+    assert job["restart"] == "no" and job["image"] == mosquitto["image"]
+    assert mosquitto["depends_on"]["mosquitto-auth"] == {
+        "condition": "service_completed_successfully"
+    }
+    job_mounts = {m.target: m for m in service_mounts({"mosquitto-auth": job}, env)}
+    assert job_mounts[auth.target].source == auth.source and not job_mounts[auth.target].read_only
+    # the health check logs in as the gateway's user, its password from its environment
+    check = mosquitto["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL"
+    assert re.search(r"-u zerocarbon -P \"\$\$ZEROCARBON_MQTT_PASSWORD\"", check[1])
+    assert "ZEROCARBON_MQTT_PASSWORD" in mosquitto["environment"]
 
 
-def test_demo_site_is_the_example_plant_on_the_compose_hosts() -> None:
+def test_demo_site_is_the_example_plant_on_the_compose_hosts(env: dict[str, str]) -> None:
     """deploy/demo/site.toml loads with the project's own loader; its Modbus devices
-    are served by the `simulator` service, its broker is mosquitto's unpublished
-    listener, and the rest is examples/demo-site.toml unchanged."""
+    are served by the `simulator` service, its broker is mosquitto's one listener where
+    it logs in as the user `mosquitto-auth` makes, with the password the gateway and the
+    simulator get from .env, and the rest is examples/demo-site.toml unchanged."""
     site = load_site(DEMO_SITE_FILE)
     example = load_site(EXAMPLE_DEMO_SITE)
     demo = load_yaml(DEMO_COMPOSE)
@@ -313,10 +336,26 @@ def test_demo_site_is_the_example_plant_on_the_compose_hosts() -> None:
     modbus = [d for d in site.devices if isinstance(d, ModbusTcpDevice)]
     assert modbus and {d.host for d in modbus} == {"simulator"}
     assert "simulator" in demo["services"]
+    assert site.mqtt is not None
     assert site.mqtt.host == "mosquitto" and site.mqtt.host in base["services"]
     listeners = mosquitto_listeners(COMPOSE_MOSQUITTO_CONF.read_text())
-    assert listeners[site.mqtt.port]["allow_anonymous"] == "true"  # the internal one
+    assert listeners[site.mqtt.port]["allow_anonymous"] == "false"  # the one listener
     assert site.mqtt.client_id and site.mqtt.qos == 1  # a persistent session
+    # the broker login: the user the password-file job makes, its password from .env
+    assert site.mqtt.username == "zerocarbon"
+    variable = site.mqtt.password_env
+    assert variable == "ZEROCARBON_MQTT_PASSWORD"
+    job = " ".join(base["services"]["mosquitto-auth"]["command"])
+    assert re.search(rf'mosquitto_passwd -b "\S+" {site.mqtt.username} "\$\${variable}"', job)
+    assert variable in env
+    for name, service in (
+        ("zerocarbon", base["services"]["zerocarbon"]),
+        ("simulator", demo["services"]["simulator"]),
+        ("mosquitto-auth", base["services"]["mosquitto-auth"]),
+    ):
+        value = service["environment"][variable]
+        assert value == f"${{{variable}:?set {variable} in .env}}", name
+        assert site.mqtt.password({variable: interpolate(value, env)}) == env[variable]
     # the simulator's health check knocks on the first Modbus device's port
     check = " ".join(demo["services"]["simulator"]["healthcheck"]["test"])
     assert f"('simulator', {modbus[0].port})" in check

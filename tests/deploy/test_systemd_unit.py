@@ -26,8 +26,9 @@ from .deploy_files import SYSTEMD_ENV, SYSTEMD_UNIT, read_env_file, unit_setting
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 INSTALLED_BINARY = "/opt/zerocarbon/.venv/bin/zerocarbon"
-# read from the environment file by something else than the gateway's Settings
-OTHER_READERS = {"NUMBA_CACHE_DIR", "ZEROCARBON_GRAFANA_DB_PASSWORD"}
+# read from the environment file by something else than the gateway's Settings: numba,
+# `db grant-readonly --password-env`, the site file's [mqtt] password_env
+OTHER_READERS = {"NUMBA_CACHE_DIR", "ZEROCARBON_GRAFANA_DB_PASSWORD", "ZEROCARBON_MQTT_PASSWORD"}
 
 needs_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (Debian's systemd)"
@@ -102,10 +103,10 @@ def test_environment_file_is_accepted_by_the_gateway_settings(
     """Each ZEROCARBON_* line, set or commented out, is a setting the gateway reads,
     with a valid value."""
     set_values = read_env_file(SYSTEMD_ENV)
-    commented = dict(
-        m.groups()
+    commented = {
+        m.group(1): m.group(2)
         for m in re.finditer(r"^#([A-Z][A-Z0-9_]*)=(\S*)$", SYSTEMD_ENV.read_text(), re.M)
-    )
+    }
     fields = {f"ZEROCARBON_{name.upper()}" for name in Settings.model_fields}
     for values in (set_values, {**set_values, **commented}):
         for name in values:
