@@ -333,7 +333,9 @@ async def simulated_day(pg_server_url: str) -> AsyncIterator[SimulatedDay]:
     finally:
         await conn.close()
     parts = urlsplit(url)
-    netloc = f"{role}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    # the same server as the role: host and port as given (empty for the embedded
+    # server's Unix socket, which the URL's ?host= names)
+    netloc = f"{role}@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
     day.readonly_url = urlunsplit(parts._replace(netloc=netloc))
     yield day
     await drop_database(pg_server_url, name)
