@@ -26,6 +26,9 @@ from pydantic import (
     model_validator,
 )
 
+from zerocarbon.config_accounts import AccountsConfig
+from zerocarbon.config_ledger import OffsetConfig
+from zerocarbon.config_tariff import TariffConfig
 from zerocarbon.metering.dlt645 import DEFAULT_IDENTIFIERS, METRIC_OF_IDENTIFIER, metric_of
 from zerocarbon.metering.metrics import METRICS_BY_NAME
 from zerocarbon.metering.profile import DeviceProfile, ProfileError, load_profile
@@ -1314,6 +1317,9 @@ class SiteConfig(_Frozen):
     accounting: AccountingConfig = AccountingConfig()
     simulation: SimulationConfig = SimulationConfig()
     alerts: AlertsConfig = AlertsConfig()
+    tariff: TariffConfig | None = None  # [tariff]: energy cost (zerocarbon.accounts)
+    offsets: tuple[OffsetConfig, ...] = ()  # [[offsets]]: CCER credits, allowances
+    accounts: AccountsConfig = AccountsConfig()  # [accounts]: period accounts
     base_dir: Path | None = Field(default=None, exclude=True)  # folder of the site file
 
     @model_validator(mode="after")
