@@ -1,0 +1,1 @@
+"""Period accounts, product footprints, scorecard, ledger, cost, reports."""
