@@ -29,7 +29,6 @@ from zerocarbon.api.docs import add_offline_docs, offline_docs_assets
 from zerocarbon.api.errors import add_error_handling
 from zerocarbon.api.live import KEEPALIVE_S, LiveStreams
 from zerocarbon.api.routes import (
-    accounts,
     alerts,
     baseline,
     carbon,
@@ -166,19 +165,7 @@ def create_app(
     app.state.auth = Authenticator(limiter=limiter, read_role=settings.api_read_role)
     app.state.metrics_registry.register(FailureMetrics(limiter))
     app.include_router(health.router)  # probes and /metrics stay open
-    for module in (
-        devices,
-        carbon,
-        energy,
-        baseline,
-        lines,
-        live,
-        status,
-        power,
-        alerts,
-        cost,
-        accounts,
-    ):
+    for module in (devices, carbon, energy, baseline, lines, live, status, power, alerts, cost):
         app.include_router(module.router, dependencies=[Depends(read_guard)])
     app.include_router(auth_routes.router)
     add_dashboard(app)
