@@ -33,7 +33,15 @@ from datetime import datetime
 import asyncpg
 
 from zerocarbon.config import StorageConfig
-from zerocarbon.storage import alerts, drift_periods, partitions, rollups, schema, timescale
+from zerocarbon.storage import (
+    alerts,
+    drift_periods,
+    ledger,
+    partitions,
+    rollups,
+    schema,
+    timescale,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +170,10 @@ async def _drift_periods(conn: asyncpg.Connection, ctx: MigrationContext) -> Non
     await conn.execute(drift_periods.DRIFT_PERIODS_SQL)
 
 
+async def _ledger(conn: asyncpg.Connection, ctx: MigrationContext) -> None:
+    await conn.execute(ledger.LEDGER_SQL)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base_tables", _base_tables),
     Migration(2, "hourly_tables", _hourly_tables),
@@ -173,6 +185,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "notification_outbox", _notification_outbox),
     Migration(9, "alerts", _alerts),
     Migration(10, "drift_periods", _drift_periods),
+    Migration(11, "ledger", _ledger),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 _LAYOUT_VERSION = 4  # the migration that decides hypertable or partitions
