@@ -56,6 +56,7 @@ async def _clear(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         await clear_ledger(conn)
+        await conn.execute("TRUNCATE hourly_carbon")
     finally:
         await conn.close()
 

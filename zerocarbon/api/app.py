@@ -36,6 +36,7 @@ from zerocarbon.api.routes import (
     devices,
     energy,
     health,
+    ledger,
     lines,
     live,
     power,
@@ -165,7 +166,19 @@ def create_app(
     app.state.auth = Authenticator(limiter=limiter, read_role=settings.api_read_role)
     app.state.metrics_registry.register(FailureMetrics(limiter))
     app.include_router(health.router)  # probes and /metrics stay open
-    for module in (devices, carbon, energy, baseline, lines, live, status, power, alerts, cost):
+    for module in (
+        devices,
+        carbon,
+        energy,
+        baseline,
+        lines,
+        live,
+        status,
+        power,
+        alerts,
+        cost,
+        ledger,
+    ):
         app.include_router(module.router, dependencies=[Depends(read_guard)])
     app.include_router(auth_routes.router)
     add_dashboard(app)

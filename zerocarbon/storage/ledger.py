@@ -182,7 +182,9 @@ async def list_instruments(
 ) -> list[InstrumentRow]:
     """Every instrument, by id (their rows locked with ``for_update``, in a transaction)."""
     lock = " FOR UPDATE" if for_update else ""
-    rows = await conn.fetch(f"SELECT {_INSTRUMENT_COLUMNS} FROM instruments ORDER BY id{lock}")
+    rows = await conn.fetch(
+        f'SELECT {_INSTRUMENT_COLUMNS} FROM instruments ORDER BY id COLLATE "C"{lock}'
+    )
     return [_instrument(r) for r in rows]
 
 
