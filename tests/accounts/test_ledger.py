@@ -11,10 +11,12 @@ for 2026-06 (10 kWh an hour), GEC batch ``gec_june`` 18 certificates for 2026-06
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -158,6 +160,17 @@ def test_offsets_config_is_checked() -> None:
         OffsetConfig.model_validate({**OFFSETS[0], "volume_t": 0})
     with pytest.raises(ValueError, match="colour"):
         OffsetConfig.model_validate({**OFFSETS[0], "colour": "green"})
+
+
+def test_the_example_offsets_are_valid() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "offsets.toml"
+    entries = tomllib.loads(path.read_text(encoding="utf-8"))["offsets"]
+    offsets = [OffsetConfig.model_validate(e) for e in entries]
+    check_offsets(offsets)
+    assert [(o.kind, o.volume_t) for o in offsets] == [("ccer", 100.0), ("allowance", 50.0)]
+    site = make_site(offsets=entries)
+    rows = {r.id: r for r in ledger.declared_instruments(site, T0)}
+    assert rows["offsets.ccer_forest_2025"].unit == "t CO2e"
 
 
 def test_declared_instruments_have_their_units_and_volumes() -> None:
