@@ -28,7 +28,7 @@ from pydantic import (
 
 from zerocarbon.config_accounts import AccountsConfig
 from zerocarbon.config_ledger import OffsetConfig
-from zerocarbon.config_tariff import TariffConfig
+from zerocarbon.config_tariff import TariffConfig, check_tariff
 from zerocarbon.metering.dlt645 import DEFAULT_IDENTIFIERS, METRIC_OF_IDENTIFIER, metric_of
 from zerocarbon.metering.metrics import METRICS_BY_NAME
 from zerocarbon.metering.profile import DeviceProfile, ProfileError, load_profile
@@ -1384,6 +1384,7 @@ class SiteConfig(_Frozen):
             meters[mkey] = m.id
         self._check_serial_lines()
         self._check_alert_rules()
+        check_tariff(self)
         return self
 
     def _check_alert_rules(self) -> None:
