@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from zerocarbon import __version__
+from zerocarbon.accounts.accounts_cli import accounts_app
 from zerocarbon.accounts.ledger_cli import ledger_app
 from zerocarbon.config import Dlt645Device, ModbusRtuDevice, SiteConfig, SiteConfigError, load_site
 from zerocarbon.dashboards.grafana.cli import dashboards_app
@@ -354,6 +355,7 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(accounts_app, name="accounts")
 
 
 def _db_command(site_path: Path, upgrade: bool) -> None:

@@ -34,6 +34,7 @@ import asyncpg
 
 from zerocarbon.config import StorageConfig
 from zerocarbon.storage import (
+    accounts,
     alerts,
     drift_periods,
     ledger,
@@ -174,6 +175,10 @@ async def _ledger(conn: asyncpg.Connection, ctx: MigrationContext) -> None:
     await conn.execute(ledger.LEDGER_SQL)
 
 
+async def _account_reports(conn: asyncpg.Connection, ctx: MigrationContext) -> None:
+    await conn.execute(accounts.ACCOUNT_REPORTS_SQL)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base_tables", _base_tables),
     Migration(2, "hourly_tables", _hourly_tables),
@@ -186,6 +191,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "alerts", _alerts),
     Migration(10, "drift_periods", _drift_periods),
     Migration(11, "ledger", _ledger),
+    Migration(12, "account_reports", _account_reports),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 _LAYOUT_VERSION = 4  # the migration that decides hypertable or partitions
