@@ -29,6 +29,7 @@ from zerocarbon.api.docs import add_offline_docs, offline_docs_assets
 from zerocarbon.api.errors import add_error_handling
 from zerocarbon.api.live import KEEPALIVE_S, LiveStreams
 from zerocarbon.api.routes import (
+    accounts,
     alerts,
     baseline,
     carbon,
@@ -177,6 +178,7 @@ def create_app(
         power,
         alerts,
         cost,
+        accounts,
         ledger,
     ):
         app.include_router(module.router, dependencies=[Depends(read_guard)])
