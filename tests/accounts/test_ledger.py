@@ -427,7 +427,7 @@ async def test_concurrent_retirements_exactly_one_wins(pg_url: str, synced: Site
     """Two connections retire the whole batch at once: one retirement, one refusal."""
     a, b = await asyncpg.connect(pg_url), await asyncpg.connect(pg_url)
     try:
-        # a holds the instrument's lock while b starts: b must wait for a, then see it
+        # whichever locks the instrument's row first wins; the other waits, then sees it
         results = await asyncio.gather(
             *(
                 ledger.retire(
@@ -533,3 +533,37 @@ async def test_unused_volume_when_the_import_is_short(conn: asyncpg.Connection) 
     assert detail.view.instrument.volume == 80 and detail.retirements == ()
     with pytest.raises(LookupError, match="no instrument 'nope'"):
         await ledger.instrument_detail(conn, "nope", site)
+
+
+async def test_an_hourly_contract_is_held_by_local_month(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Hours of an hourly_csv are summed by month of the site's time zone: the first
+    hour of July in Shanghai (2026-06-30T16:00Z) is July's."""
+    (tmp_path / "ppa.csv").write_text(
+        "hour_start,kwh\n"
+        "2026-06-30T15:00:00+00:00,400\n"
+        "2026-06-30T16:00:00+00:00,250.5\n"
+        "2026-07-01T03:00:00+00:00,100\n",
+        encoding="utf-8",
+    )
+    site = parse_site(
+        site_document(green_power=[{"id": "ppa", "hourly_csv": "ppa.csv"}], offsets=[]),
+        "site.toml",
+        base_dir=tmp_path,
+    )
+    await ledger.sync_instruments(conn, site, at=T0)
+    inst = await store.get_instrument(conn, "green_power.ppa")
+    assert inst is not None and inst.volume == Decimal("0.7505")
+    assert inst.declaration == {
+        "source": "hourly_csv",
+        "monthly_mwh": {"2026-06": "0.400000", "2026-07": "0.350500"},
+    }
+    args: dict[str, Any] = {"retired_by": "a", "reason": "", "at": T0}
+    with pytest.raises(LedgerRefused, match="exceed the contract's 0.4 MWh for that month"):
+        await ledger.retire(conn, "green_power.ppa", period="2026-06", volume="0.5", **args)
+    await ledger.retire(conn, "green_power.ppa", period="2026-07", volume="0.3505", **args)
+    inst = await store.get_instrument(conn, "green_power.ppa")
+    assert (
+        inst is not None and inst.status == "partly_retired" and inst.held_volume == Decimal("0.4")
+    )

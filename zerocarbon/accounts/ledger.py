@@ -51,7 +51,6 @@ import asyncpg
 import numpy as np
 
 from zerocarbon.carbon_engine.instruments import (
-    HOUR_S,
     KWH_PER_GEC,
     allocate_instruments,
     load_contract_volumes,
@@ -613,9 +612,9 @@ async def _engine(
         return {}
     zone = ZoneInfo(site.site.timezone)
     months = [b.applies_to for b in site.certificates]
-    for rows in declared_instruments(site, datetime.now(UTC)):
-        if rows.kind == "green_power":
-            months.extend(rows.declaration["monthly_mwh"])
+    for inst in declared_instruments(site, datetime.now(UTC)):
+        if inst.kind == "green_power":
+            months.extend(inst.declaration["monthly_mwh"])
     if not months:
         return {}
     start_s = min(month_bounds_s(m, zone)[0] for m in months)
@@ -623,7 +622,6 @@ async def _engine(
     hours, imp, contract, cert = await store.hourly_instrument_columns(
         conn, datetime.fromtimestamp(start_s, UTC), datetime.fromtimestamp(end_s, UTC)
     )
-    assert np.all(hours % HOUR_S == 0)
     wanted = np.zeros(hours.shape, dtype=bool)  # only the instruments' months
     for m in set(months):
         s, e = month_bounds_s(m, zone)
