@@ -503,3 +503,57 @@ def test_a_factor_table_without_version_is_refused(tmp_path: Path) -> None:
     site = hand_site(tmp_path / "missing.csv")
     with pytest.raises(AccountsError, match="accounts.factors_csv"):
         site_factor_table(site)
+
+
+def test_the_example_section_is_a_valid_accounts_section() -> None:
+    """examples/accounts.toml replaces the hand site's [accounts] and gives its figures."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "accounts.toml"
+    data = tomllib.loads(SITE_TOML)
+    data["accounts"] = tomllib.loads(example.read_text(encoding="utf-8"))["accounts"]
+    site = parse_site(data, "site.toml")
+    assert site.accounts.sector == "machinery" and site.accounts.base_year == 2025
+    account = compute_account(site, parse_period("2026-06", ZONE), *june_rows())
+    assert account.total_location_kg == pytest.approx(71_937.7594248, abs=GRAM)
+
+
+@pytest.mark.parametrize(
+    ("accounts", "message"),
+    [
+        ({"sector": "bakery"}, "unknown sector 'bakery'"),
+        (
+            {"process_emissions": [{"id": "x", "source": "s"}]},
+            "x: set exactly one of t_co2_per_month, t_co2_per_unit",
+        ),
+        (
+            {"process_emissions": [{"id": "x", "source": "s", "t_co2_per_unit": 1.0}]},
+            "x: t_co2_per_unit needs the line",
+        ),
+        (
+            {"process_emissions": [{"id": "x", "source": "s", "t_co2_per_month": 1, "line": "a"}]},
+            "x: line only goes with t_co2_per_unit",
+        ),
+        ({"organisation": {"name": "A", "credit_code": "123"}}, "credit_code"),
+        ({"heat": {"gj_per_month": -1}}, "gj_per_month"),
+        ({"base_year": 1990}, "base_year"),
+        ({"boundry": "typo"}, "boundry"),
+    ],
+)
+def test_bad_accounts_sections_are_named(accounts: dict[str, object], message: str) -> None:
+    data = tomllib.loads(SITE_TOML)
+    data["accounts"] = accounts
+    with pytest.raises(ValueError, match=message):
+        parse_site(data, "site.toml")
+
+
+def test_check_accounts_names_an_unknown_line() -> None:
+    from zerocarbon.config_accounts import check_accounts
+
+    data = tomllib.loads(SITE_TOML)
+    data["accounts"]["process_emissions"][1]["line"] = "paint"
+    try:
+        site = parse_site(data, "site.toml")
+    except ValueError as exc:  # SiteConfig calls check_accounts
+        assert "accounts.process_emissions[1].line: no production line 'paint'" in str(exc)
+        return
+    with pytest.raises(ValueError, match=r"process_emissions\[1\]\.line: no production line"):
+        check_accounts(site)
