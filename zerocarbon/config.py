@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from zerocarbon.config_accounts import AccountsConfig
-from zerocarbon.config_ledger import OffsetConfig
+from zerocarbon.config_ledger import OffsetConfig, check_offsets
 from zerocarbon.config_tariff import TariffConfig, check_tariff
 from zerocarbon.metering.dlt645 import DEFAULT_IDENTIFIERS, METRIC_OF_IDENTIFIER, metric_of
 from zerocarbon.metering.metrics import METRICS_BY_NAME
@@ -1385,6 +1385,7 @@ class SiteConfig(_Frozen):
         self._check_serial_lines()
         self._check_alert_rules()
         check_tariff(self)
+        check_offsets(self.offsets)
         return self
 
     def _check_alert_rules(self) -> None:

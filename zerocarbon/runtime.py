@@ -24,6 +24,7 @@ from types import TracebackType
 import asyncpg
 import uvicorn
 
+from zerocarbon.accounts.ledger import sync_instruments
 from zerocarbon.alerts.channel_setup import ChannelSetupError, build_channels
 from zerocarbon.alerts.channels import Channel
 from zerocarbon.alerts.dispatcher import Dispatcher
@@ -52,6 +53,7 @@ from zerocarbon.storage.database import create_schema, ensure_database, open_poo
 from zerocarbon.storage.device_events import DeviceEventLog
 from zerocarbon.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from zerocarbon.storage.forwarder import SpoolForwarder
+from zerocarbon.storage.ledger import LedgerRefused
 from zerocarbon.storage.maintenance import StorageMaintenance
 from zerocarbon.storage.partitions import open_layout
 from zerocarbon.storage.spool import Spool, SpoolError
@@ -293,6 +295,9 @@ class EnergyCenter:
                 )
                 registry = await register_site(conn, self.site)
                 layout = await open_layout(conn, self.site.storage)
+                await sync_instruments(conn, self.site)
+        except LedgerRefused as exc:
+            raise StartupError(f"the instruments ledger refuses the site file: {exc}") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StartupError(
                 f"cannot use the database {redact_url(url)}: {type(exc).__name__}: {exc}"
