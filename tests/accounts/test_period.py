@@ -391,6 +391,9 @@ def test_rows_outside_the_period_are_ignored() -> None:
     grid = next(s for s in account.sources if s.id == "purchased_electricity:grid")
     assert grid.activity == 0.0
     assert account.hours_with_results == 0
+    # the gas meter is still a source, with nothing reported
+    gas = next(s for s in account.sources if s.id == "combustion:boiler_gas")
+    assert (gas.activity, gas.quality.hours_reported, gas.quality.measured_share) == (0.0, 0, None)
 
 
 def test_exported_electricity_is_deducted_with_the_location_factor() -> None:

@@ -48,6 +48,7 @@ from zerocarbon.carbon_engine.factors import (
 from zerocarbon.carbon_engine.fuels import (
     FUEL_FACTORS_CSV,
     FUEL_METRICS,
+    _device_metrics,
     fuel_factor,
     fuel_parameters,
 )
@@ -540,11 +541,13 @@ def compute_account(
 
     # fuel combustion, per fuel meter channel
     fuel_version = _fuel_table_version()
-    for device in site.devices:
+    for index, device in enumerate(site.devices):
         if device.role is not DeviceRole.FUEL or device.fuel is None:
             continue
-        metrics = sorted({r.metric for r in energy if r.device == device.id} & set(FUEL_METRICS))
-        for m in metrics or ["gas_volume_nm3"]:
+        # the meter's fuel counters (configured, or seen in the period's rows)
+        seen = {r.metric for r in energy if r.device == device.id}
+        metrics = sorted((seen | set(_device_metrics(site, index))) & set(FUEL_METRICS))
+        for m in metrics:
             params = fuel_parameters(site, device.fuel, device.id)
             value = fuel_factor(site, device.fuel, m, device.id)
             overridden = device.fuel in site.fuels
