@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from zerocarbon.config_accounts import AccountsConfig
+from zerocarbon.config_accounts import AccountsConfig, check_accounts
 from zerocarbon.config_ledger import OffsetConfig, check_offsets
 from zerocarbon.config_tariff import TariffConfig, check_tariff
 from zerocarbon.metering.dlt645 import DEFAULT_IDENTIFIERS, METRIC_OF_IDENTIFIER, metric_of
@@ -1386,6 +1386,7 @@ class SiteConfig(_Frozen):
         self._check_alert_rules()
         check_tariff(self)
         check_offsets(self.offsets)
+        check_accounts(self)
         return self
 
     def _check_alert_rules(self) -> None:
