@@ -11,6 +11,10 @@ References
    reporting for industrial enterprises": boundary (clause 5), sources (clause 6).
 .. [2] GB/T 32151.1-12 (2015), the sector parts ("requirements of the greenhouse gas
    emissions accounting and reporting" for each sector).
+.. [3] GB/T 24067-2024 / ISO 14067:2018, "Carbon footprint of products": declared unit
+   (6.3.3), system boundary (6.3.4), allocation (6.4.6), data quality (6.3.5).
+.. [4] GB/T 2589-2020, "General principles for calculation of the comprehensive energy
+   consumption": 1 kgce = 29 307.6 kJ; electricity 0.1229 kgce/kWh (calorific equivalent).
 """
 
 from __future__ import annotations
@@ -24,12 +28,19 @@ if TYPE_CHECKING:
     from zerocarbon.config import SiteConfig
 
 __all__ = [
+    "ALLOCATION_KEYS",
     "DEFAULT_HEAT_FACTOR_T_PER_GJ",
+    "LOGISTICS_DEFAULTS",
+    "LOGISTICS_MODES",
     "SECTORS",
     "AccountsConfig",
+    "Logistics",
+    "Material",
     "Organisation",
     "ProcessEmission",
+    "Product",
     "PurchasedHeat",
+    "Scorecard",
     "SectorGuide",
     "check_accounts",
 ]
@@ -165,6 +176,138 @@ class PurchasedHeat(_Frozen):
     factor_source: str = ""  # empty: the default's source
 
 
+# --- products (GB/T 24067-2024 / ISO 14067:2018) ---------------------------------------
+
+ALLOCATION_KEYS = ("units", "mass", "energy")
+LOGISTICS_MODES = ("road", "rail", "sea", "air", "inland_waterway")
+DATA_SOURCES = ("supplier", "database", "estimate")
+
+# Default transport intensities [kg CO2e/tonne-km] by mode: UK DESNZ/DEFRA "Greenhouse gas
+# reporting: conversion factors 2024", sheet "Freighting goods" (road: HGV all diesel,
+# average laden; rail: freight train; sea: container ship, average; air: freight,
+# long-haul international, without radiative forcing). Check them against the published
+# table before a declaration; a site sets ``factor_kg_co2e_per_tkm`` to override. The
+# table has no inland-waterway factor, so that mode needs the site's own figure (e.g.
+# from GLEC Framework v3 or ISO 14083 modelling).
+LOGISTICS_DEFAULTS: dict[str, tuple[float, str]] = {
+    "road": (0.10650, "UK DESNZ/DEFRA conversion factors 2024, HGV all diesel, average laden"),
+    "rail": (0.02779, "UK DESNZ/DEFRA conversion factors 2024, freight train"),
+    "sea": (0.01612, "UK DESNZ/DEFRA conversion factors 2024, container ship, average"),
+    "air": (0.59, "UK DESNZ/DEFRA conversion factors 2024, air freight long-haul, no RF"),
+}
+
+
+class Material(_Frozen):
+    """``[[accounts.products.materials]]``: a material going into one unit of product,
+    with its cradle-to-gate factor and where that factor comes from."""
+
+    material: Annotated[str, Field(min_length=1)]
+    supplier: str = ""
+    kg_per_unit: float = Field(ge=0)  # [kg of material / declared unit of product]
+    factor_kg_co2e_per_kg: float = Field(ge=0)  # cradle-to-gate [kg CO2e/kg material]
+    # "supplier EPD ...", "database ..." or "estimate ...": the first word is the kind
+    source: Annotated[str, Field(min_length=1)]
+
+    @field_validator("source")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        first = value.split(maxsplit=1)[0].lower() if value.strip() else ""
+        if first not in DATA_SOURCES:
+            raise ValueError(
+                f"source {value!r}: start with one of {', '.join(DATA_SOURCES)} "
+                '(e.g. "supplier EPD S-P-01234", "database ecoinvent 3.10", "estimate")'
+            )
+        return value
+
+    @property
+    def kind(self) -> str:
+        """ "supplier", "database" or "estimate"."""
+        return self.source.split(maxsplit=1)[0].lower()
+
+
+class Logistics(_Frozen):
+    """``[[accounts.products.logistics]]``: inbound transport per unit of product."""
+
+    mode: Literal["road", "rail", "sea", "air", "inland_waterway"]
+    tonne_km_per_unit: float = Field(ge=0)  # [t km / declared unit]
+    factor_kg_co2e_per_tkm: float | None = Field(default=None, ge=0)  # None: the default
+    source: str = ""  # of an override; empty: the default's source
+
+    @model_validator(mode="after")
+    def _has_factor(self) -> Logistics:
+        if self.factor_kg_co2e_per_tkm is None and self.mode not in LOGISTICS_DEFAULTS:
+            raise ValueError(
+                f"mode {self.mode!r} has no default factor; set factor_kg_co2e_per_tkm "
+                "and its source"
+            )
+        return self
+
+    @property
+    def factor(self) -> tuple[float, str]:
+        """The factor [kg CO2e/t km] and its source."""
+        if self.factor_kg_co2e_per_tkm is not None:
+            return self.factor_kg_co2e_per_tkm, self.source or "site file"
+        return LOGISTICS_DEFAULTS[self.mode]
+
+
+class Product(_Frozen):
+    """``[[accounts.products]]``: the product of one production line (one product per
+    line: two products on one line would need batch records, not modelled)."""
+
+    id: _ID
+    line: str  # a [[lines]] id
+    name: Annotated[str, Field(min_length=1)]
+    unit: Annotated[str, Field(min_length=1)]  # the declared unit, e.g. "pcs", "t"
+    mass_kg_per_unit: float | None = Field(default=None, gt=0)  # [kg / declared unit]
+    # key sharing the site-level emissions (unmetered load, site fuels, process emissions
+    # not on a line, net heat) among the products' lines (ISO 14067:2018 6.4.6)
+    allocation: Literal["units", "mass", "energy"] = "energy"
+    materials: tuple[Material, ...] = ()
+    logistics: tuple[Logistics, ...] = ()
+    # the product's energy consumption limit (GB 3xxxx-20xx, Level 1) [kgce/unit]
+    energy_limit_kgce_per_unit: float | None = Field(default=None, gt=0)
+    limit_standard: str = ""  # e.g. "GB 3xxxx-20xx Level 1"
+
+    @model_validator(mode="after")
+    def _limit_has_standard(self) -> Product:
+        if self.energy_limit_kgce_per_unit is not None and not self.limit_standard.strip():
+            raise ValueError(
+                f"{self.id}: energy_limit_kgce_per_unit needs limit_standard, the standard "
+                'and level it comes from (e.g. "GB 3xxxx-20xx Level 1")'
+            )
+        return self
+
+
+class Scorecard(_Frozen):
+    """``[accounts.scorecard]``: the thresholds of the zero-carbon factory indicators, each
+    with the document it comes from. A threshold left unset is not assessed."""
+
+    renewable_share_min: float | None = Field(default=None, ge=0, le=1)  # [-]
+    renewable_share_source: str = ""
+    electrification_share_min: float | None = Field(default=None, ge=0, le=1)  # [-]
+    electrification_share_source: str = ""
+    base_year: int | None = Field(default=None, ge=2000, le=2100)
+    base_year_t_co2: float | None = Field(default=None, gt=0)  # [t CO2/year], GB/T 32150 E
+    reduction_target_share: float | None = Field(default=None, ge=0, le=1)  # [-]
+    reduction_target_source: str = ""
+    # the document of the offsets rule (offsets only after the reduction target is met)
+    offsets_rule_source: str = ""
+
+    @model_validator(mode="after")
+    def _sources(self) -> Scorecard:
+        for key in ("renewable_share", "electrification_share"):
+            if getattr(self, f"{key}_min") is not None and not getattr(self, f"{key}_source"):
+                raise ValueError(f"{key}_min needs {key}_source, the document it comes from")
+        if self.reduction_target_share is not None:
+            if self.base_year is None or self.base_year_t_co2 is None:
+                raise ValueError("reduction_target_share needs base_year and base_year_t_co2")
+            if not self.reduction_target_source:
+                raise ValueError(
+                    "reduction_target_share needs reduction_target_source, the document"
+                )
+        return self
+
+
 class AccountsConfig(_Frozen):
     """``[accounts]``: what the period accounts (GB/T 32150) need beyond the meters."""
 
@@ -180,6 +323,8 @@ class AccountsConfig(_Frozen):
     # "site": the factors of [grid] data_year; "latest": the newest data year of the
     # table not after the period (a provisional factor until MEE publishes the period's)
     factor_year: Literal["site", "latest"] = "site"
+    products: tuple[Product, ...] = ()  # [[accounts.products]]: one per line
+    scorecard: Scorecard = Scorecard()  # [accounts.scorecard]
 
     @field_validator("sector")
     @classmethod
@@ -193,6 +338,35 @@ class AccountsConfig(_Frozen):
         ids = [p.id for p in self.process_emissions]
         if len(set(ids)) != len(ids):
             raise ValueError(f"process_emissions: ids must be unique, got {ids}")
+        products = [p.id for p in self.products]
+        if len(set(products)) != len(products):
+            raise ValueError(f"products: ids must be unique, got {products}")
+        lines = [p.line for p in self.products]
+        if len(set(lines)) != len(lines):
+            raise ValueError(
+                f"products: one product per line (got lines {lines}); two products on one "
+                "line would need batch records"
+            )
+        keys = sorted({p.allocation for p in self.products})
+        if len(keys) > 1:
+            raise ValueError(
+                f"products: every product must declare the same allocation key (got {keys}): "
+                "the key shares site-level emissions among all the products' lines"
+            )
+        if keys == ["mass"]:
+            missing = [p.id for p in self.products if p.mass_kg_per_unit is None]
+            if missing:
+                raise ValueError(f"products {missing}: allocation 'mass' needs mass_kg_per_unit")
+        sc = self.scorecard
+        if (
+            sc.base_year is not None
+            and self.base_year is not None
+            and sc.base_year != self.base_year
+        ):
+            raise ValueError(
+                f"scorecard.base_year {sc.base_year} differs from accounts.base_year "
+                f"{self.base_year}"
+            )
         return self
 
     @property
@@ -214,5 +388,11 @@ def check_accounts(site: SiteConfig) -> None:
         if p.line is not None and p.line not in lines:
             raise ValueError(
                 f"accounts.process_emissions[{i}].line: no production line {p.line!r} "
+                f"(the site's lines: {lines})"
+            )
+    for i, prod in enumerate(site.accounts.products):
+        if prod.line not in lines:
+            raise ValueError(
+                f"accounts.products[{i}].line: no production line {prod.line!r} "
                 f"(the site's lines: {lines})"
             )
