@@ -17,6 +17,7 @@ import typer
 from zerocarbon import __version__
 from zerocarbon.accounts.accounts_cli import accounts_app
 from zerocarbon.accounts.ledger_cli import ledger_app
+from zerocarbon.accounts.report_cli import report_command
 from zerocarbon.config import Dlt645Device, ModbusRtuDevice, SiteConfig, SiteConfigError, load_site
 from zerocarbon.dashboards.grafana.cli import dashboards_app
 from zerocarbon.settings import Settings
@@ -356,6 +357,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(accounts_app, name="accounts")
+app.command("report")(report_command)
 
 
 def _db_command(site_path: Path, upgrade: bool) -> None:
