@@ -36,11 +36,13 @@ from zerocarbon.api.routes import (
     cost,
     devices,
     energy,
+    footprints,
     health,
     ledger,
     lines,
     live,
     power,
+    scorecard,
     status,
 )
 from zerocarbon.api.routes import auth as auth_routes
@@ -180,6 +182,8 @@ def create_app(
         cost,
         accounts,
         ledger,
+        footprints,
+        scorecard,
     ):
         app.include_router(module.router, dependencies=[Depends(read_guard)])
     app.include_router(auth_routes.router)
