@@ -331,7 +331,7 @@ def _quality(report: Report, language: str) -> str:
 
 
 def _kind_name(item: str, language: str) -> str:
-    return label(item.removeprefix("energy_"), language) if item.startswith("energy_") else item
+    return label(item.removeprefix("energy_"), language)
 
 
 def _cost(report: Report, language: str) -> str:

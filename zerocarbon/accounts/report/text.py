@@ -109,6 +109,14 @@ _TEXT: Final[dict[str, tuple[str, str]]] = {
     "valley": ("谷", "valley"),
     "deep_valley": ("深谷", "deep valley"),
     "page": ("页", "page"),
+    "surcharge": ("政府性基金及附加", "surcharge"),
+    "demand_charge": ("基本电费（按需量）", "demand charge"),
+    "capacity_charge": ("基本电费（按容量）", "capacity charge"),
+    "export_credit": ("上网电费抵扣", "export credit"),
+    "measured output x declared factor": (
+        "实测产量 × 申报因子",
+        "measured output x declared factor",
+    ),
 }
 
 
