@@ -43,6 +43,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -364,3 +365,20 @@ def test_mass_key_needs_every_mass() -> None:
     text = two_line_toml("mass").replace("mass_kg_per_unit = 25.0\n", "", 1)
     with pytest.raises(SiteConfigError, match="needs mass_kg_per_unit"):
         parse_site(tomllib.loads(text), "site.toml")
+
+
+def test_the_example_products_and_scorecard() -> None:
+    """examples/accounts.toml's product and scorecard on the hand site (one line)."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "accounts.toml"
+    data = tomllib.loads(SITE_TOML)
+    data["accounts"] = tomllib.loads(example.read_text(encoding="utf-8"))["accounts"]
+    site = parse_site(data, "site.toml")
+    (panel,) = site.accounts.products
+    assert panel.allocation == "energy" and panel.logistics[0].factor[0] == 0.10650
+    assert site.accounts.scorecard.base_year_t_co2 == 1000.0
+    carbon, energy, lines = june_rows()
+    (fp,) = compute_footprints(site, "2026-06", JUNE_START, JUNE_END, carbon, energy, lines)
+    # the press line has no sub-meter here: no line energy, so the energy key allocates
+    # nothing and the site-level emissions stay unallocated (said in the notes)
+    assert fp.allocation_share == 0.0 and fp.units == 3600.0
+    assert fp.gate_to_gate_kg == pytest.approx(4_320.0, abs=GRAM)

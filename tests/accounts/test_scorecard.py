@@ -18,9 +18,11 @@ By hand:
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
-from tests.accounts.test_footprint import two_line_rows, two_line_site
+from tests.accounts.test_footprint import two_line_rows, two_line_site, two_line_toml
 from zerocarbon.accounts.period import AccountsError, parse_period
 from zerocarbon.accounts.scorecard import (
     KGCE_PER_KWH,
@@ -30,9 +32,11 @@ from zerocarbon.accounts.scorecard import (
     kgce,
     month_labels,
 )
+from zerocarbon.config import parse_site
 
 ZONE = "Asia/Shanghai"
 JUNE = parse_period("2026-06", ZONE)
+GRAM_KGCE = 1e-6  # [kgce]
 
 
 def card(key: str = "units", offsets_t: float = 0.0, **thresholds: float) -> Scorecard:
@@ -68,9 +72,6 @@ def test_values_of_june_by_hand() -> None:
     assert red.value == pytest.approx(0.136746887, abs=1e-9)
     assert red.detail["baseline_t_co2"] == pytest.approx(1000 / 12, abs=1e-12)
     assert sc.total_location_t == pytest.approx(71.9377594248, abs=1e-6)
-
-
-GRAM_KGCE = 1e-6
 
 
 def test_energy_per_unit_follows_the_allocation_key() -> None:
@@ -127,3 +128,16 @@ def test_month_labels() -> None:
         month_labels("2026-07", "2026-01")
     with pytest.raises(AccountsError, match="expected a month"):
         month_labels("2026-Q1", "2026-07")
+
+
+def test_offsets_without_a_reduction_target_cannot_be_judged() -> None:
+    data = tomllib.loads(two_line_toml())
+    for key in ("reduction_target_share", "reduction_target_source"):
+        del data["accounts"]["scorecard"][key]
+    site = parse_site(data, "site.toml")
+    carbon, energy, lines = two_line_rows()
+    sc = compute_scorecard(site, JUNE, carbon, energy, lines, offsets_t=5.0)
+    assert sc.indicator("own_reduction").met is None
+    rule = sc.indicator("offsets_after_reductions")
+    assert rule.met is None
+    assert rule.flags == ("offsets used; no reduction target to judge them by",)
