@@ -49,6 +49,21 @@ from zerocarbon.config import SiteConfig, parse_site
 from .test_period import GRAM, june_rows, site_toml
 
 GENERATED = datetime(2026, 7, 3, 2, 0, tzinfo=UTC)
+PRODUCT_TOML = """
+[[accounts.products]]
+id = "panel"
+line = "press"
+name = "stamped panel"
+unit = "pcs"
+mass_kg_per_unit = 8.0
+allocation = "units"
+
+[[accounts.products.materials]]
+material = "cold-rolled steel sheet"
+kg_per_unit = 8.4
+factor_kg_co2e_per_kg = 2.0
+source = "supplier EPD S-P-01234"
+"""
 TARIFF_TOML = """
 [tariff]
 surcharge_per_kwh = 0.02888
@@ -86,11 +101,12 @@ peak = ["08-11"]
 
 
 def report_site_toml() -> str:
-    """The hand-computed site with the tariff and a contracted demand of 400 kW."""
+    """The hand-computed site with a product (8.4 kg of steel sheet at 2.0 kg CO2e/kg a
+    part), the tariff and a contracted demand of 400 kW."""
     text = site_toml().replace(
         "data_year = 2023\n", "data_year = 2023\ncontracted_demand_kw = 400.0\n", 1
     )
-    return text + TARIFF_TOML
+    return text + PRODUCT_TOML + TARIFF_TOML
 
 
 def report_site() -> SiteConfig:
@@ -201,7 +217,20 @@ def test_json_round_trip(report: Report) -> None:
     esg = {f["id"]: f for f in back["esg"]}
     assert esg["GRI 305-1"]["value"] == report.account.scope1_kg / 1000
     assert back["account"]["factor_revisions"]["grid.location"]["revision"] == "2026-01/2023"
-    assert back["footprint"] is None and back["scorecard"] is None
+    assert [f["product"] for f in back["footprints"]] == ["panel"]
+    assert back["scorecard"]["total_location_t"] == pytest.approx(71.9377594248, abs=1e-9)
+
+
+def test_footprint_and_scorecard_sections(report: Report) -> None:
+    (panel,) = report.footprints
+    assert panel.units == 3_600.0
+    # materials: 8.4 kg x 2.0 kg CO2e/kg = 16.8 kg CO2e a part, upstream of the gate
+    upstream = panel.per_unit(panel.cradle_to_gate_kg - panel.gate_to_gate_kg)
+    assert upstream == pytest.approx(16.8, abs=1e-9)
+    assert report.scorecard is not None
+    renewable = report.scorecard.indicator("renewable_share")
+    # on-site PV 12,000 + contract 7,200 + certificates 18,000 of 84,000 kWh consumed
+    assert renewable.value == pytest.approx(37_200 / 84_000, abs=1e-12)
 
 
 # --- the workbook ------------------------------------------------------------------------
@@ -247,6 +276,11 @@ def test_workbook_summary_equals_the_account(report: Report) -> None:
     assert len(lines) == 721 and lines[0][2] == "energy_kwh [kWh]"
     esg = {r[0]: r for r in xlsx_sheet(data, "esg")[1:]}
     assert esg["GRI 302-1-e"][3] == pytest.approx(692.7032, abs=1e-9)
+    footprints = xlsx_sheet(data, "footprints")
+    material = next(r for r in footprints if str(r[1]).startswith("material:"))
+    assert material[4] == pytest.approx(16.8 * 3_600, abs=1e-6)
+    scorecard = {r[0]: r for r in xlsx_sheet(data, "scorecard")[1:]}
+    assert scorecard["renewable_share"][2] == pytest.approx(37_200 / 84_000, abs=1e-12)
 
 
 # --- the PDF -----------------------------------------------------------------------------
@@ -277,6 +311,9 @@ def test_pdf_shows_every_figure(report: Report, language: str, cjk_font: None) -
         assert s.factor.revision in flat
     assert "GRI 305-2-b" in flat and "IFRS S2 29(a)(v)" in flat
     assert "280.303" in flat and "692.703" in flat
+    (panel,) = report.footprints
+    assert f"{panel.per_unit(panel.cradle_to_gate_kg):,.6f}" in flat
+    assert "renewable_share" in flat
     if language == "zh-CN":
         for heading in ("碳排放与能源报告", "关键数据", "排放源", "数据质量", "能源成本",
                         "绿电、绿证与抵销", "ESG 披露对照"):  # fmt: skip

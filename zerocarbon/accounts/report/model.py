@@ -17,8 +17,9 @@ Sections, each computed by one function from the computed figures:
 - the instruments: green certificates, green-power contracts and offsets with what was
   retired against the period and what the engine allocated (:func:`instruments_section`);
 - the ESG mapping (:func:`zerocarbon.accounts.report.esg.esg_fields`);
-- product footprints and the scorecard: hooks (:data:`Report.footprint`,
-  :data:`Report.scorecard`) left ``None`` until those modules exist.
+- product footprints over the period (GB/T 24067-2024 / ISO 14067:2018,
+  :func:`zerocarbon.accounts.footprint.compute_footprints`) and the zero-carbon
+  scorecard (:func:`zerocarbon.accounts.scorecard.compute_scorecard`).
 
 Emissions are CO2 (GB/T 32150 accounts CO2; no other gas is metered), reported in t
 CO2 as t CO2e.
@@ -36,9 +37,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from zerocarbon.accounts.cost import HourlyCost, LineEnergy, MonthlyBill, hourly_cost, monthly_bill
+from zerocarbon.accounts.footprint import Footprint, compute_footprints
 from zerocarbon.accounts.ledger import InstrumentView
 from zerocarbon.accounts.period import Account, FactorTable, Period, compute_account
 from zerocarbon.accounts.report.esg import EsgField, esg_fields
+from zerocarbon.accounts.scorecard import Scorecard, compute_scorecard
 from zerocarbon.config import SiteConfig
 from zerocarbon.config_tariff import PERIOD_KINDS
 from zerocarbon.rows import HourlyCarbon, HourlyEnergy, HourlyLine
@@ -167,10 +170,8 @@ class Report:
     carbon: Sequence[HourlyCarbon]
     energy: Sequence[HourlyEnergy]
     lines: Sequence[HourlyLine]
-    # hooks: product footprints (zerocarbon.accounts.footprint) and the scorecard
-    # (zerocarbon.accounts.scorecard) are added here when those modules exist
-    footprint: Mapping[str, Any] | None = None
-    scorecard: Mapping[str, Any] | None = None
+    footprints: tuple[Footprint, ...] = ()  # one per product of [accounts.products]
+    scorecard: Scorecard | None = None
     notes: tuple[str, ...] = field(default=())
 
     def figure(self, key: str) -> Figure:
@@ -204,8 +205,8 @@ class Report:
                 "instruments": [_jsonable(asdict(i)) for i in self.instruments],
                 "offsets_used_t": str(self.offsets_t),
                 "esg": [asdict(f) for f in self.esg],
-                "footprint": self.footprint,
-                "scorecard": self.scorecard,
+                "footprints": [f.to_json() for f in self.footprints],
+                "scorecard": None if self.scorecard is None else self.scorecard.to_json(),
                 "notes": list(self.notes),
             }
         )
@@ -435,6 +436,12 @@ def build_report(inputs: ReportInputs, generated_at: datetime) -> Report:
     notes = list(account.notes)
     if cost is None:
         notes.append("no [tariff] in the site file: no energy cost")
+    footprints = compute_footprints(
+        site, period.label, period.start, period.end, carbon, energy, lines, inputs.factor_table
+    )
+    scorecard = compute_scorecard(
+        site, period, carbon, energy, lines, inputs.factor_table, float(offsets), account
+    )
     return Report(
         site=site,
         period=period,
@@ -454,5 +461,7 @@ def build_report(inputs: ReportInputs, generated_at: datetime) -> Report:
         carbon=carbon,
         energy=energy,
         lines=lines,
+        footprints=tuple(footprints),
+        scorecard=scorecard,
         notes=tuple(notes),
     )

@@ -204,10 +204,8 @@ def typst_source(report: Report, language: str, cjk_family: str) -> str:
     out.append(_cost(report, language))
     out.append(_instruments(report, language))
     out.append(_esg(report, language))
-    if report.footprint is not None:
-        out.append(f"= {_s(t('footprint'))[1:-1]}\n")
-    if report.scorecard is not None:
-        out.append(f"= {_s(t('scorecard'))[1:-1]}\n")
+    out.append(_footprints(report, language))
+    out.append(_scorecard(report, language))
     if report.notes:
         out.append(f"= {_s(t('notes'))[1:-1]}\n")
         out.extend(f"- #{_s(n)}\n" for n in report.notes)
@@ -430,6 +428,70 @@ def _esg(report: Report, language: str) -> str:
         rows.append((f.id, f.title_zh if language == "zh-CN" else f.title_en, value, f.unit, f.how))
     return f"= {_s(t('esg'))[1:-1]}\n" + _table(
         (t("field"), t("figure"), t("value"), t("unit"), t("how")), rows, "llrll"
+    )
+
+
+def _footprints(report: Report, language: str) -> str:
+    """Product footprints (GB/T 24067-2024 / ISO 14067:2018) per declared unit."""
+    if not report.footprints:
+        return ""
+
+    def t(key: str) -> str:
+        return label(key, language)
+
+    rows = []
+    for f in report.footprints:
+        share = f.metered_measured_share
+        rows.append(
+            (
+                f"{f.product} ({f.name})",
+                f.line,
+                f"{fmt(f.units, 3)} {f.unit}",
+                fmt(f.per_unit(f.gate_to_gate_kg), 6),
+                fmt(f.per_unit(f.cradle_to_gate_kg), 6),
+                fmt(f.per_unit(f.cradle_to_gate_market_kg), 6),
+                "—" if share is None else f"{share:.2%}",
+            )
+        )
+    return (
+        f"= {_s(t('footprint'))[1:-1]}\n"
+        f"#text(size: 8pt)[GB/T 24067-2024 / ISO 14067:2018; kg CO2e / {_s(t('unit'))[1:-1]}]\n"
+        + _table(
+            (t("product"), t("line"), t("output"), t("gate_to_gate"), t("cradle_to_gate"),
+             t("cradle_to_gate_market"), t("measured_share")),
+            rows,
+            "llrrrrr",
+        )
+    )  # fmt: skip
+
+
+def _scorecard(report: Report, language: str) -> str:
+    """The zero-carbon factory indicators with their thresholds and sources."""
+    sc = report.scorecard
+    if sc is None or not sc.indicators:
+        return ""
+
+    def t(key: str) -> str:
+        return label(key, language)
+
+    def met(value: bool | None) -> str:
+        return t("not_assessed") if value is None else t("met" if value else "not_met")
+
+    rows = [
+        (
+            i.id,
+            "—" if i.value is None else f"{i.value:.6g}",
+            i.unit,
+            "—" if i.threshold is None else f"{i.comparison} {i.threshold:g}",
+            met(i.met),
+            i.source or "—",
+        )
+        for i in sc.indicators
+    ]
+    return f"= {_s(t('scorecard'))[1:-1]}\n" + _table(
+        (t("indicator"), t("value"), t("unit"), t("threshold"), t("result"), t("source_doc")),
+        rows,
+        "lrlrll",
     )
 
 

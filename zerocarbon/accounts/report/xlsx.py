@@ -13,7 +13,8 @@ Sheets:
 - ``hourly_line``: the lines' hourly rows;
 - ``hourly_cost`` and ``bills`` (with a ``[tariff]``): each hour's period kind and cost,
   and each month's bill lines, whose kWh are ``=SUMIFS`` over ``hourly_cost``;
-- ``series``, ``profile``: the data of the charts; ``instruments``; ``esg``.
+- ``series``, ``profile``: the data of the charts; ``instruments``; ``esg``;
+  ``footprints`` (each product's components) and ``scorecard``.
 
 Times are written as text: ``hour_start`` in UTC (ISO 8601) and the local time of the
 site. Units are in the headers. The workbook is written in constant-memory mode (rows
@@ -295,6 +296,50 @@ def render_xlsx(report: Report, language: str = "en") -> bytes:
     ws.write_row(0, 0, ["field", "title (en)", "title (zh-CN)", "value", "unit", "how"], bold)
     for i, e in enumerate(report.esg, start=1):
         ws.write_row(i, 0, [e.id, e.title_en, e.title_zh, _cell(e.value), e.unit, e.how])
+    if report.footprints:
+        ws = wb.add_worksheet("footprints")
+        ws.write_row(
+            0,
+            0,
+            ["product", "component", "stage", "description", "kg CO2e (location)",
+             "kg CO2e (market)", "data source", "factor source", "measured share [0..1]",
+             "allocation share [0..1]", "units [declared unit]", "kg CO2e/unit (location)"],
+            bold,
+        )  # fmt: skip
+        row = 1
+        for fp in report.footprints:
+            for comp in fp.components:
+                ws.write_row(
+                    row,
+                    0,
+                    [fp.product, comp.id, comp.stage, comp.description, comp.kg_co2e,
+                     comp.kg_co2e_market,
+                     comp.data_source, comp.source_detail, _cell(comp.measured_share),
+                     _cell(comp.allocation_share), fp.units, _cell(fp.per_unit(comp.kg_co2e))],
+                )  # fmt: skip
+                row += 1
+            ws.write_row(
+                row,
+                0,
+                [fp.product, "cradle_to_gate", "", fp.unit, fp.cradle_to_gate_kg,
+                 fp.cradle_to_gate_market_kg, "", "", _cell(fp.metered_measured_share), "",
+                 fp.units, _cell(fp.per_unit(fp.cradle_to_gate_kg))],
+                bold,
+            )  # fmt: skip
+            row += 1
+    if report.scorecard is not None:
+        ws = wb.add_worksheet("scorecard")
+        ws.write_row(
+            0, 0, ["indicator", "name", "value", "unit", "comparison", "threshold", "met",
+                   "source"], bold
+        )  # fmt: skip
+        for i, ind in enumerate(report.scorecard.indicators, start=1):
+            ws.write_row(
+                i,
+                0,
+                [ind.id, ind.name, _cell(ind.value), ind.unit, ind.comparison,
+                 _cell(ind.threshold), _cell(ind.met), ind.source],
+            )  # fmt: skip
     wb.close()
     return buf.getvalue()
 
