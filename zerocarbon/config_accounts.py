@@ -221,7 +221,7 @@ class Material(_Frozen):
 
     @property
     def kind(self) -> str:
-        """ "supplier", "database" or "estimate"."""
+        """The kind of source: "supplier", "database" or "estimate"."""
         return self.source.split(maxsplit=1)[0].lower()
 
 
