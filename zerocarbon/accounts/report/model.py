@@ -297,6 +297,7 @@ def cost_section(
         return None
     zone = ZoneInfo(site.site.timezone)
     bills = []
+    line_energy = _line_energy(zone, lines)
     for month in months:
         bills.append(
             monthly_bill(
@@ -306,7 +307,7 @@ def cost_section(
                 carbon,
                 demand,
                 site.grid.contracted_demand_kw,
-                _line_energy(month, zone, lines),
+                line_energy.get(month, []),
             )
         )
     by_kind_kwh: dict[str, Decimal] = {}
@@ -331,13 +332,22 @@ def cost_section(
     )
 
 
-def _line_energy(month: str, zone: ZoneInfo, lines: Sequence[HourlyLine]) -> list[LineEnergy]:
-    acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+def _line_energy(zone: ZoneInfo, lines: Sequence[HourlyLine]) -> dict[str, list[LineEnergy]]:
+    """Each local month's lines: energy [kWh] and output [units] summed by line."""
+    acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
+    months: dict[datetime, str] = {}
     for r in lines:
-        if r.hour_start.astimezone(zone).isoformat()[:7] == month:
-            acc[r.line][0] += r.energy_kwh
-            acc[r.line][1] += r.production_units
-    return [LineEnergy(k, v[0], v[1]) for k, v in sorted(acc.items())]
+        month = months.get(r.hour_start)
+        if month is None:
+            local = r.hour_start.astimezone(zone)
+            month = months[r.hour_start] = f"{local.year}-{local.month:02d}"
+        a = acc[month][r.line]
+        a[0] += r.energy_kwh
+        a[1] += r.production_units
+    return {
+        m: [LineEnergy(k, v[0], v[1]) for k, v in sorted(by_line.items())]
+        for m, by_line in acc.items()
+    }
 
 
 def instruments_section(

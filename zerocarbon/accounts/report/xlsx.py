@@ -93,7 +93,9 @@ def render_xlsx(report: Report, language: str = "en") -> bytes:
     from xlsxwriter.utility import xl_col_to_name  # type: ignore[import-untyped]
 
     buf = io.BytesIO()
-    wb = xlsxwriter.Workbook(buf, {"constant_memory": True, "in_memory": True})
+    # constant memory: rows go to temporary files as they are written (in_memory would
+    # turn it off)
+    wb = xlsxwriter.Workbook(buf, {"constant_memory": True})
     bold = wb.add_format({"bold": True})
     zone = ZoneInfo(report.timezone)
     carbon = sorted(report.carbon, key=lambda r: r.hour_start)
