@@ -187,3 +187,93 @@ async def test_status_gives_the_site_language(
 
 def test_status_language_defaults_to_chinese(pg_url: str) -> None:
     assert Settings(database_url=pg_url).site_language == "zh-CN"
+
+
+# --- the accounts page (/accounts) ------------------------------------------------------
+
+ACCOUNTS_ASSETS = ("accounts.html", "accounts.js")
+
+
+@pytest.mark.parametrize("name", ACCOUNTS_ASSETS)
+def test_no_internet_urls_in_accounts_assets(name: str) -> None:
+    text = (STATIC_DIR / name).read_text(encoding="utf-8")
+    assert not URL.search(text), f"{name} refers to {URL.search(text)}"
+    assert "@import" not in text and "fonts." not in text
+
+
+async def test_accounts_page_is_served_with_no_external_asset(
+    page_client: httpx.AsyncClient,
+) -> None:
+    res = await page_client.get("/accounts")
+    assert res.status_code == 200
+    assert res.headers["content-type"].startswith("text/html")
+    assert res.text == (STATIC_DIR / "accounts.html").read_text(encoding="utf-8")
+    refs = re.findall(r'(?:src|href)="([^"]+)"', res.text)
+    assert "static/accounts.js" in refs and "static/style.css" in refs
+    assert "./" in refs  # the link back to the live page
+    for ref in refs:
+        if ref.startswith("data:") or ref == "./":
+            continue
+        assert not ref.startswith("/") and "//" not in ref, ref
+        asset = await page_client.get("/" + ref)
+        assert asset.status_code == 200, ref
+    script_res = await page_client.get("/static/accounts.js")
+    assert "javascript" in script_res.headers["content-type"]
+    # no asset from elsewhere: every fetch of the script is a relative path of this app
+    fetched = re.findall(r'getJson\(\s*[`"]([^`"$]+)', script_res.text)
+    fetched += re.findall(r'fetch\("([^"]+)"', script_res.text)
+    assert fetched and all(f.startswith(("api/v1/", "static/")) for f in fetched), fetched
+
+
+def test_live_page_and_accounts_link_to_each_other() -> None:
+    live = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    accounts = (STATIC_DIR / "accounts.html").read_text(encoding="utf-8")
+    assert re.search(r'<a class="nav-link" id="nav-accounts" href="accounts"', live)
+    assert re.search(r'<a class="nav-link" id="nav-live" href="\./"', accounts)
+    assert 'id="lang-toggle"' in accounts and 'href="static/style.css"' in accounts
+
+
+def test_every_text_of_the_accounts_page_is_in_the_catalogue() -> None:
+    book = catalogue()
+    html = (STATIC_DIR / "accounts.html").read_text(encoding="utf-8")
+    js = (STATIC_DIR / "accounts.js").read_text(encoding="utf-8")
+    used = set(re.findall(r'data-i18n="([\w.]+)"', html))
+    used |= set(re.findall(r'\bt\("([\w.]+)"', js))
+    used |= set(re.findall(r'"(acc\.[\w.]+\.\d{3})"', js))
+    used |= set(re.findall(r'\["(acc\.[\w.]+)"', js))  # the totals' labels
+    assert len(used) > 80, sorted(used)
+    for lang in ("en", "zh-CN"):
+        assert used <= set(book[lang]), (lang, used - set(book[lang]))
+    # the keys made from the API's values: categories, bill lines, kinds, statuses
+    for prefix, names in {
+        "acc.cat.": ("combustion", "process", "purchased_electricity", "purchased_heat"),
+        "acc.bill.": ("energy_peak", "surcharge", "demand_charge", "export_credit"),
+        "acc.ledger.kind.": ("gec", "green_power", "ccer", "allowance"),
+        "acc.ledger.status.": ("held", "partly_retired", "retired", "cancelled"),
+        "acc.unavailable.": ("404", "409", "503"),
+    }.items():
+        for name in names:
+            assert prefix + name in book["en"] and prefix + name in book["zh-CN"], prefix + name
+    assert not CJK.search(html) and not CJK.search(js)
+    for tag in re.findall(r"<(h[1-3]|dt|label|button|th|option)\b[^>]*>([^<]*)<", html):
+        assert not tag[1].strip() or tag[1] == "zerocarbon", tag
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+def test_accounts_script_parses() -> None:
+    assert NODE is not None
+    result = subprocess.run(
+        [NODE, "--check", str(STATIC_DIR / "accounts.js")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_accounts_page_prints() -> None:
+    """The style has a print sheet for the accounts: white paper, no controls."""
+    css = (STATIC_DIR / "style.css").read_text(encoding="utf-8")
+    block = css[css.index("@media print") :]
+    assert "body.desk" in block and "background: #fff" in block
+    assert ".desk .period-form, .desk .lang-toggle, .desk .nav-link { display: none; }" in block

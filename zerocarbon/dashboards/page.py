@@ -10,7 +10,12 @@ token is asked for in the page when needed and kept in the tab's ``sessionStorag
 when reads need a token too (``ZEROCARBON_API_READ_ROLE``), every request sends it in
 ``Authorization: Bearer`` and the stream is read with ``fetch`` (``EventSource`` cannot
 send a header; the API takes no token in the query string, which would end up in
-access logs)."""
+access logs).
+
+``/accounts`` serves ``static/accounts.html``: the desk view of the figures a zero-carbon
+factory is judged by, for a month, quarter or year (the scorecard, the period account by
+GB/T 32150, product footprints, the month's energy bill and the instruments ledger), in
+the same two languages, from the same style and catalogue, printable."""
 
 from __future__ import annotations
 
@@ -31,7 +36,13 @@ async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+@router.get("/accounts", include_in_schema=False)
+async def accounts() -> FileResponse:
+    return FileResponse(STATIC_DIR / "accounts.html", headers={"Cache-Control": "no-cache"})
+
+
 def add_dashboard(app: FastAPI) -> None:
-    """Serve the live page at ``/`` and its assets under ``/static``."""
+    """Serve the live page at ``/``, the accounts at ``/accounts`` and their assets under
+    ``/static``."""
     app.include_router(router)
     app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="dashboard-static")
