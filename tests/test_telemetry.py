@@ -241,7 +241,10 @@ async def test_alert_counters_in_metrics(
                 for i, v in enumerate([1.0, 20.0]):
                     payload = json.dumps({"ts": now - 5 + i, "p": v})
                     await pub.publish(device.topic, payload, qos=1)
-            await until(lambda: len(receiver.requests) == 1)
+            dispatcher = center.dispatcher
+            assert dispatcher is not None
+            # delivered, and its outbox row marked sent (the count follows the commit)
+            await until(lambda: dispatcher.stats.sent == 1)
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
