@@ -58,7 +58,7 @@ from zerocarbon.accounts.period import (
     Period,
     _grid_rows,
     parse_period,
-    shipped_factor_table,
+    site_factor_table,
 )
 from zerocarbon.carbon_engine.fuels import FUEL_METRICS, fuel_factor, fuel_parameters
 from zerocarbon.config import DeviceRole, SiteConfig
@@ -327,7 +327,7 @@ def compute_footprints(
     carbon, energy, lines : sequences of hourly rows
         ``hourly_carbon``, ``hourly_energy``, ``hourly_line``; rows outside are ignored.
     factors : FactorTable, optional
-        The grid factor table (default the shipped one), as for the period accounts.
+        The grid factor table (default the site's), as for the period accounts.
 
     Returns
     -------
@@ -347,7 +347,7 @@ def compute_footprints(
     zone = ZoneInfo(site.site.timezone)
     period = window_period(label, start, end, site.site.timezone)
     start, end = period.start, period.end
-    table = factors if factors is not None else shipped_factor_table()
+    table = factors if factors is not None else site_factor_table(site)
     loc, mkt = _grid_rows(site, table, period)
     acc = site.accounts
 

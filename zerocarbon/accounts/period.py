@@ -509,7 +509,8 @@ def compute_account(
         The rows of ``hourly_carbon``, ``hourly_energy`` and ``hourly_line``; rows outside
         the period are ignored.
     factors : FactorTable, optional
-        The grid factor table; default the shipped one.
+        The grid factor table; default the site's (``[accounts] factors_csv``, else the
+        shipped one).
 
     Returns
     -------
@@ -527,7 +528,7 @@ def compute_account(
        combustion per its Appendix B (:mod:`zerocarbon.carbon_engine.fuels`).
     .. [2] GHG Protocol Scope 2 Guidance (2015), ch. 6 (location- and market-based).
     """
-    table = factors if factors is not None else shipped_factor_table()
+    table = factors if factors is not None else site_factor_table(site)
     acc = site.accounts
 
     def inside(ts: datetime) -> bool:
