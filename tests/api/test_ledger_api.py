@@ -188,3 +188,17 @@ async def test_reads_follow_the_read_role(
             res = await c.get("/api/v1/ledger", headers=viewer)
             # without the site file: the ledger as stored (empty here), no allocation
             assert res.status_code == 200 and res.json()["instruments"] == []
+
+
+def test_volumes_are_plain_decimals() -> None:
+    """80 MWh is "80", never "8E+1" (Decimal.normalize's exponent form)."""
+    from decimal import Decimal
+
+    from zerocarbon.api.routes.ledger import _plain
+
+    assert [str(_plain(Decimal(x))) for x in ("80.000000", "18.500", "0.000", "1200")] == [
+        "80",
+        "18.5",
+        "0",
+        "1200",
+    ]

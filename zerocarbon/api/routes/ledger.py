@@ -52,6 +52,13 @@ def _site(request: Request) -> SiteConfig | None:
 SiteDep = Annotated[SiteConfig | None, Depends(_site)]
 
 
+def _plain(value: Decimal) -> Decimal:
+    """``value`` without trailing zeros and never in exponent form (80, not 8E+1)."""
+    normal = value.normalize()
+    exponent = normal.as_tuple().exponent
+    return normal.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else normal
+
+
 class EngineMonthOut(BaseModel):
     """What the carbon engine did with the instrument's volume in one month [kWh]."""
 
@@ -110,13 +117,13 @@ class InstrumentOut(BaseModel):
             project=i.project,
             vintage=i.vintage,
             unit=i.unit,
-            volume=i.volume.normalize(),
-            retired=i.retired_volume.normalize(),
-            held=i.held_volume.normalize(),
+            volume=_plain(i.volume),
+            retired=_plain(i.retired_volume),
+            held=_plain(i.held_volume),
             status=i.status,
             declared_at=i.declared_at,
             declaration=dict(i.declaration),
-            retired_by_period={p: x.normalize() for p, x in v.retired_by_period.items()},
+            retired_by_period={p: _plain(x) for p, x in v.retired_by_period.items()},
             engine=None if v.engine is None else [EngineMonthOut.of(m) for m in v.engine],
         )
 
@@ -137,7 +144,7 @@ class RetirementOut(BaseModel):
         return cls(
             id=r.id,
             instrument_id=r.instrument_id,
-            volume=r.volume.normalize(),
+            volume=_plain(r.volume),
             period=r.period,
             retired_by=r.retired_by,
             retired_at=r.retired_at,
@@ -216,7 +223,7 @@ async def list_ledger(pool: PoolDep, site: SiteDep) -> LedgerOut:
         )
     return LedgerOut(
         instruments=[InstrumentOut.of(v) for v in views],
-        offsets_used_t={p: x.normalize() for p, x in used.items()},
+        offsets_used_t={p: _plain(x) for p, x in used.items()},
     )
 
 
