@@ -504,6 +504,13 @@ async def test_a_quarter_and_the_link_to_the_live_page(served: Served, browser: 
         assert shown_equal(shown, quarter["totals"]["total_location_t"], 3)
         assert await text_of(page, "#account-totals dd[data-field=hours]") == "720 of 2,184"
         assert await text_of(page, "#cost-state") == EN["acc.cost.monthOnly"]
+        # June's retirement is inside the quarter
+        ccer = page.locator('#ledger-body-rows tr[data-instrument="offsets.ccer_forest_2025"]')
+        shown = await ccer.locator("td[data-field=retired_period]").text_content() or ""
+        assert shown_equal(shown, float(CCER_RETIRED_T), 3)
+        assert shown_equal(
+            await text_of(page, "#offsets-used dd[data-field=offsets_used_t]"), 10, 3
+        )
         assert await page.locator("#cost-body").is_hidden()
         await page.locator("#nav-live").click()
         await page.wait_for_url(f"{served.full}/")

@@ -16,7 +16,6 @@
   const LANG_KEY = "zerocarbon.lang"; // the live page's: localStorage
   const DEFAULT_LANG = "zh-CN";
   const TREND_MONTHS = 12; // the scorecard's trend: the period's last 12 months
-  const UNAVAILABLE = new Set([404, 409, 503]);
 
   const state = {
     catalogue: null,
