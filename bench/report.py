@@ -21,6 +21,11 @@ line per format and period kind ``{"metric": "report_s", "format": ..., "period"
     ZEROCARBON_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \\
         python bench/report.py [--devices 200] [--lines 8] [--runs 3]
 
+``--engines DIR`` instead compares the two PDF typesetters on the same report (June of
+the same site, Chinese): it times Typst (what the product uses) and writes the report
+as HTML+CSS (the same tables and bar charts) to ``DIR/report.html``, for WeasyPrint to
+be timed on it where it is installed (``docs/reports.md``).
+
 Without ``ZEROCARBON_DATABASE_URL`` an embedded PostgreSQL is started in a temporary
 folder. A scratch database is created and dropped.
 """
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import secrets
@@ -244,6 +250,7 @@ async def read_rows(conn: asyncpg.Connection, start: datetime, end: datetime) ->
 
 
 async def timed(action: Callable[[], Awaitable[Any]]) -> float:
+    gc.collect()  # the garbage of the run before is not timed in this one
     t0 = time.perf_counter()
     await action()
     return time.perf_counter() - t0
@@ -313,6 +320,152 @@ async def run(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         await conn.close()
 
 
+def html_source(report: Any, language: str, cjk_family: str) -> str:
+    """The report as HTML+CSS for WeasyPrint: the same sections, tables and bar charts
+    (CSS boxes) as the Typst source of :mod:`zerocarbon.accounts.report.pdf`."""
+    from html import escape
+
+    from zerocarbon.accounts.report.text import fmt, fmt_cny, fmt_kwh, fmt_t, label
+
+    def t(key: str) -> str:
+        return escape(label(key, language))
+
+    def table(headers: list[str], rows: list[list[str]]) -> str:
+        head = "".join(f"<th>{h}</th>" for h in headers)
+        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def chart(bars: list[tuple[float, ...]], labels: list[str], unit: str) -> str:
+        top = max((sum(b) for b in bars), default=0.0) or 1.0
+        cols = []
+        for b, lb in zip(bars, labels, strict=True):
+            segs = "".join(
+                f'<div style="height:{v / top * 4:.4f}cm;background:{c}"></div>'
+                for v, c in reversed(list(zip(b, ("#4e79a7", "#f28e2b"), strict=False)))
+            )
+            cols.append(f'<div class="bar">{segs}<span>{escape(lb)}</span></div>')
+        head = f'<p class="max">{t("max")} {fmt(top, 1)} {unit}</p>'
+        return f'{head}<div class="chart">{"".join(cols)}</div>'
+
+    a = report.account
+    css = f"""@page {{ size: A4; margin: 1.8cm 1.6cm }}
+body {{ font-family: 'Libertinus Serif', '{cjk_family}'; font-size: 9pt }}
+table {{ border-collapse: collapse; font-size: 7.5pt; margin: 4pt 0 }}
+th, td {{ border: 0.4pt solid #b4b4b4; padding: 3pt }} th {{ background: #ebebeb }}
+.chart {{ display: flex; align-items: flex-end; height: 4.4cm; border-left: 0.5pt solid;
+  border-bottom: 0.5pt solid; gap: 1.5pt }}
+.bar {{ flex: 1; display: flex; flex-direction: column; justify-content: flex-end }}
+.bar span {{ font-size: 5.5pt }} .max {{ text-align: right; font-size: 7pt }}"""
+    day = report.bucket_kind == "day"
+    labels = [b.label[8:] if day else b.label[5:] for b in report.buckets]
+    parts = [
+        f"<html><head><meta charset='utf-8'><style>{css}</style></head><body>",
+        f"<h1>{t('title')}</h1><p>{escape(a.organisation)} — {report.period.label}</p>",
+        f"<h2>{t('summary')}</h2>",
+        table(
+            [t("figure"), t("value"), t("unit")],
+            [
+                [
+                    label(f.key, language),
+                    fmt_t(f.value)
+                    if f.unit == "t CO2"
+                    else fmt_cny(f.value)
+                    if f.unit == "CNY"
+                    else fmt_kwh(f.value),
+                    f.unit,
+                ]
+                for f in report.figures
+            ],
+        ),  # fmt: skip
+        f"<h2>{t('charts')}</h2>",
+        chart(
+            [(b.scope1_kg / 1000, b.scope2_location_kg / 1000) for b in report.buckets],
+            labels,
+            "t CO2",
+        ),
+        chart([(b.grid_import_kwh, b.pv_kwh) for b in report.buckets], labels, "kWh"),
+        chart(
+            [(p.grid_import_kwh, p.pv_kwh) for p in report.profile],
+            [f"{p.hour:02d}" for p in report.profile],
+            "kWh/h",
+        ),
+        f"<h2>{t('sources')}</h2>",
+        table(
+            [
+                t("source"),
+                t("activity"),
+                t("factor"),
+                t("factor_source"),
+                t("revision"),
+                t("emissions_t"),
+            ],
+            [
+                [
+                    s.id,
+                    f"{fmt_kwh(s.activity)} {s.activity_unit}",
+                    f"{s.factor.value:.6g} {s.factor.unit}",
+                    s.factor.source,
+                    s.factor.revision,
+                    fmt_t(s.emissions_t),
+                ]
+                for s in a.sources
+            ],
+        ),  # fmt: skip
+        f"<h2>{t('esg')}</h2>",
+        table(
+            [t("field"), t("figure"), t("value"), t("unit"), t("how")],
+            [
+                [
+                    e.id,
+                    e.title_zh if language == "zh-CN" else e.title_en,
+                    t("not_reported") if e.value is None else fmt(e.value, 6),
+                    e.unit,
+                    e.how,
+                ]
+                for e in report.esg
+            ],
+        ),  # fmt: skip
+    ]
+    if report.cost is not None:
+        parts.append(f"<h2>{t('cost')}</h2>")
+        parts.append(
+            table(
+                [t("month"), t("item"), t("quantity"), t("price"), t("amount")],
+                [[b.month, ln.item, fmt_kwh(ln.quantity), str(ln.price), fmt_cny(ln.amount_cny)]
+                 for b in report.cost.bills for ln in b.lines],
+            )
+        )  # fmt: skip
+    return "".join(parts) + "</body></html>"
+
+
+async def engines(url: str, args: argparse.Namespace) -> None:
+    """Time Typst on June's Chinese report and write the same report as HTML."""
+    from zerocarbon.accounts.report.pdf import _family, find_cjk_font, render_pdf
+
+    site = parse_site(tomllib.loads(site_toml(args.devices, args.lines)), "bench.toml")
+    conn = await asyncpg.connect(url)
+    try:
+        await create_schema(conn)
+        await load_year(conn, site, args.lines, args.seed)
+        inputs = await load_report_inputs(conn, site, "2026-06")
+    finally:
+        await conn.close()
+    report = build_report(inputs, datetime(2027, 1, 5, tzinfo=UTC))
+    times = []
+    pdf = b""
+    for _ in range(max(args.runs, 5)):
+        t0 = time.perf_counter()
+        pdf = render_pdf(report, "zh-CN")
+        times.append(time.perf_counter() - t0)
+    out = Path(args.engines)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "typst.pdf").write_bytes(pdf)
+    font = find_cjk_font()
+    (out / "report.html").write_text(html_source(report, "zh-CN", _family(font)), "utf-8")
+    print(f"typst: median {statistics.median(times):.3f} s, {len(pdf):,} bytes")
+    print(f"wrote {out / 'report.html'} (render it with WeasyPrint: docs/reports.md)")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=200)
@@ -321,6 +474,7 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=20260)
     parser.add_argument("--pdf", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--pdf-year", action="store_true")
+    parser.add_argument("--engines", metavar="DIR", help="compare Typst and WeasyPrint")
     args = parser.parse_args()
     server_url = os.environ.get("ZEROCARBON_DATABASE_URL")
     embedded = None
@@ -330,6 +484,9 @@ async def main() -> None:
     name = f"zc_bench_report_{secrets.token_hex(3)}"
     try:
         url = await ensure_database(server_url, name)
+        if args.engines:
+            await engines(url, args)
+            return
         results = await run(url, args)
     finally:
         await drop_database(server_url, name)

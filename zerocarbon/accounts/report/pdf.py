@@ -161,7 +161,7 @@ def typst_source(report: Report, language: str, cjk_family: str) -> str:
     out: list[str] = [
         f"#set document(title: {_s(t('title') + ' ' + report.period.label)}, author: {_s(org)})",
         '#set page(paper: "a4", margin: (x: 1.6cm, y: 1.8cm), '
-        f"footer: context [#text(size: 7pt)[#{_s(org)} · {_s(report.period.label)[1:-1]} "
+        f"footer: context [#text(size: 7pt)[#{_s(org)} · #{_s(report.period.label)} "
         '#h(1fr) #counter(page).display("1 / 1", both: true)]])',
         f"#set text(font: ({_s(LATIN_FONT)}, {_s(cjk_family)}), size: 9pt, lang: {_s(lang)})",
         "#set table(stroke: 0.4pt)",
@@ -187,7 +187,7 @@ def typst_source(report: Report, language: str, cjk_family: str) -> str:
         + ")\n"
     )
     # key figures
-    out.append(f"= {_s(t('summary'))[1:-1]}\n")
+    out.append(f"= #{_s(t('summary'))}\n")
     rows = []
     for f in report.figures:
         if f.unit == "t CO2":
@@ -207,7 +207,7 @@ def typst_source(report: Report, language: str, cjk_family: str) -> str:
     out.append(_footprints(report, language))
     out.append(_scorecard(report, language))
     if report.notes:
-        out.append(f"= {_s(t('notes'))[1:-1]}\n")
+        out.append(f"= #{_s(t('notes'))}\n")
         out.extend(f"- #{_s(n)}\n" for n in report.notes)
     return "\n".join(out)
 
@@ -218,7 +218,7 @@ def _charts(report: Report, language: str) -> str:
 
     day = report.bucket_kind == "day"
     labels = [b.label[8:] if day else b.label[5:] for b in report.buckets]
-    out = [f"= {_s(t('charts'))[1:-1]}\n"]
+    out = [f"= #{_s(t('charts'))}\n"]
     out.append(f"*#{_s(t('chart_period_day' if day else 'chart_period_month'))}*\n")
     out.append(
         _chart(
@@ -284,7 +284,7 @@ def _sources(report: Report, language: str) -> str:
                 sign + fmt_t(s.emissions_t),
             )
         )
-    return f"= {_s(t('sources'))[1:-1]}\n" + _table(
+    return f"= #{_s(t('sources'))}\n" + _table(
         (
             t("source"),
             t("activity"),
@@ -318,7 +318,7 @@ def _quality(report: Report, language: str) -> str:
         )
     a = report.account
     return (
-        f"= {_s(t('quality'))[1:-1]}\n"
+        f"= #{_s(t('quality'))}\n"
         + _table(
             (t("source"), t("basis"), t("measured_share"), t("estimated"), t("hours"), t("faults")),
             rows,
@@ -336,7 +336,7 @@ def _cost(report: Report, language: str) -> str:
     def t(key: str) -> str:
         return label(key, language)
 
-    out = [f"= {_s(t('cost'))[1:-1]}\n"]
+    out = [f"= #{_s(t('cost'))}\n"]
     if report.cost is None:
         out.append(f"#{_s(t('no_tariff'))}\n")
         return "\n".join(out)
@@ -367,7 +367,7 @@ def _instruments(report: Report, language: str) -> str:
     def t(key: str) -> str:
         return label(key, language)
 
-    out = [f"= {_s(t('instruments'))[1:-1]}\n"]
+    out = [f"= #{_s(t('instruments'))}\n"]
     if not report.instruments:
         out.append(f"#{_s(t('no_instruments'))}\n")
     else:
@@ -426,7 +426,7 @@ def _esg(report: Report, language: str) -> str:
         else:
             value = fmt(f.value, 3)
         rows.append((f.id, f.title_zh if language == "zh-CN" else f.title_en, value, f.unit, f.how))
-    return f"= {_s(t('esg'))[1:-1]}\n" + _table(
+    return f"= #{_s(t('esg'))}\n" + _table(
         (t("field"), t("figure"), t("value"), t("unit"), t("how")), rows, "llrll"
     )
 
@@ -454,8 +454,8 @@ def _footprints(report: Report, language: str) -> str:
             )
         )
     return (
-        f"= {_s(t('footprint'))[1:-1]}\n"
-        f"#text(size: 8pt)[GB/T 24067-2024 / ISO 14067:2018; kg CO2e / {_s(t('unit'))[1:-1]}]\n"
+        f"= #{_s(t('footprint'))}\n"
+        f"#text(size: 8pt)[GB/T 24067-2024 / ISO 14067:2018; kg CO2e / #{_s(t('unit'))}]\n"
         + _table(
             (t("product"), t("line"), t("output"), t("gate_to_gate"), t("cradle_to_gate"),
              t("cradle_to_gate_market"), t("measured_share")),
@@ -488,7 +488,7 @@ def _scorecard(report: Report, language: str) -> str:
         )
         for i in sc.indicators
     ]
-    return f"= {_s(t('scorecard'))[1:-1]}\n" + _table(
+    return f"= #{_s(t('scorecard'))}\n" + _table(
         (t("indicator"), t("value"), t("unit"), t("threshold"), t("result"), t("source_doc")),
         rows,
         "lrlrll",
