@@ -137,7 +137,10 @@ def _chart(
         for i, name in enumerate(legend)
     )
     n = max(len(bars), 1)
+    # one unbreakable block: a chart split across a page break leaves its bars' lower
+    # segments on the next page
     return (
+        "#block(breakable: false)[\n"
         f"#text(size: 7pt)[{keys} #h(1fr) #{_s(label('max', language))} "
         f"#{_s(fmt(top, 1) + ' ' + unit)}]\n"
         f"#block(width: 100%, stroke: (left: 0.5pt, bottom: 0.5pt), inset: (left: 2pt))[\n"
@@ -146,6 +149,7 @@ def _chart(
         + ", ".join(f"text(size: 5.5pt, {nm})" for nm in names)
         + (",\n" if names else "")
         + ")]\n"
+        + "]\n"
     )
 
 
