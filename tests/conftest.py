@@ -74,16 +74,23 @@ async def pg_url(pg_server_url: str) -> AsyncIterator[str]:
     await drop_database(pg_server_url, name)
 
 
+_TRUNCATE_DATA = (
+    "TRUNCATE readings, latest_values, hourly_energy, hourly_carbon, hourly_line, devices, "
+    "device_events, notification_outbox, alerts, alert_events, drift_periods, instruments, "
+    "retirements, ledger_events, account_reports RESTART IDENTITY CASCADE"
+)
+
+
 @pytest.fixture
 async def pg_conn(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the run's database; data tables are emptied first."""
     conn = await asyncpg.connect(pg_url)
-    await conn.execute(
-        "TRUNCATE readings, latest_values, hourly_energy, hourly_carbon, hourly_line, devices, "
-        "device_events, notification_outbox "
-        "RESTART IDENTITY"
-    )
+    await conn.execute(_TRUNCATE_DATA)
     yield conn
+    # and after: the gateways that later tests start on this database sync the
+    # instruments ledger from their own site file, which refuses to forget what another
+    # test's site retired
+    await conn.execute(_TRUNCATE_DATA)
     await conn.close()
 
 
