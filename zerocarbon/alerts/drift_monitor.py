@@ -216,6 +216,29 @@ class LineDriftMonitor:
 
     # --- feeding ---------------------------------------------------------------------
 
+    def _uncharted(
+        self, period: _OpenPeriod, means: tuple[float, ...], *, in_baseline: bool
+    ) -> DriftPeriod:
+        """A period with no expected energy: in the baseline, or without a baseline."""
+        return DriftPeriod(
+            self.line,
+            period.start,
+            period.end,
+            period.energy_kwh,
+            period.units,
+            means,
+            in_baseline=in_baseline,
+            expected_kwh=None,
+            residual_kwh=None,
+            residual_share=None,
+            chart_unit=self.chart_unit,
+            cusum_high=0.0,
+            cusum_low=0.0,
+            reference=None,
+            limit=None,
+            signal=False,
+        )
+
     def add_hour(
         self,
         hour_start: datetime,
@@ -333,44 +356,10 @@ class LineDriftMonitor:
             self._baseline_hours += period.hours
             first = self._fit_span[0] if self._fit_span is not None else period.start
             self._fit_span = (first, period.end)
-            return DriftPeriod(
-                self.line,
-                period.start,
-                period.end,
-                period.energy_kwh,
-                period.units,
-                means,
-                in_baseline=True,
-                expected_kwh=None,
-                residual_kwh=None,
-                residual_share=None,
-                chart_unit=self.chart_unit,
-                cusum_high=0.0,
-                cusum_low=0.0,
-                reference=None,
-                limit=None,
-                signal=False,
-            )
+            return self._uncharted(period, means, in_baseline=True)
         baseline, params = self._baseline, self.params
         if baseline is None or params is None:
-            return DriftPeriod(
-                self.line,
-                period.start,
-                period.end,
-                period.energy_kwh,
-                period.units,
-                means,
-                in_baseline=False,
-                expected_kwh=None,
-                residual_kwh=None,
-                residual_share=None,
-                chart_unit=self.chart_unit,
-                cusum_high=0.0,
-                cusum_low=0.0,
-                reference=None,
-                limit=None,
-                signal=False,
-            )
+            return self._uncharted(period, means, in_baseline=False)
         extra = np.array([means], dtype=np.float64) if self._n_variables else None
         expected_kwh = float(expected(baseline, [period.units], extra)[0])
         residual_kwh = period.energy_kwh - expected_kwh
