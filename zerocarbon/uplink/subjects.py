@@ -1,0 +1,75 @@
+"""Subjects, streams and names of the uplink, defined once.
+
+A site publishes on ``zc.<site>.<kind>`` only (its credentials allow nothing else);
+``<site>`` is the uplink site id, a NATS subject token. The gateway's local JetStream
+(its own domain, ``zc-<site>``) keeps the site's subjects in the stream
+:data:`SITE_STREAM`; the center's stream :data:`CENTER_STREAM` sources every site's
+stream; the center's workers share the durable pull consumer :data:`CENTER_CONSUMER`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+__all__ = [
+    "CENTER_CONSUMER",
+    "CENTER_DOMAIN",
+    "CENTER_STREAM",
+    "KINDS",
+    "SITE_STREAM",
+    "Kind",
+    "check_site_id",
+    "kind_of",
+    "site_domain",
+    "site_of",
+    "subject",
+]
+
+Kind = Literal["readings", "hourly", "alerts", "events", "accounts", "status"]
+KINDS: tuple[Kind, ...] = ("readings", "hourly", "alerts", "events", "accounts", "status")
+PREFIX = "zc"
+SITE_STREAM = "ZC_SITE"  # on each gateway's JetStream domain
+CENTER_STREAM = "ZC_CENTER"  # on the center's domain
+CENTER_CONSUMER = "center-ingest"  # the workers' durable pull consumer
+CENTER_DOMAIN = "center"
+
+_SITE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def check_site_id(site: str) -> str:
+    """``site`` when it is a valid site id (lower-case letters, digits, ``-``, ``_``;
+    at most 63 characters, starting with a letter or digit), else ValueError."""
+    if not _SITE_ID.match(site):
+        raise ValueError(
+            f"site id {site!r} must be 1 to 63 lower-case letters, digits, '-' or '_', "
+            "starting with a letter or digit (it names the site's NATS subjects)"
+        )
+    return site
+
+
+def subject(site: str, kind: Kind) -> str:
+    """``zc.<site>.<kind>``."""
+    return f"{PREFIX}.{site}.{kind}"
+
+
+def site_of(subject_name: str) -> str:
+    """The site id of a ``zc.<site>.<kind>`` subject (ValueError otherwise)."""
+    parts = subject_name.split(".")
+    if len(parts) != 3 or parts[0] != PREFIX:
+        raise ValueError(f"subject {subject_name!r} is not zc.<site>.<kind>")
+    return parts[1]
+
+
+def kind_of(subject_name: str) -> Kind:
+    """The message kind of a ``zc.<site>.<kind>`` subject (ValueError otherwise)."""
+    parts = subject_name.split(".")
+    if len(parts) != 3 or parts[0] != PREFIX or parts[2] not in KINDS:
+        raise ValueError(f"subject {subject_name!r} is not zc.<site>.<kind>")
+    kind: Kind = parts[2]  # type: ignore[assignment]
+    return kind
+
+
+def site_domain(site: str) -> str:
+    """The JetStream domain of a site's gateway: ``zc-<site>``."""
+    return f"zc-{site}"
