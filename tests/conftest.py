@@ -77,7 +77,7 @@ async def pg_url(pg_server_url: str) -> AsyncIterator[str]:
 _TRUNCATE_DATA = (
     "TRUNCATE readings, latest_values, hourly_energy, hourly_carbon, hourly_line, devices, "
     "device_events, notification_outbox, alerts, alert_events, drift_periods, instruments, "
-    "retirements, ledger_events, account_reports, power_1min, power_15min "
+    "retirements, ledger_events, account_reports, power_1min, power_15min, uplink_cursors "
     "RESTART IDENTITY CASCADE"
 )
 

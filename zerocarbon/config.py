@@ -29,6 +29,7 @@ from pydantic import (
 from zerocarbon.config_accounts import AccountsConfig, check_accounts
 from zerocarbon.config_ledger import OffsetConfig, check_offsets
 from zerocarbon.config_tariff import TariffConfig, check_tariff
+from zerocarbon.config_uplink import UplinkConfig
 from zerocarbon.metering.dlt645 import DEFAULT_IDENTIFIERS, METRIC_OF_IDENTIFIER, metric_of
 from zerocarbon.metering.metrics import METRICS_BY_NAME
 from zerocarbon.metering.profile import DeviceProfile, ProfileError, load_profile
@@ -1320,6 +1321,7 @@ class SiteConfig(_Frozen):
     tariff: TariffConfig | None = None  # [tariff]: energy cost (zerocarbon.accounts)
     offsets: tuple[OffsetConfig, ...] = ()  # [[offsets]]: CCER credits, allowances
     accounts: AccountsConfig = AccountsConfig()  # [accounts]: period accounts
+    uplink: UplinkConfig | None = None  # [uplink]: to the group's center (zerocarbon.uplink)
     base_dir: Path | None = Field(default=None, exclude=True)  # folder of the site file
 
     @model_validator(mode="after")

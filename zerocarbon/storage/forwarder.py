@@ -9,9 +9,10 @@ process kill and, with ``fsync = "always"``, a power cut.
 ``run`` forwards the spool to the database in order: it reads the oldest records (up to
 ``max_rows`` readings), stores them with the idempotent
 :class:`~zerocarbon.storage.writer.ReadingWriter` (a record stored before a crash but
-not yet marked done is simply skipped as a duplicate), commits them in the spool, then
-hands them to the consumers (the carbon engine), which thus see exactly the stored
-stream, in order, also what an earlier run left in the spool.
+not yet marked done is simply skipped as a duplicate), hands them to the durable consumers
+(the uplink's outbox, which must see every stored reading even across a crash), commits
+them in the spool, then hands them to the consumers (the carbon engine), which thus see
+exactly the stored stream, in order, also what an earlier run left in the spool.
 
 When the database is away the spool fills; the log says once that the database is down
 and once that it is back, each time with the spool's depth. Only when the spool is full
@@ -46,6 +47,11 @@ log = logging.getLogger(__name__)
 
 StoredConsumer = Callable[[ReadingBatch], Awaitable[None]]
 """Given each batch once it is stored (the carbon engine's ``write_batch``)."""
+
+DurableConsumer = Callable[[ReadingBatch], Awaitable[None]]
+"""Given each stored batch *before* the spool forgets it (the uplink's outbox): a crash
+between the two hands the batch over again at the next start, so such a consumer sees
+every stored reading at least once. It must be quick and must not wait on the network."""
 
 
 @dataclass(slots=True)
@@ -92,6 +98,7 @@ class SpoolForwarder:
         writer: ReadingWriter,
         *,
         consumers: Sequence[StoredConsumer] = (),
+        durable_consumers: Sequence[DurableConsumer] = (),
         series: SpoolSeries | None = None,
         max_rows: int = 50_000,
         retry_min_s: float = 0.2,
@@ -104,6 +111,7 @@ class SpoolForwarder:
         self.spool = spool
         self._writer = writer
         self._consumers = list(consumers)
+        self._durable_consumers = list(durable_consumers)
         self._series = series
         self._max_rows = max_rows
         self._retry_min_s = retry_min_s
@@ -263,6 +271,12 @@ class SpoolForwarder:
             return False
         self._came_back()
         self._failures_on_head = 0
+        for durable in self._durable_consumers:
+            try:
+                await durable(batch)
+            except Exception:
+                self.stats.consumer_failures += 1
+                log.exception("a consumer failed on %d stored readings", len(batch))
         last = records[-1].seq
         await asyncio.to_thread(self.spool.commit, last)
         self._cursor = last

@@ -18,7 +18,8 @@ left at 3, so that an earlier release started on this database finds nothing to 
 Migration 4 gives ``readings`` its layout, once: a TimescaleDB hypertable where the
 extension can be used, else native daily partitions (rows kept either way). Migration
 5 adds the power views. Migration 9 adds the alert episodes and their history
-(:mod:`zerocarbon.storage.alerts`).
+(:mod:`zerocarbon.storage.alerts`); migration 13 the uplink's cursors and the device
+events' ids (:mod:`zerocarbon.storage.uplink_cursors`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from zerocarbon.storage import (
     rollups,
     schema,
     timescale,
+    uplink_cursors,
 )
 
 log = logging.getLogger(__name__)
@@ -179,6 +181,10 @@ async def _account_reports(conn: asyncpg.Connection, ctx: MigrationContext) -> N
     await conn.execute(accounts.ACCOUNT_REPORTS_SQL)
 
 
+async def _uplink_cursors(conn: asyncpg.Connection, ctx: MigrationContext) -> None:
+    await conn.execute(uplink_cursors.UPLINK_CURSORS_SQL)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base_tables", _base_tables),
     Migration(2, "hourly_tables", _hourly_tables),
@@ -192,6 +198,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "drift_periods", _drift_periods),
     Migration(11, "ledger", _ledger),
     Migration(12, "account_reports", _account_reports),
+    Migration(13, "uplink_cursors", _uplink_cursors),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 _LAYOUT_VERSION = 4  # the migration that decides hypertable or partitions

@@ -9,8 +9,9 @@ stream; the center's workers share the durable pull consumer :data:`CENTER_CONSU
 
 from __future__ import annotations
 
-import re
 from typing import Literal
+
+from zerocarbon.config_uplink import check_site_id
 
 __all__ = [
     "CENTER_CONSUMER",
@@ -33,20 +34,6 @@ SITE_STREAM = "ZC_SITE"  # on each gateway's JetStream domain
 CENTER_STREAM = "ZC_CENTER"  # on the center's domain
 CENTER_CONSUMER = "center-ingest"  # the workers' durable pull consumer
 CENTER_DOMAIN = "center"
-
-_SITE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
-def check_site_id(site: str) -> str:
-    """``site`` when it is a valid site id (lower-case letters, digits, ``-``, ``_``;
-    at most 63 characters, starting with a letter or digit), else ValueError."""
-    if not _SITE_ID.match(site):
-        raise ValueError(
-            f"site id {site!r} must be 1 to 63 lower-case letters, digits, '-' or '_', "
-            "starting with a letter or digit (it names the site's NATS subjects)"
-        )
-    return site
-
 
 def subject(site: str, kind: Kind) -> str:
     """``zc.<site>.<kind>``."""
