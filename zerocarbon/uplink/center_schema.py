@@ -26,9 +26,14 @@ import logging
 import asyncpg
 
 from zerocarbon.rows import HourlyCarbon, HourlyLine, sql_columns
-from zerocarbon.storage.timescale import enable_timescaledb
+from zerocarbon.storage.timescale import enable_timescaledb, is_hypertable
 
-__all__ = ["CENTER_SCHEMA_VERSION", "center_schema_ddl", "create_center_schema"]
+__all__ = [
+    "CENTER_SCHEMA_VERSION",
+    "center_schema_ddl",
+    "create_center_schema",
+    "readings_hypertable",
+]
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +170,13 @@ async def create_center_schema(conn: asyncpg.Connection) -> bool:
                 "INSERT INTO center_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING",
                 CENTER_SCHEMA_VERSION,
             )
-        return bool(
-            await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') "
-                "AND to_regclass('timescaledb_information.hypertables') IS NOT NULL"
-            )
-        )
+        return await readings_hypertable(conn)
+
+
+async def readings_hypertable(conn: asyncpg.Connection) -> bool:
+    """Whether ``site_readings`` is a TimescaleDB hypertable (the extension's catalog is
+    only read where the extension is installed)."""
+    installed = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
+    )
+    return bool(installed) and await is_hypertable(conn, "site_readings")
