@@ -15,7 +15,11 @@ access logs).
 ``/accounts`` serves ``static/accounts.html``: the desk view of the figures a zero-carbon
 factory is judged by, for a month, quarter or year (the scorecard, the period account by
 GB/T 32150, product footprints, the month's energy bill and the instruments ledger), in
-the same two languages, from the same style and catalogue, printable."""
+the same two languages, from the same style and catalogue, printable.
+
+The group's center serves ``static/group.html`` at ``/`` instead
+(:func:`add_group_page`): every site with its uplink state, the group's hourly carbon,
+the sites ranked and the group scorecard, each site linking to its own page."""
 
 from __future__ import annotations
 
@@ -45,4 +49,18 @@ def add_dashboard(app: FastAPI) -> None:
     """Serve the live page at ``/``, the accounts at ``/accounts`` and their assets under
     ``/static``."""
     app.include_router(router)
+    app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="dashboard-static")
+
+
+group_router = APIRouter(tags=["dashboard"])
+
+
+@group_router.get("/", include_in_schema=False)
+async def group_index() -> FileResponse:
+    return FileResponse(STATIC_DIR / "group.html", headers={"Cache-Control": "no-cache"})
+
+
+def add_group_page(app: FastAPI) -> None:
+    """Serve the group page at ``/`` and its assets under ``/static``."""
+    app.include_router(group_router)
     app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="dashboard-static")
