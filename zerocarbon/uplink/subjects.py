@@ -51,10 +51,11 @@ def site_of(subject_name: str) -> str:
 def kind_of(subject_name: str) -> Kind:
     """The message kind of a ``zc.<site>.<kind>`` subject (ValueError otherwise)."""
     parts = subject_name.split(".")
-    if len(parts) != 3 or parts[0] != PREFIX or parts[2] not in KINDS:
-        raise ValueError(f"subject {subject_name!r} is not zc.<site>.<kind>")
-    kind: Kind = parts[2]  # type: ignore[assignment]
-    return kind
+    if len(parts) == 3 and parts[0] == PREFIX:
+        for kind in KINDS:
+            if parts[2] == kind:
+                return kind
+    raise ValueError(f"subject {subject_name!r} is not zc.<site>.<kind>")
 
 
 def site_domain(site: str) -> str:
