@@ -18,6 +18,7 @@ from zerocarbon import __version__
 from zerocarbon.accounts.accounts_cli import accounts_app
 from zerocarbon.accounts.ledger_cli import ledger_app
 from zerocarbon.accounts.report_cli import report_command
+from zerocarbon.center_cli import center_app
 from zerocarbon.config import Dlt645Device, ModbusRtuDevice, SiteConfig, SiteConfigError, load_site
 from zerocarbon.dashboards.grafana.cli import dashboards_app
 from zerocarbon.settings import Settings
@@ -257,12 +258,23 @@ def run(
     site: SiteOption,
     port: PortOption = 8000,
     host: HostOption = "127.0.0.1",
+    uplink: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--uplink",
+            metavar="URL",
+            help="The group center's leaf node port, nats-leaf://host:7422 (repeat per "
+            "cluster node); overrides [uplink] hub_urls, which also names the site.",
+        ),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Collect a site's devices, store every reading, compute hourly carbon, serve.
 
     Database: ZEROCARBON_DATABASE_URL (an existing database), else an embedded
-    PostgreSQL in ZEROCARBON_DATA_DIR. A restart continues the open hours.
+    PostgreSQL in ZEROCARBON_DATA_DIR. A restart continues the open hours. With
+    [uplink] (or --uplink), the site's data also goes to its group's center over NATS
+    JetStream, through a local leaf node that keeps it while the WAN is down.
     """
     from zerocarbon.clock import SystemClock
     from zerocarbon.runtime import EnergyCenter, HttpOptions, database
@@ -270,6 +282,7 @@ def run(
     _setup_logging(verbose)
     site_config = _load(site)
     _check_port(host, port)
+    hub_urls = _uplink_urls(site_config, uplink or [])
     settings = Settings()
 
     async def main(stop: asyncio.Event) -> None:
@@ -281,12 +294,33 @@ def run(
                 SystemClock(),
                 database_url=db_url,
                 http=HttpOptions(host, port),
+                uplink_hub_urls=hub_urls,
             ),
         ):
             typer.echo(f"collecting {len(site_config.devices)} devices; http://{host}:{port}/")
             await stop.wait()
 
     _run_until_signal(main)
+
+
+def _uplink_urls(site: SiteConfig, urls: list[str]) -> tuple[str, ...]:
+    """``--uplink`` URLs, checked; the site file must name the site ([uplink] site)."""
+    from zerocarbon.config_uplink import check_hub_url
+
+    if not urls:
+        return ()
+    if site.uplink is None:
+        typer.echo(
+            "error: --uplink: the site file has no [uplink] section naming the site "
+            '(add [uplink] site = "<site id>" and password_env = "<variable>")',
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        return tuple(check_hub_url(u) for u in urls)
+    except ValueError as exc:
+        typer.echo(f"error: --uplink: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("check-config")
@@ -357,6 +391,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(center_app, name="center")
 app.command("report")(report_command)
 
 

@@ -62,11 +62,15 @@ from zerocarbon.storage.timescale import expected_rows_per_day
 from zerocarbon.storage.writer import ReadingWriter
 from zerocarbon.tasks import SupervisedState, cancel_and_wait, supervise
 from zerocarbon.telemetry import GatewayTelemetry
+from zerocarbon.uplink.leaf import LeafServer, NatsServerError, find_nats_server
+from zerocarbon.uplink.outbox import UplinkOutbox
+from zerocarbon.uplink.publisher import UplinkPublisher
 
 log = logging.getLogger(__name__)
 
 PIPELINE_DRAIN_TIMEOUT_S = 60.0  # at shutdown, time allowed to spool what is queued [s]
 SPOOL_DRAIN_TIMEOUT_S = 30.0  # at shutdown, time allowed to forward the spool [s]
+UPLINK_FLUSH_TIMEOUT_S = 10.0  # at shutdown, time allowed to publish what waits [s]
 DISPATCH_POLL_REAL_S = 1.0  # the notification outbox is looked at this often [real s]
 
 
@@ -223,6 +227,7 @@ class EnergyCenter:
         http: HttpOptions | None = None,
         carbon_flush_interval_s: float = 1.0,
         spool_dir: Path | None = None,
+        uplink_hub_urls: tuple[str, ...] = (),
     ) -> None:
         self.site = site
         self.settings = settings.model_copy(
@@ -238,6 +243,12 @@ class EnergyCenter:
         self._http = http
         self._carbon_flush_interval_s = carbon_flush_interval_s
         self.spool_dir = spool_dir or spool_directory(site, self.settings)
+        self._uplink_hub_urls = uplink_hub_urls or (site.uplink.hub_urls if site.uplink else ())
+        self.leaf: LeafServer | None = None  # the gateway's own NATS leaf node
+        self.uplink: UplinkPublisher | None = None  # None: no [uplink]
+        self._uplink_outbox: UplinkOutbox | None = None
+        self._uplink_task: asyncio.Task[None] | None = None
+        self.uplink_state: SupervisedState | None = None
         self._pool: asyncpg.Pool | None = None
         self._spool: Spool | None = None
         self._forwarder_task: asyncio.Task[None] | None = None
@@ -333,11 +344,13 @@ class EnergyCenter:
         await self.carbon.restore()
         await self.carbon.warm_up()
         await self._start_alerts(pool, series, channels)
+        await self._start_uplink(pool, series)
         self._spool = spool = open_spool(self.site, self.spool_dir)
         self.forwarder = SpoolForwarder(
             spool,
             self.writer,
             consumers=[self.carbon.write_batch],
+            durable_consumers=[self._uplink_outbox.keep] if self._uplink_outbox else [],
             series=SpoolSeries(self.spool_dir, series, spool.last_seq + 1),
         )
         self._forwarder_task = asyncio.create_task(self.forwarder.run(), name="forwarder")
@@ -410,6 +423,81 @@ class EnergyCenter:
             self._alert_tasks.append(
                 asyncio.create_task(self.dispatcher.run(self._dispatch_stop), name="dispatcher")
             )
+
+    @property
+    def uplink_outbox_dir(self) -> Path:
+        """The uplink's outbox, beside the spool (``<spool>-uplink``)."""
+        return self.spool_dir.with_name(self.spool_dir.name + "-uplink")
+
+    async def _start_uplink(self, pool: asyncpg.Pool, series: SeriesRegistry) -> None:
+        """With ``[uplink]``: the gateway's leaf node (unless ``local_url`` names a NATS
+        server to use), the outbox and the publisher."""
+        cfg = self.site.uplink
+        if cfg is None:
+            return
+        local_url = cfg.local_url
+        if local_url is None:
+            if not self._uplink_hub_urls:
+                raise StartupError(
+                    "uplink: no center to connect to: give uplink.hub_urls in the site file, "
+                    "or zerocarbon run --uplink nats-leaf://host:7422"
+                )
+            try:
+                password = cfg.password(os.environ)
+            except ValueError as exc:
+                raise StartupError(str(exc)) from exc
+            if password is None:
+                raise StartupError(
+                    "uplink.password_env: the site's password at the center is needed "
+                    "(the name of the environment variable that holds it)"
+                )
+            try:
+                binary = find_nats_server(cfg.nats_server)
+            except FileNotFoundError as exc:
+                raise StartupError(f"uplink: {exc}") from exc
+            self.leaf = LeafServer(
+                cfg.site,
+                data_dir=self.settings.data_dir / "nats",
+                hub_leaf_urls=self._uplink_hub_urls,
+                password=password,
+                max_store_bytes=(cfg.max_backlog_mib << 20) * 5 // 4,
+                tls_ca=self.site.resolve_path(cfg.tls_ca) if cfg.tls_ca else None,
+                nats_server=binary,
+            )
+            try:
+                await self.leaf.start()
+            except (NatsServerError, OSError) as exc:
+                raise StartupError(
+                    f"uplink: the local NATS leaf node did not start: {exc}"
+                ) from exc
+            local_url = self.leaf.client_url
+        try:
+            self._uplink_outbox = outbox = UplinkOutbox(
+                self.uplink_outbox_dir, series, quota_bytes=cfg.outbox_quota_mib << 20
+            )
+        except (SpoolError, OSError) as exc:
+            raise StartupError(
+                f"uplink: cannot open the outbox {self.uplink_outbox_dir}: {exc}"
+            ) from exc
+        self.uplink = UplinkPublisher(self.site, cfg, series, outbox, pool, local_url=local_url)
+        state = self.uplink_state = SupervisedState("uplink")
+        self._uplink_task = asyncio.create_task(
+            supervise("uplink", self.uplink.run, state), name="uplink"
+        )
+
+    async def _stop_uplink(self) -> None:
+        """Publish what the outbox holds (briefly), then stop the publisher and the leaf."""
+        if self._uplink_task is not None:
+            await cancel_and_wait([self._uplink_task])
+            self._uplink_task = None
+        if self.uplink is not None:
+            await self.uplink.flush(UPLINK_FLUSH_TIMEOUT_S)
+            await self.uplink.close()
+        if self._uplink_outbox is not None:
+            await asyncio.to_thread(self._uplink_outbox.close)
+            self._uplink_outbox = None
+        if self.leaf is not None:
+            await self.leaf.stop()
 
     async def _start_http(self, http: HttpOptions) -> None:
         app = create_app(self.settings, pool=self._pool, telemetry=self.telemetry, site=self.site)
@@ -485,6 +573,7 @@ class EnergyCenter:
             self._spool = None
         if self.carbon is not None:
             await self.carbon.flush()
+        await self._stop_uplink()
         self._dispatch_stop.set()
         await cancel_and_wait(self._alert_tasks)
         self._alert_tasks = []

@@ -1,0 +1,169 @@
+"""A center ingest worker: pull, decode, store, acknowledge.
+
+Workers are stateless and interchangeable: each binds to the shared durable pull
+consumer :data:`~zerocarbon.uplink.subjects.CENTER_CONSUMER` with explicit
+acknowledgements, takes up to ``fetch_batch`` messages, stores them in the central
+database in one transaction (:class:`~zerocarbon.uplink.center_store.CenterStore`,
+idempotent) and only then acknowledges them. A worker killed mid-batch has
+acknowledged nothing of that batch: JetStream redelivers it to another worker after
+``ack_wait_s``, and storing it again changes nothing. More workers take more messages
+at once (JetStream spreads a pull consumer's messages over its waiting pulls).
+
+A message that cannot be decoded or stored on its own (a malformed payload, a subject
+that is not ``zc.<site>.<kind>``) is logged with its subject and terminated (never
+redelivered), and counted; the rest of the batch is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import nats
+import nats.errors
+from nats.aio.msg import Msg
+
+from zerocarbon.uplink import wire
+from zerocarbon.uplink.center_store import CenterStore, InvalidMessage
+from zerocarbon.uplink.messages import UplinkMessage
+from zerocarbon.uplink.publisher import SENT_HEADER
+from zerocarbon.uplink.subjects import CENTER_CONSUMER, CENTER_STREAM, kind_of, site_of
+
+__all__ = ["IngestWorker", "WorkerStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    batches: int = 0
+    messages: int = 0  # stored and acknowledged
+    readings_received: int = 0
+    readings_stored: int = 0  # new rows
+    duplicates: int = 0  # readings already stored (redeliveries, replays)
+    rejected: int = 0  # messages terminated: malformed or not storable
+    store_failures: int = 0  # batches the database refused (left for redelivery)
+
+
+def _sent_at(msg: Msg) -> datetime | None:
+    value = (msg.headers or {}).get(SENT_HEADER)
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(int(value) / 1e6, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+class IngestWorker:
+    """One worker's loop over the center's pull consumer."""
+
+    def __init__(
+        self,
+        store: CenterStore,
+        nats_options: Mapping[str, Any],
+        *,
+        fetch_batch: int = 256,
+        fetch_timeout_s: float = 1.0,
+        retry_max_s: float = 5.0,
+        wall_clock: Callable[[], float] = time.time,
+        name: str = "worker",
+    ) -> None:
+        self._store = store
+        self._nats_options = dict(nats_options)
+        self._fetch_batch = fetch_batch
+        self._fetch_timeout_s = fetch_timeout_s
+        self._retry_max_s = retry_max_s
+        self._wall_clock = wall_clock
+        self.name = name
+        self.stats = WorkerStats()
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, acknowledge it, and return from :meth:`run`."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        nc = await nats.connect(name=f"zerocarbon-center-{self.name}", **self._nats_options)
+        try:
+            js = nc.jetstream()
+            sub = await js.pull_subscribe_bind(CENTER_CONSUMER, CENTER_STREAM)
+            backoff_s = 0.2
+            while not self._stop.is_set():
+                try:
+                    msgs = await sub.fetch(self._fetch_batch, timeout=self._fetch_timeout_s)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                except nats.errors.Error as exc:
+                    log.warning("%s: fetch failed (%s); retrying", self.name, exc)
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, self._retry_max_s)
+                    continue
+                if await self.handle(msgs):
+                    backoff_s = 0.2
+                else:
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, self._retry_max_s)
+        finally:
+            try:
+                await asyncio.wait_for(nc.drain(), 5)
+            except (TimeoutError, nats.errors.Error):
+                await nc.close()
+
+    async def handle(self, msgs: list[Msg]) -> bool:
+        """Store ``msgs`` and acknowledge them; False when the database failed (then
+        nothing is acknowledged and JetStream redelivers them)."""
+        decoded: list[tuple[Msg, UplinkMessage]] = []
+        for msg in msgs:
+            try:
+                message = wire.decode(kind_of(msg.subject), site_of(msg.subject), msg.data)
+            except ValueError as exc:  # WireError is a ValueError
+                await self._reject(msg, str(exc))
+                continue
+            decoded.append((msg, message))
+        while decoded:
+            try:
+                result = await self._store.store(
+                    [m for _, m in decoded],
+                    received_at=datetime.fromtimestamp(self._wall_clock(), UTC),
+                    sent_at=[_sent_at(msg) for msg, _ in decoded],
+                )
+            except InvalidMessage as exc:
+                msg, _ = decoded.pop(exc.index)
+                await self._reject(msg, str(exc))
+                continue
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self.stats.store_failures += 1
+                log.warning(
+                    "%s: storing %d messages failed (%s: %s); they are redelivered",
+                    self.name,
+                    len(decoded),
+                    type(exc).__name__,
+                    exc,
+                )
+                return False
+            for msg, _ in decoded:
+                await msg.ack()
+            self.stats.batches += 1
+            self.stats.messages += len(decoded)
+            self.stats.readings_received += result.readings_received
+            self.stats.readings_stored += result.readings_stored
+            self.stats.duplicates += result.duplicates
+            break
+        return True
+
+    async def _reject(self, msg: Msg, reason: str) -> None:
+        self.stats.rejected += 1
+        log.error("%s: message on %s rejected: %s", self.name, msg.subject, reason)
+        try:
+            await msg.term()
+        except nats.errors.Error as exc:
+            log.warning(
+                "%s: could not terminate the message on %s: %s", self.name, msg.subject, exc
+            )
