@@ -41,6 +41,7 @@ from typing import IO, Any
 
 import httpx
 import nats
+import pytest
 import trustme
 from nats.aio.client import Client as NatsClient
 
@@ -108,6 +109,20 @@ def ensure_nats_server() -> NatsServerInstall:
         "`apt-get install -y nats-server` did not install nats-server",
         time.monotonic() - started,
     )
+
+
+@functools.cache
+def _nats_server_install() -> NatsServerInstall:
+    return ensure_nats_server()
+
+
+def require_nats_server() -> Path:
+    """nats-server's path (installed once per run when possible), else the calling test
+    or fixture is skipped with the reason."""
+    found = _nats_server_install()
+    if found.path is None:
+        pytest.skip(found.reason)
+    return found.path
 
 
 # --- waiting on a condition ------------------------------------------------------------
