@@ -35,6 +35,7 @@ from zerocarbon.uplink.messages import (
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 RECEIVED = datetime(2026, 6, 1, 1, 0, tzinfo=UTC)
+# "power_kw" is no metric of zerocarbon.metering.metrics: the center stores any name
 CATALOG = (("main", "active_power_kw"), ("main", "energy_import_kwh"), ("line1", "power_kw"))
 TABLES = (
     "sites",
@@ -271,6 +272,27 @@ async def test_duplicates_inside_a_batch_are_stored_once(pool: asyncpg.Pool) -> 
     assert await pool.fetchval("SELECT value FROM site_readings WHERE ts = $1", ts) == 7.0
     assert await pool.fetchval("SELECT count(*) FROM site_series") == 3
     assert (await site_row(pool, "plant-a"))["readings"] == 31
+
+
+async def test_new_redelivered_and_partly_stored_messages_in_one_batch(
+    pool: asyncpg.Pool,
+) -> None:
+    store = CenterStore(pool)
+    stored = readings("plant-a", 30, start_s=100)  # seconds 100..109
+    await store.store([stored], received_at=RECEIVED)
+    # a new site's message and a redelivery: one COPY of the new, the other skipped
+    batch = [readings("plant-c", 30), stored]
+    result = await store.store(batch, received_at=RECEIVED)
+    assert result.new_readings_by_site == {"plant-c": 30, "plant-a": 0}
+    # new first and last readings around stored ones (seconds 95..114)
+    around = readings("plant-a", 60, start_s=95)
+    batch = [readings("plant-b", 30), stored, around]
+    result = await store.store(batch, received_at=RECEIVED)
+    assert result.new_readings_by_site == {"plant-b": 30, "plant-a": 30}
+    assert (result.readings_stored, result.duplicates) == (60, 60)
+    everything = [stored, readings("plant-c", 30), *batch]
+    assert await stored_rows(pool) == expected_rows(everything)
+    assert (await site_row(pool, "plant-a"))["readings"] == 60
 
 
 async def test_hourly_rows_keep_the_newest_computation(pool: asyncpg.Pool) -> None:
