@@ -60,36 +60,37 @@ def _row(row_type: type[T], record: asyncpg.Record) -> T:
 
 
 async def read_hourly(
-    conn: asyncpg.Connection | asyncpg.Pool, site: str, after_us: int
+    conn: asyncpg.Connection | asyncpg.Pool,
+    site: str,
+    after_us: int,
+    *,
+    read_limit: int = READ_LIMIT,
 ) -> tuple[list[HourlyMessage], int]:
-    """Hourly carbon and line rows computed after ``after_us`` [us], oldest first."""
+    """Hourly carbon and line rows computed after ``after_us`` [us], oldest first.
+
+    At most about ``read_limit`` rows of each table per call: a full read stops at the
+    oldest of the full tables' newest ``computed_at`` (the cut), and takes every row
+    computed at the cut whole, however many, so that the cursor never passes a row
+    that was not read."""
     after = us_to_datetime(after_us)
     carbon_cols = ", ".join(f.name for f in fields(HourlyCarbon))
     line_cols = ", ".join(f.name for f in fields(HourlyLine))
-    carbon = await conn.fetch(
-        f"SELECT {carbon_cols}, computed_at FROM hourly_carbon WHERE computed_at > $1 "
-        "ORDER BY computed_at LIMIT $2",
-        after,
-        READ_LIMIT,
-    )
-    lines = await conn.fetch(
-        f"SELECT {line_cols}, computed_at FROM hourly_line WHERE computed_at > $1 "
-        "ORDER BY computed_at LIMIT $2",
-        after,
-        READ_LIMIT,
-    )
+    carbon_sql = f"SELECT {carbon_cols}, computed_at FROM hourly_carbon WHERE computed_at "
+    lines_sql = f"SELECT {line_cols}, computed_at FROM hourly_line WHERE computed_at "
+    carbon = await conn.fetch(carbon_sql + "> $1 ORDER BY computed_at LIMIT $2", after, read_limit)
+    lines = await conn.fetch(lines_sql + "> $1 ORDER BY computed_at LIMIT $2", after, read_limit)
     if not carbon and not lines:
         return [], after_us
+    if len(carbon) == read_limit or len(lines) == read_limit:
+        # a full read: rows computed at its newest time may go on past the limit, and
+        # the other table's newer rows may leave older ones of this table unread; keep
+        # what is older than the cut, and the cut's rows whole
+        cut = min(rows[-1]["computed_at"] for rows in (carbon, lines) if len(rows) == read_limit)
+        carbon = [r for r in carbon if r["computed_at"] < cut]
+        lines = [r for r in lines if r["computed_at"] < cut]
+        carbon += await conn.fetch(carbon_sql + "= $1", cut)
+        lines += await conn.fetch(lines_sql + "= $1", cut)
     reached = max(r["computed_at"] for r in (*carbon, *lines))
-    if len(carbon) == READ_LIMIT or len(lines) == READ_LIMIT:
-        # a full read: stop short of the newest computed_at, whose rows may go on
-        # past the limit, so that the next round reads them whole
-        cut = min(
-            rows[-1]["computed_at"] for rows in (carbon, lines) if len(rows) == READ_LIMIT
-        )
-        carbon = [r for r in carbon if r["computed_at"] < cut] or carbon
-        lines = [r for r in lines if r["computed_at"] < cut] or lines
-        reached = max(r["computed_at"] for r in (*carbon, *lines))
     messages: list[HourlyMessage] = []
     by_time: dict[datetime, tuple[list[HourlyCarbon], list[HourlyLine]]] = {}
     for r in carbon:
