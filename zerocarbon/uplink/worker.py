@@ -111,10 +111,16 @@ class IngestWorker:
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, self._retry_max_s)
         finally:
+            # flush, not drain: the acknowledgements sent must reach the server, and
+            # nats-py's drain of a pull subscription waits for its queue to be marked
+            # done, which fetch() never does (every stop took the whole timeout)
             try:
-                await asyncio.wait_for(nc.drain(), 5)
-            except (TimeoutError, nats.errors.Error):
-                await nc.close()
+                await asyncio.wait_for(nc.flush(), 5)
+            except (TimeoutError, nats.errors.Error) as exc:
+                log.warning(
+                    "%s: the last acknowledgements may not have been sent: %s", self.name, exc
+                )
+            await nc.close()
 
     async def handle(self, msgs: list[Msg]) -> bool:
         """Store ``msgs`` and acknowledge them; False when the database failed (then
