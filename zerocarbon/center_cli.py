@@ -46,6 +46,7 @@ DataDirOption = Annotated[
 ]
 WORKER_RESTART_S = 1.0  # a worker process that exited is started again after this [s]
 PROGRESS_EVERY_S = 30.0  # a worker logs what it stored this often [s]
+STOP_TIMEOUT_S = 10.0  # a worker asked to stop gets this long to finish its batch [s]
 
 
 def _load(path: Path) -> CenterConfig:
@@ -165,6 +166,10 @@ def worker(
     _setup_logging(verbose)
     center = _load(config)
 
+    # the worker reports NATS errors itself, one line each; nats-py would log a
+    # traceback for every reconnect attempt
+    logging.getLogger("nats.aio.client").setLevel(logging.CRITICAL)
+
     async def main() -> None:
         from zerocarbon.runtime import StartupError
         from zerocarbon.storage.database import open_pool
@@ -193,10 +198,19 @@ def worker(
             last = 0
             try:
                 while not task.done():
-                    await asyncio.wait({task, stopper}, timeout=PROGRESS_EVERY_S)
+                    await asyncio.wait(
+                        {task, stopper},
+                        timeout=PROGRESS_EVERY_S,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                     if stop.is_set():
                         ingest.request_stop()
-                        await task
+                        try:  # the batch in hand is finished and acknowledged
+                            await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT_S)
+                        except TimeoutError:  # stuck reaching NATS or the database
+                            task.cancel()
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await task
                         break
                     s = ingest.stats
                     if s.readings_received != last:
@@ -211,7 +225,8 @@ def worker(
                             s.rejected,
                         )
                         last = s.readings_received
-                task.result()
+                if not task.cancelled():
+                    task.result()
             finally:
                 stopper.cancel()
                 await pool.close()

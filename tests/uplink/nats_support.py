@@ -67,6 +67,7 @@ APT_TIMEOUT_S = 600.0
 TEST_BCRYPT_COST = 4  # bcrypt's lowest: a login costs ~1 ms at the hub, not ~0.1 s
 HUB_STORE_BYTES = 256 * 1024 * 1024
 LEAF_STORE_BYTES = 64 * 1024 * 1024
+PORT_ATTEMPTS = 3  # cluster starts tried with new ports when a picked port was taken
 WAIT_S = 20.0  # the longest any wait_for() below waits before failing
 POLL_S = 0.02
 WORKER_USER = "center"
@@ -214,6 +215,10 @@ class NatsProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -293,19 +298,8 @@ class HubCluster:
         self.sites = dict(sites)
         self.tls = tls
         self.worker_password = new_password()
-        self.nodes = [
-            HubNode(
-                name=f"hub{i}",
-                host=HOST,
-                client_port=free_tcp_port(),
-                cluster_port=free_tcp_port(),
-                leaf_port=free_tcp_port(),
-                monitor_port=free_tcp_port(),
-                store_dir=str(folder / f"hub{i}" / "jetstream"),
-                listen_host=HOST,
-            )
-            for i in range(1, size + 1)
-        ]
+        self.size = size
+        self.nodes = self._new_nodes()
         self.processes: dict[str, NatsProcess] = {}
         self.down: set[str] = set()  # nodes killed on purpose
         self._probe: NatsClient | None = None  # site_jetstream_answers' client
@@ -356,14 +350,40 @@ class HubCluster:
             for name, p in self.processes.items()
         )
 
+    def _new_nodes(self) -> list[HubNode]:
+        return [
+            HubNode(
+                name=f"hub{i}",
+                host=HOST,
+                client_port=free_tcp_port(),
+                cluster_port=free_tcp_port(),
+                leaf_port=free_tcp_port(),
+                monitor_port=free_tcp_port(),
+                store_dir=str(self.folder / f"hub{i}" / "jetstream"),
+                listen_host=HOST,
+            )
+            for i in range(1, self.size + 1)
+        ]
+
     async def start(self) -> None:
-        """Write the configurations, start every node, wait for a meta leader."""
+        """Write the configurations, start every node, wait for a meta leader. A port
+        picked free but taken before its node bound it (other tests start servers too)
+        gets the cluster new ports and another start."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        for node, path in zip(self.nodes, self.write_configs(), strict=True):
-            process = NatsProcess(node.name, self.binary, path)
-            self.processes[node.name] = process
-            process.start()
-        await self.wait_meta_leader()
+        for attempt in range(PORT_ATTEMPTS):
+            for node, path in zip(self.nodes, self.write_configs(), strict=True):
+                process = NatsProcess(node.name, self.binary, path)
+                self.processes[node.name] = process
+                process.start()
+            try:
+                await self.wait_meta_leader()
+                return
+            except AssertionError as exc:
+                if "address already in use" not in str(exc) or attempt + 1 == PORT_ATTEMPTS:
+                    raise
+                self.stop()
+                self.processes.clear()
+                self.nodes = self._new_nodes()
 
     async def jsz(self, node: HubNode) -> dict[str, Any] | None:
         """The node's ``/jsz`` monitoring page, or None when it does not answer."""

@@ -49,6 +49,7 @@ CONFIG_NAME = "nats-server.conf"
 LOG_NAME = "nats-server.log"
 STORE_NAME = "jetstream"
 POLL_S = 0.02  # how often start() looks at the port and JetStream
+PORT_ATTEMPTS = 5  # starts tried with a new free port when the one picked was taken
 
 
 class NatsServerNotFoundError(FileNotFoundError):
@@ -138,6 +139,7 @@ class LeafServer:
         self.max_store_bytes = max_store_bytes
         self.client_host = client_host
         self._client_port = client_port
+        self._port_chosen = client_port is None  # free ports are picked at start
         self.tls_ca = tls_ca
         self._nats_server = nats_server
         self.start_timeout_s = start_timeout_s
@@ -204,6 +206,20 @@ class LeafServer:
         process exits or ``start_timeout_s`` passes first)."""
         if self.running():
             raise self._error("already running")
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                await self._start_once()
+                return
+            except NatsServerError as exc:
+                # a port picked free may be taken before the server binds it: with a
+                # port of our choosing, pick another
+                taken = "address already in use" in str(exc)
+                if self._port_chosen and taken and attempt + 1 < PORT_ATTEMPTS:
+                    self._client_port = None
+                    continue
+                raise
+
+    async def _start_once(self) -> None:
         binary = self._nats_server or find_nats_server()
         config = self.write_config()
         problem = check_config(config, nats_server=binary)

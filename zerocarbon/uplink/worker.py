@@ -84,13 +84,18 @@ class IngestWorker:
         self.name = name
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
+        self._last_error = ""
 
     def request_stop(self) -> None:
         """Finish the batch in hand, acknowledge it, and return from :meth:`run`."""
         self._stop.set()
 
     async def run(self) -> None:
-        nc = await nats.connect(name=f"zerocarbon-center-{self.name}", **self._nats_options)
+        nc = await nats.connect(
+            name=f"zerocarbon-center-{self.name}",
+            error_cb=self._on_error,
+            **self._nats_options,
+        )
         try:
             js = nc.jetstream()
             sub = await js.pull_subscribe_bind(CENTER_CONSUMER, CENTER_STREAM)
@@ -121,6 +126,13 @@ class IngestWorker:
                     "%s: the last acknowledgements may not have been sent: %s", self.name, exc
                 )
             await nc.close()
+
+    async def _on_error(self, exc: Exception) -> None:
+        """One line per distinct NATS error (not nats-py's traceback per retry)."""
+        text = f"{type(exc).__name__}: {exc}"
+        if text != self._last_error:
+            log.warning("%s: NATS: %s", self.name, text)
+        self._last_error = text
 
     async def handle(self, msgs: list[Msg]) -> bool:
         """Store ``msgs`` and acknowledge them; False when the database failed (then
