@@ -25,10 +25,16 @@ what was new.
   ``uplink_lag_s`` (from the messages' send times), ``last_reading_ts`` and the count
   of readings stored, all only moving forward.
 
-Concurrency: every transaction first locks its sites' rows in id order (``FOR NO KEY
-UPDATE``), so workers storing the same site take turns and never deadlock, while
-workers on different sites run in parallel; foreign keys to ``sites`` take only
-``KEY SHARE`` locks, which do not wait on these.
+Concurrency: workers store readings, hourly rows, alerts, events and accounts side by
+side, even for the same sites; each transaction locks its sites' rows (``FOR NO KEY
+UPDATE``, in id order, so two cannot deadlock on them) only at its end, to move their
+status and counters, so transactions on the same sites wait for each other's short
+tail only (with the lock taken first, a group's workers, whose batches mix every site,
+stored one at a time: ``bench/uplink.py`` measured two workers no faster than one).
+Foreign keys to ``sites`` take only ``KEY SHARE`` locks, which do not wait on these. Two
+workers given the same new rows at once (a redelivery while the first still holds
+them) may wait on each other's keys; PostgreSQL then aborts one, whose worker leaves
+its batch unacknowledged for redelivery.
 """
 
 from __future__ import annotations
@@ -163,8 +169,11 @@ _LOCK_SITES_NEW = """
 INSERT INTO sites (site) SELECT s FROM unnest($1::text[]) AS s ORDER BY s
 ON CONFLICT (site) DO NOTHING
 """
+_SITE_IDS = """
+SELECT id, site FROM sites WHERE site = ANY($1::text[])
+"""
 _LOCK_SITES = """
-SELECT id, site FROM sites WHERE site = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE
+SELECT id FROM sites WHERE id = ANY($1::integer[]) ORDER BY id FOR NO KEY UPDATE
 """
 _SERIES_NEW = """
 INSERT INTO site_series (site_id, device, metric)
@@ -420,7 +429,7 @@ class CenterStore:
         if not messages:
             return StoreResult(0, 0, 0, 0, 0, 0, 0, 0, {})
         async with self._pool.acquire() as conn, conn.transaction():
-            site_ids = await self._lock_sites(conn, sites)
+            site_ids = await self._site_ids_of(conn, sites)
             series_ids = await self._series(conn, site_ids, prepared.readings)
             new_by_site = await _store_readings(conn, prepared.readings, site_ids, series_ids)
             hourly = await _store_hourly(conn, prepared, site_ids)
@@ -433,6 +442,9 @@ class CenterStore:
             accounts = await _store_keyed(
                 conn, _INSERT_ACCOUNTS, _ACCOUNT_COLUMNS, prepared.accounts, site_ids
             )
+            # the sites' rows last, locked in id order: transactions of other workers on
+            # the same sites wait only for this tail, not for each other's readings
+            await conn.execute(_LOCK_SITES, sorted(site_ids.values()))
             statuses = await _store_statuses(conn, prepared.statuses, site_ids)
             await _store_uplink_state(
                 conn, messages, sent_times, received_at, site_ids, new_by_site
@@ -454,13 +466,12 @@ class CenterStore:
             new_readings_by_site={m.site: new_by_site.get(m.site, 0) for m in prepared.readings},
         )
 
-    async def _lock_sites(self, conn: asyncpg.Connection, sites: list[str]) -> dict[str, int]:
-        """sites.id of each site, its row made if missing and locked (in id order) for
-        the rest of the transaction."""
+    async def _site_ids_of(self, conn: asyncpg.Connection, sites: list[str]) -> dict[str, int]:
+        """sites.id of each site, its row made if missing."""
         missing = [s for s in sites if s not in self._site_ids]
         if missing:
             await conn.execute(_LOCK_SITES_NEW, missing)
-        rows = await conn.fetch(_LOCK_SITES, sites)
+        rows = await conn.fetch(_SITE_IDS, sites)
         found = {r["site"]: int(r["id"]) for r in rows}
         assert len(found) == len(sites), f"sites rows missing: {set(sites) - set(found)}"
         return found
@@ -556,14 +567,21 @@ class _MessageRows:
     series_id: NDArray[np.int32]
 
 
-def _encode(parts: Sequence[_MessageRows]) -> bytearray:
-    return encode_site_readings(
-        np.concatenate([p.site_id for p in parts]),
-        np.concatenate([p.series_id for p in parts]),
-        np.concatenate([p.message.ts_us for p in parts]),
-        np.concatenate([p.message.value for p in parts]),
-        np.concatenate([p.message.quality for p in parts]),
-    )
+def _encode(parts: Sequence[_MessageRows], *, in_key_order: bool = False) -> bytearray:
+    """The rows of ``parts`` as binary COPY data, in batch order or, with
+    ``in_key_order``, in primary-key order (site, series, ts): a group's batch mixes
+    thousands of series, and inserting them in index order touches each B-tree leaf
+    once instead of once per row."""
+    site_id = np.concatenate([p.site_id for p in parts])
+    series_id = np.concatenate([p.series_id for p in parts])
+    ts_us = np.concatenate([p.message.ts_us for p in parts])
+    value = np.concatenate([p.message.value for p in parts])
+    quality = np.concatenate([p.message.quality for p in parts])
+    if in_key_order:
+        order = np.lexsort((ts_us, series_id, site_id))
+        site_id, series_id, ts_us = site_id[order], series_id[order], ts_us[order]
+        value, quality = value[order], quality[order]
+    return encode_site_readings(site_id, series_id, ts_us, value, quality)
 
 
 async def _store_readings(
@@ -601,7 +619,7 @@ async def _store_readings(
             async with conn.transaction():  # a savepoint: refused if any key is stored
                 await conn.copy_to_table(
                     "site_readings",
-                    source=_encode(fresh),
+                    source=_encode(fresh, in_key_order=True),
                     columns=SITE_READING_COLUMNS,
                     format="binary",
                 )
