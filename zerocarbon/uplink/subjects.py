@@ -35,6 +35,7 @@ CENTER_STREAM = "ZC_CENTER"  # on the center's domain
 CENTER_CONSUMER = "center-ingest"  # the workers' durable pull consumer
 CENTER_DOMAIN = "center"
 
+
 def subject(site: str, kind: Kind) -> str:
     """``zc.<site>.<kind>``."""
     return f"{PREFIX}.{site}.{kind}"
