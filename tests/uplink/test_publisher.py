@@ -397,3 +397,17 @@ async def test_status_and_purge_follow_the_centers_source_consumer(gateway: Gate
     state = (await g.js.stream_info(SITE_STREAM)).state
     assert (state.first_seq, state.last_seq, state.messages) == (3, 5, 3)
     assert p.stats.backlog_messages == 2  # the third reading message, the first status
+
+
+async def test_closing_with_the_local_server_away(gateway: Gateway) -> None:
+    """The gateway stops cleanly while its local NATS server is away."""
+    g = gateway
+    await g.outbox.keep(readings(g.registry, 0, 5))
+    async with running(g.publisher.run_readings()):
+        await wait_for(lambda: g.outbox.depth_readings == 0, "published")
+    await g.leaf.stop()
+    await wait_for(lambda: not g.publisher.stats.connected, "the publisher disconnected")
+    await g.outbox.keep(readings(g.registry, 5, 5))
+    await g.publisher.flush(timeout_s=0.5)  # cannot publish: kept for the next start
+    await g.publisher.close()
+    assert g.outbox.depth_readings == 5

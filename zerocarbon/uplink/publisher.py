@@ -368,7 +368,9 @@ class UplinkPublisher:
         if self._nc is not None:
             try:
                 await asyncio.wait_for(self._nc.close(), 5)
-            except (TimeoutError, nats.errors.Error):
+            except (TimeoutError, OSError, nats.errors.Error):
+                # the local server away: closing its half-open connection may raise
+                # ConnectionResetError, which must not stop the gateway's shutdown
                 pass
             self._nc = None
             self._js = None
