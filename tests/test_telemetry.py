@@ -161,6 +161,7 @@ async def test_readyz_without_a_gateway_checks_the_database(pg_url: str) -> None
                 "broker": None,
                 "spool": None,
                 "collectors": [],
+                "uplink": None,
             }
             assert (await client.get("/metrics")).status_code == 200
 
@@ -255,3 +256,78 @@ async def test_alert_counters_in_metrics(
     assert m["zerocarbon_notifications_sent_total"] == 1
     assert m["zerocarbon_notification_failed_attempts_total"] == 0
     assert receiver.requests[0].json()["rule"] == "high"
+
+
+async def test_the_uplink_shows_in_readyz_and_metrics_and_never_makes_it_not_ready(
+    own_database: tuple[str, str], mqtt_url: str, tmp_path: Path
+) -> None:
+    """With [uplink] (here publishing to a standalone JetStream server via local_url):
+    /readyz has an uplink section and /metrics its counters; the local NATS server away,
+    or readings the outbox could not keep, show there but the gateway stays ready."""
+    from tests.uplink.nats_support import NatsLab, require_nats_server, wait_for
+    from zerocarbon.netutil import free_tcp_port
+
+    url, _ = own_database
+    async with NatsLab(require_nats_server()) as lab:
+        server = await lab.leaf("plant-1", "unused", [f"nats-leaf://127.0.0.1:{free_tcp_port()}"])
+        data = tiny_site(mqtt_url).model_dump(mode="json", exclude_none=True)
+        data["uplink"] = {
+            "site": "plant-1",
+            "local_url": server.client_url,
+            "max_backlog_mib": 16,  # the test server stores 64 MiB at most
+        }
+        site = parse_site(data)
+        device = site.mqtt_devices[0]
+        broker = urlparse(mqtt_url)
+        async with EnergyCenter(
+            site, Settings(), SystemClock(), database_url=url, spool_dir=tmp_path / "spool"
+        ) as center:
+            app = create_app(
+                Settings(database_url=url), pool=center._pool, telemetry=center.telemetry
+            )
+            assert center.mqtt is not None and center.uplink is not None
+            uplink = center.uplink
+            await asyncio.wait_for(center.mqtt.subscribed.wait(), 10)
+            async with aiomqtt.Client(broker.hostname or "", port=broker.port or 1883) as pub:
+                now = datetime.now(UTC).timestamp()
+                for i, v in enumerate([1.0, 2.0, 3.0]):
+                    await pub.publish(device.topic, json.dumps({"ts": now - 5 + i, "p": v}), qos=1)
+            await wait_for(lambda: uplink.stats.readings_published == 3, "3 readings uplinked")
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                    res = await client.get("/readyz")
+                    assert res.status_code == 200, res.text
+                    section = res.json()["uplink"]
+                    assert section["ok"] and section["connected"], section
+                    assert section["readings_published"] == 3
+                    assert (section["outbox_readings"], section["readings_dropped"]) == (0, 0)
+                    assert section["leaf_running"] is None  # local_url: no leaf of its own
+                    assert {"backlog_messages", "backlog_bytes", "center_seq"} <= set(section)
+                    m = metric_values((await client.get("/metrics")).text)
+                    assert m["zerocarbon_uplink_readings_published_total"] == 3
+                    assert m["zerocarbon_uplink_readings_dropped_total"] == 0
+                    assert m["zerocarbon_uplink_outbox_readings"] == 0
+                    assert m["zerocarbon_uplink_connected"] == 1
+                    assert "zerocarbon_uplink_publish_failures_total" in m
+                    assert "zerocarbon_uplink_backlog_messages" in m
+
+                    await server.stop()  # the local NATS server away: still ready
+                    await wait_for(lambda: not uplink.stats.connected, "the uplink disconnected")
+                    res = await client.get("/readyz")
+                    assert res.status_code == 200 and res.json()["ready"]
+                    section = res.json()["uplink"]
+                    assert not section["ok"] and not section["connected"]
+                    assert "not connected to the local NATS server" in section["detail"]
+                    m = metric_values((await client.get("/metrics")).text)
+                    assert m["zerocarbon_uplink_connected"] == 0
+
+                    # what the outbox records when it is full (see tests/uplink/test_outbox.py)
+                    uplink.outbox.stats.readings_dropped = 7
+                    res = await client.get("/readyz")
+                    assert res.status_code == 200
+                    section = res.json()["uplink"]
+                    assert section["readings_dropped"] == 7
+                    assert "7 stored readings could not be kept" in section["detail"]
+                    m = metric_values((await client.get("/metrics")).text)
+                    assert m["zerocarbon_uplink_readings_dropped_total"] == 7

@@ -24,6 +24,7 @@ from zerocarbon.api.telemetry import (
     DeviceHealth,
     Readiness,
     SpoolState,
+    UplinkState,
 )
 from zerocarbon.config import (
     Dlt645Device,
@@ -101,7 +102,41 @@ class GatewayTelemetry:
             and all(c.ok for c in collectors)
         )
         return Readiness(
-            ready=ready, database=database, broker=broker, spool=spool, collectors=collectors
+            ready=ready,
+            database=database,
+            broker=broker,
+            spool=spool,
+            collectors=collectors,
+            uplink=self.uplink(),
+        )
+
+    def uplink(self) -> UplinkState | None:
+        """The uplink's state (None without ``[uplink]``)."""
+        center = self._center
+        publisher = center.uplink
+        if publisher is None:
+            return None
+        s = publisher.stats
+        dropped = publisher.outbox.stats.readings_dropped
+        problems = []
+        if not s.connected:
+            problems.append(f"not connected to the local NATS server: {s.last_error or '-'}")
+        elif s.last_error:
+            problems.append(s.last_error)
+        if dropped:
+            problems.append(f"{dropped} stored readings could not be kept for the center")
+        return UplinkState(
+            ok=not problems,
+            detail="; ".join(problems),
+            connected=s.connected,
+            last_error=s.last_error,
+            readings_published=s.readings_published,
+            outbox_readings=publisher.outbox.depth_readings,
+            readings_dropped=dropped,
+            backlog_messages=s.backlog_messages,
+            backlog_bytes=s.backlog_bytes,
+            center_seq=s.center_seq,
+            leaf_running=None if center.leaf is None else center.leaf.running(),
         )
 
     def collector(self) -> Collector:
@@ -316,6 +351,41 @@ class _GatewayCollector(Collector):
                 c.flush_failures,
             )
         yield from self._alerts()
+        yield from self._uplink()
+
+    def _uplink(self) -> Iterator[Metric]:
+        publisher = self._center.uplink
+        if publisher is None:
+            return
+        s = publisher.stats
+        yield _counter(
+            "zerocarbon_uplink_readings_published",
+            "Readings the local JetStream stream acknowledged for the center",
+            s.readings_published,
+        )
+        yield _counter(
+            "zerocarbon_uplink_readings_dropped",
+            "Stored readings that could not be kept for the center (uplink outbox full)",
+            publisher.outbox.stats.readings_dropped,
+        )
+        yield _counter(
+            "zerocarbon_uplink_publish_failures",
+            "Uplink rounds that failed (local NATS server away, database), retried",
+            s.publish_failures,
+        )
+        yield _gauge(
+            "zerocarbon_uplink_outbox_readings",
+            "Stored readings waiting for the local JetStream stream",
+            publisher.outbox.depth_readings,
+        )
+        yield _gauge(
+            "zerocarbon_uplink_backlog_messages",
+            "Messages in the local stream the center has not been sent",
+            s.backlog_messages,
+        )
+        yield _gauge(
+            "zerocarbon_uplink_connected", "1 when connected to the local NATS server", s.connected
+        )
 
     def _alerts(self) -> Iterator[Metric]:
         center = self._center

@@ -51,6 +51,28 @@ class CollectorState(ComponentState):
     restarts: int = Field(description="times it died and was started again")
 
 
+class UplinkState(ComponentState):
+    """The uplink to the group's center (``[uplink]`` of the site file). It never makes
+    the gateway not ready (collection and storage go on without the WAN); ``ok`` is
+    false, with the reason, while the local NATS server is away or when readings could
+    not be kept for the center."""
+
+    connected: bool = Field(description="connected to the local NATS server")
+    last_error: str = Field(description="the last publishing failure; empty when publishing")
+    readings_published: int = Field(description="readings the local stream acknowledged")
+    outbox_readings: int = Field(description="stored readings waiting for the local stream")
+    readings_dropped: int = Field(
+        description="stored readings that could not be kept for the center (outbox full)"
+    )
+    backlog_messages: int = Field(description="messages in the local stream the center lacks")
+    backlog_bytes: int
+    center_seq: int = Field(description="newest local stream sequence sent to the center")
+    leaf_running: bool | None = Field(
+        description="the gateway's own nats-server leaf node runs; null when uplink.local_url "
+        "names a NATS server to use"
+    )
+
+
 class Readiness(BaseModel):
     """``GET /readyz``: 200 when every part is fine, 503 otherwise."""
 
@@ -59,6 +81,7 @@ class Readiness(BaseModel):
     broker: BrokerState | None = None  # None: the site has no MQTT devices
     spool: SpoolState | None = None  # None: the API runs without a gateway
     collectors: list[CollectorState] = Field(default_factory=list)
+    uplink: UplinkState | None = None  # None: no [uplink]; never affects ``ready``
 
 
 class DeviceHealth(BaseModel):

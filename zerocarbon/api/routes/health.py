@@ -57,7 +57,9 @@ def metrics_registry(telemetry: Telemetry | None) -> CollectorRegistry:
 async def readyz(pool: PoolDep, request: Request, response: Response) -> Readiness:
     """200 when the database answers, the broker is connected (if the site has MQTT
     devices) and the spool is neither full nor above its alarm level; 503 otherwise.
-    Gives the spool's depth and the age of its oldest unreplayed batch."""
+    Gives the spool's depth and the age of its oldest unreplayed batch, and with
+    ``[uplink]`` the uplink's state (shown, never a cause of 503: collection and storage
+    go on without the WAN)."""
     ok, detail = True, ""
     try:
         async with pool.acquire(timeout=PING_TIMEOUT_S) as conn:
@@ -84,6 +86,7 @@ async def metrics(request: Request) -> Response:
     """The gateway's counters and gauges in Prometheus' text format: readings
     acknowledged, stored, duplicates skipped, spool depth/usage/alarm, database and
     broker state, collector tasks up and restarted, per-device health (online, last
-    seen, poll latency) and Modbus, MQTT and admission counters."""
+    seen, poll latency), Modbus, MQTT and admission counters, and the uplink's
+    (published, dropped, failures, outbox, backlog, connected)."""
     registry: CollectorRegistry = request.app.state.metrics_registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
