@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import asyncpg
+import httpx
 import pytest
 
 from tests.e2e.loadgen import LoadGenerator, LoadPlan
@@ -44,6 +45,7 @@ from tests.uplink.nats_support import (
 )
 from zerocarbon.clock import SystemClock
 from zerocarbon.config import load_site
+from zerocarbon.netutil import free_tcp_port
 from zerocarbon.runtime import EnergyCenter
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import drop_database, ensure_database
@@ -67,7 +69,9 @@ SETTLE_TIMEOUT_S = 120.0  # the center catches up after the load [s]
 START_TIMEOUT_S = 120.0
 
 
-def site_toml(site: str, plan: LoadPlan, mqtt_url: str, hub_urls: list[str], nats: Path) -> str:
+def site_toml(
+    site: str, plan: LoadPlan, mqtt_url: str, hub_urls: list[str], nats: Path, tls_ca: Path
+) -> str:
     lines = [
         "[site]",
         f"name = {json.dumps('Plant ' + site[-1].upper())}",
@@ -83,6 +87,7 @@ def site_toml(site: str, plan: LoadPlan, mqtt_url: str, hub_urls: list[str], nat
         f"hub_urls = {json.dumps(hub_urls)}",
         f"password_env = {json.dumps(password_env(site))}",
         f"nats_server = {json.dumps(str(nats))}",
+        f"tls_ca = {json.dumps(str(tls_ca))}",
         f"page_url = {json.dumps(f'http://{site}.example/')}",
         "status_interval_s = 2.0",
         "mirror_interval_s = 1.0",
@@ -102,10 +107,11 @@ def password_env(site: str) -> str:
     return "ZC_TEST_UPLINK_" + site.replace("-", "_").upper()
 
 
-def center_toml(cluster: HubCluster) -> str:
+def center_toml(cluster: HubCluster, tls_ca: Path, http_port: int) -> str:
     return "\n".join(
         [
             "[center]",
+            f"tls_ca = {json.dumps(str(tls_ca))}",
             'name = "test group"',
             'database_url_env = "ZC_TEST_CENTER_DATABASE_URL"',
             f"nats_urls = {json.dumps(cluster.client_urls)}",
@@ -114,6 +120,11 @@ def center_toml(cluster: HubCluster) -> str:
             "stream_replicas = 3",
             "fetch_batch = 64",
             f"ack_wait_s = {ACK_WAIT_S}",
+            "workers = 2",
+            "",
+            "[center.http]",
+            'host = "127.0.0.1"',
+            f"port = {http_port}",
             "",
             *[f'[[sites]]\nid = "{s}"\n' for s in SITES],
         ]
@@ -139,36 +150,43 @@ class Rig:
     center_file: Path
     env: dict[str, str]
     mqtt_url: str
+    tls_ca: Path
+    http_port: int
     gateways: list[Gateway] = field(default_factory=list)
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    worker_logs: list[Path] = field(default_factory=list)
+    center: subprocess.Popen[bytes] | None = None
 
-    def start_worker(self, i: int) -> subprocess.Popen[bytes]:
-        log_path = self.folder / f"worker-{i}.log"
-        self.worker_logs.append(log_path)
-        with log_path.open("ab") as log_file:
-            proc = subprocess.Popen(
+    @property
+    def center_log(self) -> Path:
+        return self.folder / "center.log"
+
+    def start_center(self) -> subprocess.Popen[bytes]:
+        """``zerocarbon center run``: its workers and the group API."""
+        with self.center_log.open("ab") as log_file:
+            self.center = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
                     "zerocarbon",
                     "center",
-                    "worker",
+                    "run",
                     "--config",
                     str(self.center_file),
-                    "--name",
-                    f"worker-{i}",
                 ],
                 env=self.env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
-        self.workers.append(proc)
-        return proc
+        return self.center
+
+    def worker_pids(self) -> list[int]:
+        """The center's worker processes (its children)."""
+        assert self.center is not None
+        path = Path(f"/proc/{self.center.pid}/task/{self.center.pid}/children")
+        return [int(p) for p in path.read_text().split()]
 
     def logs(self) -> str:
-        parts = [f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.worker_logs if p.exists()]
-        return "\n".join(parts) + "\n" + self.cluster.logs()[-4000:]
+        center = self.center_log.read_text()[-4000:] if self.center_log.exists() else ""
+        return f"--- center\n{center}\n{self.cluster.logs()[-4000:]}"
 
 
 async def eventually(
@@ -193,10 +211,12 @@ async def rig(
     suffix = f"{os.getpid()}"
     center_db = await ensure_database(pg_server_url, f"zc_center_e2e_{suffix}", recreate=True)
     async with NatsLab(NATS.path) as lab:
-        cluster = await lab.hub_cluster(passwords)
+        tls = await lab.tls()
+        cluster = await lab.hub_cluster(passwords, tls=tls)
         await cluster.wait_meta_leader()
         center_file = tmp_path / "center.toml"
-        center_file.write_text(center_toml(cluster))
+        http_port = free_tcp_port()
+        center_file.write_text(center_toml(cluster, tls.ca_file, http_port))
         env = {
             **os.environ,
             "ZC_TEST_CENTER_DATABASE_URL": center_db,
@@ -210,7 +230,9 @@ async def rig(
             timeout=60,
         )
         assert setup.returncode == 0, setup.stderr
-        rig = Rig(tmp_path, lab, cluster, center_db, center_file, env, mqtt_url)
+        rig = Rig(
+            tmp_path, lab, cluster, center_db, center_file, env, mqtt_url, tls.ca_file, http_port
+        )
         for i, site in enumerate(SITES):
             plan = LoadPlan(
                 devices=PLAN_DEVICES, rate_hz=PLAN_RATE_HZ, topic_prefix=f"zc-e2e-{site}", seed=i
@@ -221,14 +243,12 @@ async def rig(
         try:
             yield rig
         finally:
-            for w in rig.workers:
-                if w.poll() is None:
-                    w.terminate()
-            for w in rig.workers:
+            if rig.center is not None and rig.center.poll() is None:
+                rig.center.terminate()
                 try:
-                    w.wait(15)
+                    rig.center.wait(30)
                 except subprocess.TimeoutExpired:
-                    w.kill()
+                    rig.center.kill()
             for g in rig.gateways:
                 if g.center is not None:
                     await g.center.stop()
@@ -293,14 +313,15 @@ async def hourly_rows(db_url: str, sql: str, *args: Any) -> dict[Any, tuple[Any,
 
 
 async def test_sites_cut_node_and_worker_killed_nothing_lost_nothing_twice(rig: Rig) -> None:
-    # the center's workers
-    rig.start_worker(1)
-    rig.start_worker(2)
+    # the center: two workers and the group API
+    rig.start_center()
     # the gateways: each starts its own leaf node through its link
     for g in rig.gateways:
         path = rig.folder / f"{g.site}.toml"
         assert NATS.path is not None
-        path.write_text(site_toml(g.site, g.plan, rig.mqtt_url, g.cutter.leaf_urls, NATS.path))
+        path.write_text(
+            site_toml(g.site, g.plan, rig.mqtt_url, g.cutter.leaf_urls, NATS.path, rig.tls_ca)
+        )
         settings = Settings(data_dir=rig.folder / f"data-{g.site}")
         g.center = EnergyCenter(load_site(path), settings, SystemClock(), database_url=g.db_url)
         await asyncio.wait_for(g.center.__aenter__(), START_TIMEOUT_S)
@@ -328,7 +349,8 @@ async def test_sites_cut_node_and_worker_killed_nothing_lost_nothing_twice(rig: 
     victim = await rig.cluster.wait_meta_leader()
     await rig.cluster.kill(victim)  # a cluster node dies mid-stream
     await asyncio.sleep(8)
-    rig.workers[0].send_signal(signal.SIGKILL)  # a worker dies mid-batch
+    killed = rig.worker_pids()[0]
+    os.kill(killed, signal.SIGKILL)  # a worker dies mid-batch (the center starts another)
     await asyncio.sleep(12)
     await rig.cluster.restart(victim)
     # the cut site keeps collecting and storing; its leaf holds what the center misses
@@ -390,6 +412,19 @@ async def test_sites_cut_node_and_worker_killed_nothing_lost_nothing_twice(rig: 
             return got == want and bool(want)
 
         await eventually(hours_arrived, 30, f"{g.site}: hourly rows at the center", rig)
+
+    # the group API sees every site online with all its readings, and the group hours
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rig.http_port}") as http:
+        sites = (await http.get("/api/v1/group/sites")).json()["sites"]
+        assert {s["site"]: (s["state"], s["readings"]) for s in sites} == {
+            site: ("online", len(readings)) for site, readings in expected.items()
+        }
+        assert {s["site"]: s["page_url"] for s in sites} == {
+            site: f"http://{site}.example/" for site in SITES
+        }
+        assert (await http.get("/")).status_code == 200  # the group page
+    assert killed not in rig.worker_pids()
+    assert len(rig.worker_pids()) == 2, "the center did not start a worker again"
 
     # the center's stream holds nothing unacknowledged once everything is stored
     nc = await rig.cluster.connect_worker()
