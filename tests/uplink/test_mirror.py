@@ -22,6 +22,7 @@ from zerocarbon.storage.uplink_cursors import load_cursors, save_cursor
 from zerocarbon.uplink import mirror
 from zerocarbon.uplink.messages import HourlyMessage
 
+NO_LOOKBACK = timedelta(0)  # read strictly after the cursor
 SITE = "plant-1"
 H0 = datetime(2026, 6, 1, tzinfo=UTC)
 NO_REGISTRY = Registry(device_ids={}, metric_ids={})  # no energy rows are written
@@ -186,12 +187,12 @@ async def test_an_alert_episode_is_sent_again_when_it_changes(pg_conn: asyncpg.C
         None,
     )
     assert fired.message_zh == "需量 firing" and fired.acked_at is None
-    assert await mirror.read_alerts(pg_conn, SITE, cursor) == ([], cursor)
+    assert await mirror.read_alerts(pg_conn, SITE, cursor, lookback=NO_LOOKBACK) == ([], cursor)
 
     # acknowledged: the same episode again, a newer revision
     acked_at = t + timedelta(minutes=3)
     await acknowledge(pg_conn, alert_id, "operator", "on it", acked_at)
-    [message], cursor2 = await mirror.read_alerts(pg_conn, SITE, cursor)
+    [message], cursor2 = await mirror.read_alerts(pg_conn, SITE, cursor, lookback=NO_LOOKBACK)
     [acked] = message.alerts
     assert acked.alert_id == alert_id and acked.revision == cursor2 > cursor
     assert acked.acked_at == acked_at and acked.state == "firing"
@@ -199,7 +200,7 @@ async def test_an_alert_episode_is_sent_again_when_it_changes(pg_conn: asyncpg.C
     # resolved, and another alert fires: each once, in the order of their change
     await record_change(pg_conn, change("resolved", t + timedelta(minutes=10)), [], t)
     other = await record_change(pg_conn, change("firing", t, subject="pv"), [], t)
-    [message], cursor3 = await mirror.read_alerts(pg_conn, SITE, cursor2)
+    [message], cursor3 = await mirror.read_alerts(pg_conn, SITE, cursor2, lookback=NO_LOOKBACK)
     assert [(a.alert_id, a.state) for a in message.alerts] == [
         (alert_id, "resolved"),
         (other, "firing"),
@@ -213,6 +214,22 @@ async def test_an_alert_episode_is_sent_again_when_it_changes(pg_conn: asyncpg.C
         (other, "firing", cursor3),
     ]
     assert message.alerts[0].acked_at == acked_at
+
+
+async def test_an_alert_change_committed_late_is_still_sent(pg_conn: asyncpg.Connection) -> None:
+    """An event id below the cursor (another writer's transaction committed after a
+    higher id was read) is read again within the lookback, not skipped."""
+    t = datetime(2026, 6, 1, 8, tzinfo=UTC)
+    alert_id = await record_change(pg_conn, change("firing", t), [], t)
+    assert alert_id is not None
+    _, cursor = await mirror.read_alerts(pg_conn, SITE, 0)
+    ahead = cursor + 10  # as if ids up to here had been read already
+    await acknowledge(pg_conn, alert_id, "operator", "late", t + timedelta(minutes=1))
+    assert await mirror.read_alerts(pg_conn, SITE, ahead, lookback=NO_LOOKBACK) == ([], ahead)
+    [message], reached = await mirror.read_alerts(pg_conn, SITE, ahead)
+    [late] = message.alerts
+    assert late.alert_id == alert_id and late.acked_at is not None
+    assert reached == ahead  # the cursor never moves back
 
 
 async def test_alerts_are_cut_into_messages_of_200(pg_conn: asyncpg.Connection) -> None:

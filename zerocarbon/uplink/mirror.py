@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -39,6 +39,11 @@ __all__ = [
 ]
 
 MIRROR_KINDS = ("hourly", "alerts", "events", "accounts")
+# Alert events have two writers (the alert service; an acknowledgement through the
+# API), so a lower id may commit after a higher one was read: the episodes changed in
+# this last stretch are read again each round, whatever the cursor (the center keeps
+# the highest revision, so a repeat changes nothing there).
+ALERT_LOOKBACK = timedelta(seconds=30)
 HOURLY_ROWS_PER_MESSAGE = 200  # hourly rows (carbon + lines) per message
 ALERTS_PER_MESSAGE = 200
 EVENTS_PER_MESSAGE = 1_000
@@ -113,19 +118,26 @@ async def read_hourly(
 
 
 async def read_alerts(
-    conn: asyncpg.Connection | asyncpg.Pool, site: str, after_event_id: int
+    conn: asyncpg.Connection | asyncpg.Pool,
+    site: str,
+    after_event_id: int,
+    *,
+    lookback: timedelta = ALERT_LOOKBACK,
 ) -> tuple[list[AlertsMessage], int]:
-    """Alert episodes changed after ``after_event_id``, in their current state."""
+    """Alert episodes changed after ``after_event_id``, or recorded within
+    ``lookback`` of now whatever their id, in their current state."""
     rows = await conn.fetch(
         """SELECT a.id, r.revision, a.rule, a.kind, a.subject, a.episode, a.severity,
                   a.state, a.since, a.fired_at, a.resolved_at, a.acked_at,
                   a.message_en, a.message_zh
              FROM (SELECT alert_id, max(id) AS revision FROM alert_events
-                    WHERE id > $1 GROUP BY alert_id) r
+                    WHERE id > $1 OR recorded_at > now() - $3::interval
+                    GROUP BY alert_id) r
              JOIN alerts a ON a.id = r.alert_id
             ORDER BY r.revision LIMIT $2""",
         after_event_id,
         READ_LIMIT,
+        lookback,
     )
     if not rows:
         return [], after_event_id
@@ -152,7 +164,7 @@ async def read_alerts(
         AlertsMessage(site=site, alerts=tuple(chunk))
         for chunk in _chunks(records, ALERTS_PER_MESSAGE)
     ]
-    return messages, max(r.revision for r in records)
+    return messages, max(after_event_id, *(r.revision for r in records))
 
 
 async def read_events(
