@@ -57,6 +57,9 @@ class UplinkConfig(BaseModel):
     page_url: str = ""  # this site's own live page, for the group page's drill-down
     status_interval_s: float = Field(default=30.0, gt=0)  # heartbeat to the center [s]
     mirror_interval_s: float = Field(default=5.0, gt=0)  # hourly rows, alerts, events [s]
+    # stored readings wait at most this long to be joined into fuller messages (a
+    # message's costs, in JetStream and at the center, are paid per message) [s]
+    message_interval_s: float = Field(default=5.0, ge=0, le=300)
 
     @field_validator("site")
     @classmethod

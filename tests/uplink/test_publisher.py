@@ -73,6 +73,7 @@ def site_config() -> SiteConfig:
                 "page_url": "http://plant-1.example/",
                 "status_interval_s": 3600,  # status ticks are driven by the tests
                 "mirror_interval_s": 0.05,
+                "message_interval_s": 0,  # each record published as soon as kept
             },
         }
     )
@@ -226,20 +227,20 @@ async def test_readings_are_published_as_stored_once_each(gateway: Gateway) -> N
     assert info.config.discard == DiscardPolicy.NEW
     assert info.config.max_bytes == 16 << 20
     messages = await stream_messages(g.js)
-    # 7,000 rows are two messages (at most wire.MAX_ROWS_PER_MESSAGE each)
-    assert [m.subject for m in messages] == [f"zc.{SITE}.readings"] * 4
+    # the records are joined, then cut at wire.MAX_ROWS_PER_MESSAGE rows a message
+    assert [m.subject for m in messages] == [f"zc.{SITE}.readings"] * 2
     sizes = [len(published_rows([m])) for m in messages]
-    assert sizes == [10, wire.MAX_ROWS_PER_MESSAGE, 7_000 - wire.MAX_ROWS_PER_MESSAGE, 3]
+    assert sizes == [wire.MAX_ROWS_PER_MESSAGE, 7_013 - wire.MAX_ROWS_PER_MESSAGE]
     expected = [row for b in batches for row in rows_of_batch(b, g.registry)]
     assert published_rows(messages) == expected
     assert g.publisher.stats.readings_published == 7_013
-    assert g.publisher.stats.messages_published == 4
+    assert g.publisher.stats.messages_published == 2
     assert all(m.msg_id == wire.message_id(SITE, "readings", m.data) for m in messages)
 
     # the same payloads again (a retry after a lost acknowledgement): dropped by id
     assert await g.publisher._publish("readings", [m.data for m in messages])
-    assert g.publisher.stats.duplicates == 4
-    assert (await g.js.stream_info(SITE_STREAM)).state.messages == 4
+    assert g.publisher.stats.duplicates == 2
+    assert (await g.js.stream_info(SITE_STREAM)).state.messages == 2
 
 
 async def test_rows_of_removed_devices_are_left_out(gateway: Gateway, tmp_path: Path) -> None:
@@ -344,10 +345,10 @@ async def test_the_local_server_away_and_back_loses_nothing_and_stores_nothing_t
 async def test_status_and_purge_follow_the_centers_source_consumer(gateway: Gateway) -> None:
     g = gateway
     p = g.publisher
-    await g.outbox.keep(readings(g.registry, 0, 10))
-    await g.outbox.keep(readings(g.registry, 10, 10))
-    async with running(p.run_readings()):
-        await wait_for(lambda: g.outbox.depth_readings == 0, "two messages published")
+    for start in (0, 10):  # two messages: each record published before the next is kept
+        await g.outbox.keep(readings(g.registry, start, 10))
+        async with running(p.run_readings()):
+            await wait_for(lambda: g.outbox.depth_readings == 0, "a message published")
 
     # the center's source: a push consumer delivering on zcdeliver.<site>; it takes
     # the two messages there are, then its link goes (no more interest)
@@ -411,3 +412,21 @@ async def test_closing_with_the_local_server_away(gateway: Gateway) -> None:
     await g.publisher.flush(timeout_s=0.5)  # cannot publish: kept for the next start
     await g.publisher.close()
     assert g.outbox.depth_readings == 5
+
+
+async def test_readings_linger_for_a_fuller_message(gateway: Gateway) -> None:
+    """With ``message_interval_s``, small records wait to be joined; a full message's
+    worth goes at once."""
+    g = gateway
+    g.publisher._config = g.publisher._config.model_copy(update={"message_interval_s": 30.0})
+    await g.outbox.keep(readings(g.registry, 0, 10))
+    await g.outbox.keep(readings(g.registry, 10, wire.MAX_ROWS_PER_MESSAGE))
+    async with running(g.publisher.run_readings()):
+        await wait_for(lambda: g.outbox.depth_readings == 0, "a full message's worth published")
+        await g.outbox.keep(readings(g.registry, 20_000, 10))
+        assert g.outbox.depth_readings == 10  # lingering (30 s) for more
+    sizes = [len(published_rows([m])) for m in await stream_messages(g.js)]
+    assert sizes == [wire.MAX_ROWS_PER_MESSAGE, 10]
+    await g.publisher.flush(10.0)  # at shutdown nothing lingers
+    assert g.outbox.depth_readings == 0
+    assert [len(published_rows([m])) for m in await stream_messages(g.js)][-1] == 10

@@ -91,6 +91,7 @@ def site_toml(
         f"page_url = {json.dumps(f'http://{site}.example/')}",
         "status_interval_s = 2.0",
         "mirror_interval_s = 1.0",
+        "message_interval_s = 0.5",
         "max_backlog_mib = 64",
         "",
     ]

@@ -14,6 +14,7 @@ never holds back collection or storage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,10 +96,11 @@ class UplinkOutbox:
         self._wake.clear()
         if self.spool.depth_records:
             return
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout_s)
-        except TimeoutError:
-            pass
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
+        # that arrives as the event is set, and the publisher would never stop
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._wake.wait()
 
     @property
     def depth_readings(self) -> int:

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 SENT_HEADER = "Zc-Sent-Us"  # the gateway's wall clock at publish [POSIX us]
 DELIVER_PREFIX = "zcdeliver."  # the center's source consumers deliver on zcdeliver.<site>
 READ_ROWS = 100_000  # readings read from the outbox per round
+LINGER_POLL_S = 0.2  # while lingering for a fuller message, the outbox is read this often [s]
 PUBLISH_TIMEOUT_S = 10.0
 DUPLICATE_WINDOW_S = 120.0  # the local stream drops a repeated Nats-Msg-Id within this
 
@@ -215,27 +216,40 @@ class UplinkPublisher:
         return await self._publish(kind, payloads)
 
     def _encode_readings(self, records: list[tuple[int, ReadingBatch]]) -> tuple[list[bytes], int]:
-        payloads: list[bytes] = []
-        rows = 0
+        """The records' readings as messages of at most ``MAX_ROWS_PER_MESSAGE`` rows:
+        records are joined, so a site sends few messages however its readings were
+        batched on the way (a message's fixed costs, in JetStream and at the center,
+        are paid per message)."""
+        batches = []
         for _, batch in records:
             valid = self._series.is_valid(batch.series)
             if not bool(valid.all()):
                 batch = batch.take(valid)  # devices gone from the site file
-            if not len(batch):
-                continue
-            message = wire.readings_message(self.site_id, batch, self._series)
-            for part in wire.split_readings(message, wire.MAX_ROWS_PER_MESSAGE):
-                payloads.append(wire.encode(part))
-                rows += len(part)
-        return payloads, rows
+            if len(batch):
+                batches.append(batch)
+        if not batches:
+            return [], 0
+        message = wire.readings_message(self.site_id, ReadingBatch.concat(batches), self._series)
+        parts = wire.split_readings(message, wire.MAX_ROWS_PER_MESSAGE)
+        return [wire.encode(part) for part in parts], sum(len(part) for part in parts)
 
     async def run_readings(self) -> None:
-        """Publish the outbox in order, forever."""
+        """Publish the outbox in order, forever: what it holds once a full message's
+        worth is there, or once the oldest reading waited ``message_interval_s``."""
         backoff_s = self._retry_min_s
+        waiting_since: float | None = None  # monotonic time the oldest record was seen
         while True:
             records = await self.outbox.read(READ_ROWS)
             if not records:
                 await self.outbox.wait(1.0)
+                continue
+            rows = sum(len(b) for _, b in records)
+            now = time.monotonic()
+            if waiting_since is None:
+                waiting_since = now
+            linger_s = self._config.message_interval_s - (now - waiting_since)
+            if rows < wire.MAX_ROWS_PER_MESSAGE and linger_s > 0:
+                await asyncio.sleep(min(linger_s, LINGER_POLL_S))
                 continue
             payloads, rows = await asyncio.to_thread(self._encode_readings, list(records))
             if payloads and not await self._publish("readings", payloads):
@@ -243,6 +257,7 @@ class UplinkPublisher:
                 backoff_s = min(backoff_s * 2, self._retry_max_s)
                 continue
             backoff_s = self._retry_min_s
+            waiting_since = None
             await self.outbox.commit(records[-1][0])
             self.stats.readings_published += rows
 
