@@ -7,8 +7,12 @@ carry ``site_id``, the column a distributed PostgreSQL would shard on
 
 - ``site_series``: (site, device, metric) -> a small integer id, so that the narrow
   ``site_readings`` (site_id, series_id, ts, value, quality) stays as narrow as a
-  gateway's ``readings``; unique per (site_id, series_id, ts): replays and redeliveries
-  are stored once.
+  gateway's ``readings``; unique per (ts, site_id, series_id): replays and
+  redeliveries are stored once. The key leads with the time because live readings
+  arrive newest last: their index entries append at the B-tree's right edge, where a
+  (site_id, series_id, ts) key scatters them over every series' leaf (a bare COPY of
+  100 sites x 200 series ran at 1.0 M rows/s against 0.6 M). Nothing at the center
+  reads raw readings by series yet; such a query would want an index of its own.
 - ``site_hourly_carbon``, ``site_hourly_line``: the gateways' hourly rows
   (:mod:`zerocarbon.rows`), keyed by site and hour (and line), with the gateway's
   ``computed_at`` as revision.
@@ -81,7 +85,9 @@ CREATE TABLE IF NOT EXISTS site_readings (
     ts timestamptz NOT NULL,
     value double precision NOT NULL,
     quality smallint NOT NULL DEFAULT 0,
-    PRIMARY KEY (site_id, series_id, ts)
+    -- time first: live data arrives newest last, so inserts append at the index's
+    -- right edge (1.7x the rows/s of a (site_id, series_id, ts) key, measured)
+    PRIMARY KEY (ts, site_id, series_id)
 );
 
 CREATE TABLE IF NOT EXISTS site_hourly_carbon (

@@ -165,6 +165,8 @@ class StoreResult:
 
 # --- SQL ------------------------------------------------------------------------------
 
+CATALOG_CACHE_ENTRIES = 20_000  # (site, catalog) mappings a store keeps
+
 _LOCK_SITES_NEW = """
 INSERT INTO sites (site) SELECT s FROM unnest($1::text[]) AS s ORDER BY s
 ON CONFLICT (site) DO NOTHING
@@ -194,7 +196,7 @@ _READINGS_NEW = f"""
 WITH stored AS (
     INSERT INTO site_readings ({", ".join(SITE_READING_COLUMNS)})
     SELECT {", ".join(SITE_READING_COLUMNS)} FROM site_readings_in
-    ON CONFLICT (site_id, series_id, ts) DO NOTHING
+    ON CONFLICT (ts, site_id, series_id) DO NOTHING
     RETURNING site_id
 )
 SELECT site_id, count(*) AS n FROM stored GROUP BY site_id
@@ -405,6 +407,8 @@ class CenterStore:
         self._pool = pool
         self._site_ids: dict[str, int] = {}  # site id -> sites.id
         self._series_ids: dict[tuple[int, str, str], int] = {}  # (sites.id, device, metric)
+        # (sites.id, catalog) -> site_series.id of each entry: a site repeats its catalog
+        self._catalog_ids: dict[tuple[int, tuple[tuple[str, str], ...]], NDArray[np.int32]] = {}
 
     async def store(
         self,
@@ -431,7 +435,8 @@ class CenterStore:
         async with self._pool.acquire() as conn, conn.transaction():
             site_ids = await self._site_ids_of(conn, sites)
             series_ids = await self._series(conn, site_ids, prepared.readings)
-            new_by_site = await _store_readings(conn, prepared.readings, site_ids, series_ids)
+            lookups = self._catalog_lookups(site_ids, series_ids, prepared.readings)
+            new_by_site = await _store_readings(conn, prepared.readings, site_ids, lookups)
             hourly = await _store_hourly(conn, prepared, site_ids)
             alerts = await _store_keyed(
                 conn, _UPSERT_ALERTS, _ALERT_COLUMNS, prepared.alerts, site_ids
@@ -452,6 +457,9 @@ class CenterStore:
         # committed: what this transaction created exists for every worker now
         self._site_ids.update(site_ids)
         self._series_ids.update(series_ids)
+        if len(self._catalog_ids) + len(lookups) > CATALOG_CACHE_ENTRIES:
+            self._catalog_ids.clear()
+        self._catalog_ids.update(lookups)
         received = sum(len(m) for m in prepared.readings)
         stored = sum(new_by_site.values())
         return StoreResult(
@@ -476,15 +484,42 @@ class CenterStore:
         assert len(found) == len(sites), f"sites rows missing: {set(sites) - set(found)}"
         return found
 
+    def _catalog_lookups(
+        self,
+        site_ids: Mapping[str, int],
+        series_ids: Mapping[tuple[int, str, str], int],
+        readings: Sequence[ReadingsMessage],
+    ) -> dict[tuple[int, tuple[tuple[str, str], ...]], NDArray[np.int32]]:
+        """(sites.id, catalog) -> site_series.id of each entry, for the batch's catalogs
+        (a site's catalog repeats message after message: mapped once, then looked up)."""
+        out: dict[tuple[int, tuple[tuple[str, str], ...]], NDArray[np.int32]] = {}
+        for m in readings:
+            key = (site_ids[m.site], m.catalog)
+            if key in out:
+                continue
+            cached = self._catalog_ids.get(key)
+            if cached is None:
+                site_id = key[0]
+                cached = np.array(
+                    [series_ids[(site_id, device, metric)] for device, metric in m.catalog],
+                    dtype=np.int32,
+                )
+            out[key] = cached
+        return out
+
     async def _series(
         self,
         conn: asyncpg.Connection,
         site_ids: Mapping[str, int],
         readings: Sequence[ReadingsMessage],
     ) -> dict[tuple[int, str, str], int]:
-        """site_series.id of every catalog entry of the batch (rows made where missing)."""
+        """site_series.id of every catalog entry of the batch (rows made where missing);
+        catalogs mapped before (:attr:`_catalog_ids`) are skipped."""
         keys = {
-            (site_ids[m.site], device, metric) for m in readings for device, metric in m.catalog
+            (site_ids[m.site], device, metric)
+            for m in readings
+            if (site_ids[m.site], m.catalog) not in self._catalog_ids
+            for device, metric in m.catalog
         }
         known = {k: self._series_ids[k] for k in keys if k in self._series_ids}
         missing = sorted(keys - known.keys())
@@ -569,16 +604,16 @@ class _MessageRows:
 
 def _encode(parts: Sequence[_MessageRows], *, in_key_order: bool = False) -> bytearray:
     """The rows of ``parts`` as binary COPY data, in batch order or, with
-    ``in_key_order``, in primary-key order (site, series, ts): a group's batch mixes
-    thousands of series, and inserting them in index order touches each B-tree leaf
-    once instead of once per row."""
+    ``in_key_order``, in primary-key order (ts, site, series): a group's batch mixes
+    thousands of series, and inserting them in index order walks the B-tree once
+    instead of jumping between leaves."""
     site_id = np.concatenate([p.site_id for p in parts])
     series_id = np.concatenate([p.series_id for p in parts])
     ts_us = np.concatenate([p.message.ts_us for p in parts])
     value = np.concatenate([p.message.value for p in parts])
     quality = np.concatenate([p.message.quality for p in parts])
     if in_key_order:
-        order = np.lexsort((ts_us, series_id, site_id))
+        order = np.lexsort((series_id, site_id, ts_us))
         site_id, series_id, ts_us = site_id[order], series_id[order], ts_us[order]
         value, quality = value[order], quality[order]
     return encode_site_readings(site_id, series_id, ts_us, value, quality)
@@ -588,7 +623,7 @@ async def _store_readings(
     conn: asyncpg.Connection,
     readings: Sequence[ReadingsMessage],
     site_ids: Mapping[str, int],
-    series_ids: Mapping[tuple[int, str, str], int],
+    lookups: Mapping[tuple[int, tuple[tuple[str, str], ...]], NDArray[np.int32]],
 ) -> dict[str, int]:
     """Store the batch's readings; returns the new rows of ``site_readings`` per site
     id (sites without new rows may be left out).
@@ -603,10 +638,7 @@ async def _store_readings(
         if not len(m):
             continue
         site_id = site_ids[m.site]
-        lookup = np.array(
-            [series_ids[(site_id, device, metric)] for device, metric in m.catalog],
-            dtype=np.int32,
-        )
+        lookup = lookups[(site_id, m.catalog)]
         parts.append(_MessageRows(m, np.full(len(m), site_id, dtype=np.int32), lookup[m.series]))
     if not parts:
         return {}

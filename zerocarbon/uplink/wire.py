@@ -353,6 +353,34 @@ def encode_readings(
     return header + data
 
 
+# A site sends the same catalog message after message: parsed catalogs are kept by
+# their bytes, so a repeat is one dict lookup, and the same tuple object lets the center
+# map it to its series ids once (zerocarbon.uplink.center_store).
+_CATALOGS: dict[bytes, tuple[tuple[str, str], ...]] = {}
+CATALOG_CACHE_ENTRIES = 4_096
+
+
+def _catalog(site: str, text: bytes, entries: int) -> tuple[tuple[str, str], ...]:
+    """The catalog of ``entries`` (device, metric) pairs in ``text``, checked."""
+    cached = _CATALOGS.get(text)
+    if cached is not None and len(cached) == entries:
+        return cached
+    try:
+        names = text.decode("utf-8").split("\n") if text else []
+    except UnicodeDecodeError:
+        raise _fail(site, "readings", "catalog is not UTF-8") from None
+    if len(names) != 2 * entries:
+        raise _fail(site, "readings", f"catalog of {len(names)} names for {entries} entries")
+    _check_names(site, names, text)
+    catalog = tuple(zip(names[0::2], names[1::2], strict=True))
+    if len(set(catalog)) != entries:
+        raise _fail(site, "readings", "catalog has duplicate entries")
+    if len(_CATALOGS) >= CATALOG_CACHE_ENTRIES:
+        _CATALOGS.clear()
+    _CATALOGS[bytes(text)] = catalog
+    return catalog
+
+
 def _inflate(site: str, codec: Codec, data: memoryview, body_bytes: int) -> bytes:
     """The body of a readings payload, at most ``body_bytes`` of it."""
     try:
@@ -412,16 +440,7 @@ def _decode_readings(site: str, payload: bytes) -> ReadingsMessage:
         )
     text = body[pos : pos + text_bytes]
     pos += text_bytes
-    try:
-        names = text.decode("utf-8").split("\n") if text else []
-    except UnicodeDecodeError:
-        raise _fail(site, "readings", "catalog is not UTF-8") from None
-    if len(names) != 2 * entries:
-        raise _fail(site, "readings", f"catalog of {len(names)} names for {entries} entries")
-    _check_names(site, names, text)
-    catalog = tuple(zip(names[0::2], names[1::2], strict=True))
-    if len(set(catalog)) != entries:
-        raise _fail(site, "readings", "catalog has duplicate entries")
+    catalog = _catalog(site, text, entries)
     index_type = np.uint8 if index_size == 1 else np.uint16
     series = np.frombuffer(body, dtype=index_type, count=rows, offset=pos).astype(np.uint16)
     pos += rows * index_size
