@@ -28,11 +28,19 @@ from zerocarbon.uplink.nats_config import (
 
 HERE = Path(__file__).resolve().parent
 # as the containers of docker-compose.center.yml see them
-NODES = [HubNode(f"hub{i}", f"hub{i}", store_dir="/data/jetstream") for i in (1, 2, 3)]
-TLS = Tls("/etc/nats/tls/server.pem", "/etc/nats/tls/server-key.pem")
-HUB_STORE_BYTES = 50 * 1024**3
 # a site reaches the hubs by their public names
 PUBLIC_LEAF_URLS = [f"nats-leaf://hub{i}.center.example.net:7422" for i in (1, 2, 3)]
+NODES = [
+    HubNode(
+        f"hub{i}",
+        f"hub{i}",
+        store_dir="/data/jetstream",
+        leaf_advertise=f"hub{i}.center.example.net:7422",  # what a connected site is told
+    )
+    for i in (1, 2, 3)
+]
+TLS = Tls("/etc/nats/tls/server.pem", "/etc/nats/tls/server-key.pem")
+HUB_STORE_BYTES = 50 * 1024**3
 LEAF_STORE_BYTES = 2 * 1024**3  # the gateway's [uplink] max_backlog_mib = 2048
 
 

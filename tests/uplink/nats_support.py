@@ -67,6 +67,7 @@ APT_TIMEOUT_S = 600.0
 TEST_BCRYPT_COST = 4  # bcrypt's lowest: a login costs ~1 ms at the hub, not ~0.1 s
 HUB_STORE_BYTES = 256 * 1024 * 1024
 LEAF_STORE_BYTES = 64 * 1024 * 1024
+UNREACHABLE = f"{HOST}:1"  # connections are refused here at once
 PORT_ATTEMPTS = 3  # cluster starts tried with new ports when a picked port was taken
 WAIT_S = 20.0  # the longest any wait_for() below waits before failing
 POLL_S = 0.02
@@ -361,6 +362,10 @@ class HubCluster:
                 monitor_port=free_tcp_port(),
                 store_dir=str(self.folder / f"hub{i}" / "jetstream"),
                 listen_host=HOST,
+                # a site reaches the center only through its link (a LinkCutter): the
+                # leafnode address each node tells a connected leaf about leads nowhere,
+                # as a center's inside address does from a factory
+                leaf_advertise=UNREACHABLE,
             )
             for i in range(1, self.size + 1)
         ]

@@ -127,11 +127,11 @@ def test_a_hub_holds_hashes_and_each_site_its_own_permissions(fast_hash: str) ->
     assert password not in text
     assert 'domain: "center"' in text and "system_account: SYS" in text
     publish, subscribe = site_permissions("a")
-    assert publish == ["zc.a.>", "zcdeliver.a.>", "$JSC.R.>"]
-    assert subscribe == ["$JS.zc-a.API.>", "$JS.FC.>"]
+    assert publish == ["zc.a.>", "zcdeliver.a.>", "$JSC.R.>", "zcprogress.a"]
+    assert subscribe == ["$JS.zc-a.API.>", "$JS.FC.>", "_ZC_INBOX.a.>"]
     line = next(line for line in text.splitlines() if 'user: "a"' in line)
-    assert '"zc.a.>", "zcdeliver.a.>", "$JSC.R.>"' in line
-    assert '"$JS.zc-a.API.>", "$JS.FC.>"' in line
+    assert '"zc.a.>", "zcdeliver.a.>", "$JSC.R.>", "zcprogress.a"' in line
+    assert '"$JS.zc-a.API.>", "$JS.FC.>", "_ZC_INBOX.a.>"' in line
     worker = next(line for line in text.splitlines() if 'user: "center"' in line)
     assert "permissions" not in worker
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType
+from nats.js.api import DiscardPolicy, StorageType
 
 from tests.uplink.nats_support import NatsLab, require_nats_server, wait_for
 from zerocarbon.batch import ReadingBatch, SeriesRegistry
@@ -42,8 +43,8 @@ from zerocarbon.uplink import wire
 from zerocarbon.uplink.leaf import LeafServer
 from zerocarbon.uplink.messages import HourlyMessage, ReadingsMessage, StatusMessage
 from zerocarbon.uplink.outbox import UplinkOutbox
-from zerocarbon.uplink.publisher import DELIVER_PREFIX, UplinkPublisher
-from zerocarbon.uplink.subjects import SITE_STREAM, kind_of
+from zerocarbon.uplink.publisher import UplinkPublisher
+from zerocarbon.uplink.subjects import SITE_STREAM, kind_of, progress_subject
 
 SITE = "plant-1"
 DEVICES = ("grid", "pv")
@@ -342,7 +343,10 @@ async def test_the_local_server_away_and_back_loses_nothing_and_stores_nothing_t
     assert lines == [line_row(0), line_row(1), line_row(2)]
 
 
-async def test_status_and_purge_follow_the_centers_source_consumer(gateway: Gateway) -> None:
+async def test_status_and_purge_follow_what_the_center_holds(gateway: Gateway) -> None:
+    """The status tick asks the center (``zcprogress.<site>``) how far it holds the
+    site's stream, drops that much from the local stream and reports the rest as the
+    backlog; no answer (the WAN down) keeps everything."""
     g = gateway
     p = g.publisher
     for start in (0, 10):  # two messages: each record published before the next is kept
@@ -350,34 +354,12 @@ async def test_status_and_purge_follow_the_centers_source_consumer(gateway: Gate
         async with running(p.run_readings()):
             await wait_for(lambda: g.outbox.depth_readings == 0, "a message published")
 
-    # the center's source: a push consumer delivering on zcdeliver.<site>; it takes
-    # the two messages there are, then its link goes (no more interest)
-    deliver = f"{DELIVER_PREFIX}{SITE}"
-    got: list[int] = []
-
-    async def take(msg: Msg) -> None:
-        got.append(1)
-
-    sub = await g.nc.subscribe(deliver, cb=take)
-    await g.js.add_consumer(
-        SITE_STREAM,
-        ConsumerConfig(deliver_subject=deliver, deliver_policy=DeliverPolicy.ALL),
-    )
-    await wait_for(lambda: len(got) == 2, "the center's source took two messages")
-    await sub.unsubscribe()
-    await g.nc.flush()
-
-    await g.outbox.keep(readings(g.registry, 20, 10))  # not sourced yet
-    async with running(p.run_readings()):
-        await wait_for(lambda: g.outbox.depth_readings == 0, "a third message published")
-
+    # no center answers: nothing is dropped, both messages are the backlog
     await p.status_once()
-    assert p.stats.center_seq == 2
-    assert p.stats.backlog_messages == 1  # the third message
-    assert p.stats.backlog_bytes > 0
-    assert p.stats.purged_to_seq == 0  # nothing purged on the first sight of the center
+    assert not p.stats.center_answered
+    assert (p.stats.center_seq, p.stats.purged_to_seq, p.stats.backlog_messages) == (0, 0, 2)
     messages = await stream_messages(g.js)
-    assert [m.seq for m in messages] == [1, 2, 3, 4]
+    assert [m.seq for m in messages] == [1, 2, 3]  # the status message is seq 3
     status = wire.decode("status", SITE, messages[-1].data)
     assert isinstance(status, StatusMessage)
     assert (status.name, status.timezone, status.page_url) == (
@@ -385,19 +367,39 @@ async def test_status_and_purge_follow_the_centers_source_consumer(gateway: Gate
         "Asia/Shanghai",
         "http://plant-1.example/",
     )
-    assert (status.backlog_messages, status.backlog_bytes) == (1, p.stats.backlog_bytes)
+    assert (status.backlog_messages, status.backlog_bytes) == (2, p.stats.backlog_bytes)
+    assert status.backlog_bytes > 0
     assert (status.outbox_readings, status.readings_published, status.readings_dropped) == (
         0,
-        30,
+        20,
         0,
     )
 
-    # a tick later: what the center had been sent at the previous tick goes
+    # the center (its workers) answers: it holds the stream up to seq 2
+    holds = [2]
+    asked: list[str] = []
+
+    async def answer(msg: Msg) -> None:
+        asked.append(msg.subject)
+        await msg.respond(json.dumps({"site": SITE, "source_seq": holds[0]}).encode())
+
+    await g.nc.subscribe(progress_subject(SITE), cb=answer)
+    await g.nc.flush()
+    await g.outbox.keep(readings(g.registry, 20, 10))
+    async with running(p.run_readings()):
+        await wait_for(lambda: g.outbox.depth_readings == 0, "a third message published")
     await p.status_once()
-    assert p.stats.purged_to_seq == 2
+    assert asked == [f"zcprogress.{SITE}"]
+    assert p.stats.center_answered and p.stats.center_seq == 2 == p.stats.purged_to_seq
     state = (await g.js.stream_info(SITE_STREAM)).state
+    # seq 1-2 dropped; 3 (status), 4 (readings) and 5 (this tick's status) stay
     assert (state.first_seq, state.last_seq, state.messages) == (3, 5, 3)
-    assert p.stats.backlog_messages == 2  # the third reading message, the first status
+    assert p.stats.backlog_messages == 2  # seq 3 and 4, as measured before this status
+
+    # an answer behind what was known (another worker, a stale row) moves nothing back
+    holds[0] = 1
+    await p.status_once()
+    assert p.stats.center_seq == 2 == p.stats.purged_to_seq
 
 
 async def test_closing_with_the_local_server_away(gateway: Gateway) -> None:

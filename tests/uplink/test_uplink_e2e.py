@@ -50,6 +50,7 @@ from zerocarbon.runtime import EnergyCenter
 from zerocarbon.settings import Settings
 from zerocarbon.storage.database import drop_database, ensure_database
 from zerocarbon.uplink.nats_config import new_password
+from zerocarbon.uplink.publisher import UplinkPublisher
 from zerocarbon.uplink.subjects import CENTER_CONSUMER, CENTER_STREAM
 
 NATS = ensure_nats_server()
@@ -413,6 +414,16 @@ async def test_sites_cut_node_and_worker_killed_nothing_lost_nothing_twice(rig: 
             return got == want and bool(want)
 
         await eventually(hours_arrived, 30, f"{g.site}: hourly rows at the center", rig)
+
+    # each gateway learns how far the center holds its stream and drops that much
+    for g in rig.gateways:
+        assert g.center is not None and g.center.uplink is not None
+        uplink = g.center.uplink
+
+        async def purged(uplink: UplinkPublisher = uplink) -> bool:
+            return uplink.stats.center_answered and uplink.stats.purged_to_seq > 0
+
+        await eventually(purged, 30, f"{g.site}: the local stream purged", rig)
 
     # the group API sees every site online with all its readings, and the group hours
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rig.http_port}") as http:

@@ -68,6 +68,9 @@ CREATE TABLE IF NOT EXISTS sites (
     uplink_lag_s double precision,      -- last_seen - last_sent [s]
     last_reading_ts timestamptz,        -- newest reading stored
     readings bigint NOT NULL DEFAULT 0, -- readings stored (new rows)
+    -- highest sequence of the site's own stream stored here: everything up to it is
+    -- stored or waits in ZC_CENTER; the gateway may drop it from its stream
+    source_seq bigint NOT NULL DEFAULT 0,
     status jsonb NOT NULL DEFAULT '{{}}'::jsonb  -- the gateway's last status message
 );
 

@@ -416,12 +416,15 @@ class CenterStore:
         *,
         received_at: datetime,
         sent_at: Sequence[datetime | None] | None = None,
+        source_seq: Sequence[int | None] | None = None,
     ) -> StoreResult:
         """Store a batch of messages in one transaction, each row once.
 
         ``received_at`` is the center's clock when the batch was fetched (aware);
         ``sent_at`` the gateway's send time of each message where its header gave one
-        (a status message's own ``sent_at`` is used when it has none). Raises
+        (a status message's own ``sent_at`` is used when it has none); ``source_seq``
+        each message's sequence in its site's own stream (moves ``sites.source_seq``
+        forward, what the gateway may drop). Raises
         :class:`InvalidMessage` (a ValueError) for a bad site id or malformed readings
         before anything is written, and the database's error when the transaction
         fails (then nothing of the batch was stored).
@@ -454,6 +457,8 @@ class CenterStore:
             await _store_uplink_state(
                 conn, messages, sent_times, received_at, site_ids, new_by_site
             )
+            if source_seq is not None:
+                await _store_source_seq(conn, messages, source_seq, site_ids)
         # committed: what this transaction created exists for every worker now
         self._site_ids.update(site_ids)
         self._series_ids.update(series_ids)
@@ -473,6 +478,11 @@ class CenterStore:
             statuses=statuses,
             new_readings_by_site={m.site: new_by_site.get(m.site, 0) for m in prepared.readings},
         )
+
+    async def source_seq(self, site: str) -> int:
+        """The highest sequence of ``site``'s stream stored here (0: none yet)."""
+        value = await self._pool.fetchval("SELECT source_seq FROM sites WHERE site = $1", site)
+        return int(value or 0)
 
     async def _site_ids_of(self, conn: asyncpg.Connection, sites: list[str]) -> dict[str, int]:
         """sites.id of each site, its row made if missing."""
@@ -749,6 +759,30 @@ async def _store_statuses(
             [m.sent_at for _, m, _ in statuses],
         )
     )
+
+
+_SOURCE_SEQ = """
+UPDATE sites AS s SET source_seq = GREATEST(s.source_seq, u.seq)
+FROM unnest($1::integer[], $2::bigint[]) AS u(id, seq)
+WHERE s.id = u.id
+"""
+
+
+async def _store_source_seq(
+    conn: asyncpg.Connection,
+    messages: Sequence[UplinkMessage],
+    source_seq: Sequence[int | None],
+    site_ids: Mapping[str, int],
+) -> None:
+    """Each site's highest sequence of its own stream in the batch (from the header the
+    center's sourcing adds), only ever moving forward."""
+    newest: dict[int, int] = {}
+    for m, seq in zip(messages, source_seq, strict=True):
+        if seq is not None:
+            site_id = site_ids[m.site]
+            newest[site_id] = max(newest.get(site_id, 0), seq)
+    if newest:
+        await conn.execute(_SOURCE_SEQ, list(newest), list(newest.values()))
 
 
 async def _store_uplink_state(

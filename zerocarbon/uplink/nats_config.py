@@ -37,7 +37,14 @@ from urllib.parse import urlsplit
 
 import bcrypt
 
-from .subjects import CENTER_DOMAIN, PREFIX, check_site_id, site_domain
+from .subjects import (
+    CENTER_DOMAIN,
+    PREFIX,
+    check_site_id,
+    progress_subject,
+    site_domain,
+    site_inbox,
+)
 
 __all__ = [
     "ACCOUNT",
@@ -127,6 +134,10 @@ class HubNode:
     monitor_port: int | None = 8222
     store_dir: str = "/data/jetstream"
     listen_host: str = "0.0.0.0"  # the address its listeners bind
+    # host:port the sites are told to reach its leafnode port by (nats-server sends a
+    # connected leaf every node's leafnode address, its own included); None: its
+    # listen address, which behind NAT or inside a container a site cannot reach
+    leaf_advertise: str | None = None
 
     def __post_init__(self) -> None:
         _check_name("hub node name", self.name)
@@ -206,11 +217,17 @@ def site_permissions(site: str) -> tuple[list[str], list[str]]:
 
     For a leaf connection the perspective is the leaf's: "publish" is what the leaf
     may send into the hub (its own subjects, the deliveries of the center's sourcing,
-    and JetStream's flow-control replies ``$JSC.R.>``), "subscribe" is what the hub may
-    send to the leaf (requests to the leaf's JetStream API, flow control)."""
+    JetStream's flow-control replies ``$JSC.R.>``, and its question how far the center
+    has its stream), "subscribe" is what the hub may send to the leaf (requests to the
+    leaf's JetStream API, flow control, and the answers to the site's own inbox)."""
     check_site_id(site)
-    publish = [f"{PREFIX}.{site}.>", f"{DELIVER_PREFIX}.{site}.>", "$JSC.R.>"]
-    subscribe = [f"$JS.{site_domain(site)}.API.>", "$JS.FC.>"]
+    publish = [
+        f"{PREFIX}.{site}.>",
+        f"{DELIVER_PREFIX}.{site}.>",
+        "$JSC.R.>",
+        progress_subject(site),
+    ]
+    subscribe = [f"$JS.{site_domain(site)}.API.>", "$JS.FC.>", f"{site_inbox(site)}.>"]
     return publish, subscribe
 
 
@@ -299,16 +316,25 @@ def hub_config(
         f"  max_memory_store: {max_memory_bytes}",
         "}",
         "",
-        "cluster {",
-        f"  name: {quote(cluster_name)}",
-        f"  listen: {quote(f'{listen}:{node.cluster_port}')}",
-        f"  routes: {_list([n.route_url for n in nodes if n is not node])}",
-        "}",
-        "",
+    ]
+    if len(nodes) > 1:  # a single node runs JetStream on its own (a trial, a small group)
+        lines += [
+            "cluster {",
+            f"  name: {quote(cluster_name)}",
+            f"  listen: {quote(f'{listen}:{node.cluster_port}')}",
+            f"  routes: {_list([n.route_url for n in nodes if n is not node])}",
+            "}",
+            "",
+        ]
+    lines += [
         "# the sites' leaf nodes log in with their users in account " + ACCOUNT,
         "leafnodes {",
         f"  listen: {quote(f'{listen}:{node.leaf_port}')}",
     ]
+    if node.leaf_advertise is not None:
+        # what a connected site is told to use for this node, beside its [uplink]
+        # hub_urls: the name the sites reach it by (not its address inside the center)
+        lines.append(f"  advertise: {quote(node.leaf_advertise)}")
     if tls is not None:
         lines += _tls_block("  ", tls)
     lines += [

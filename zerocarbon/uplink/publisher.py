@@ -11,9 +11,10 @@ runs three loops:
   committed once every message of a read is acknowledged by the local stream;
 - mirror: hourly rows, alerts, device events and issued accounts newer than the
   cursors in the gateway's database (:mod:`zerocarbon.uplink.mirror`);
-- status: a heartbeat every ``status_interval_s`` with the backlog, and the purge of
-  what the center has sourced (up to what it had a heartbeat earlier, so a source
-  that restarts after a cut finds everything it had not stored).
+- status: a heartbeat every ``status_interval_s`` with the backlog, after asking the
+  center how far it holds the site's stream (``zcprogress.<site>``, answered by its
+  workers from what they stored; the center's sourcing consumer is internal to
+  JetStream and not listed on the gateway) and purging the local stream up to there.
 
 Everything is published to the *local* server only: when the WAN is down the local
 stream keeps it (up to ``max_backlog_mib``), and the center's stream sources it, in
@@ -24,6 +25,7 @@ back-off while the outbox and the database cursors keep what is not yet publishe
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -46,17 +48,23 @@ from zerocarbon.storage.uplink_cursors import load_cursors, save_cursor
 from zerocarbon.uplink import mirror, wire
 from zerocarbon.uplink.messages import StatusMessage, UplinkMessage
 from zerocarbon.uplink.outbox import UplinkOutbox
-from zerocarbon.uplink.subjects import SITE_STREAM, Kind, subject
+from zerocarbon.uplink.subjects import (
+    SITE_STREAM,
+    Kind,
+    progress_subject,
+    site_inbox,
+    subject,
+)
 
-__all__ = ["DELIVER_PREFIX", "SENT_HEADER", "UplinkPublisher", "UplinkStats"]
+__all__ = ["SENT_HEADER", "UplinkPublisher", "UplinkStats"]
 
 log = logging.getLogger(__name__)
 
 SENT_HEADER = "Zc-Sent-Us"  # the gateway's wall clock at publish [POSIX us]
-DELIVER_PREFIX = "zcdeliver."  # the center's source consumers deliver on zcdeliver.<site>
 READ_ROWS = 100_000  # readings read from the outbox per round
 LINGER_POLL_S = 0.2  # while lingering for a fuller message, the outbox is read this often [s]
 PUBLISH_TIMEOUT_S = 10.0
+PROGRESS_TIMEOUT_S = 2.0  # the center's answer to the progress question [s]
 DUPLICATE_WINDOW_S = 120.0  # the local stream drops a repeated Nats-Msg-Id within this
 
 
@@ -71,7 +79,8 @@ class UplinkStats:
     statuses: int = 0
     backlog_messages: int = 0  # in the local stream, not yet sourced by the center
     backlog_bytes: int = 0
-    center_seq: int = 0  # newest local stream sequence the center's source was sent
+    center_seq: int = 0  # the center holds the local stream up to this sequence
+    center_answered: bool = False  # the center answered the last progress question
     purged_to_seq: int = 0
     last_error: str = ""
 
@@ -105,7 +114,6 @@ class UplinkPublisher:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._stream_ready = False
-        self._purge_candidate = 0  # center seq seen at the previous status tick
         self.stats = UplinkStats()
 
     # -- connection ----------------------------------------------------------------
@@ -116,6 +124,7 @@ class UplinkPublisher:
             try:
                 self._nc = await nats.connect(
                     servers=[self.local_url],
+                    inbox_prefix=site_inbox(self.site_id),  # the center's answers pass
                     name=f"zerocarbon-uplink-{self.site_id}",
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
@@ -306,17 +315,7 @@ class UplinkPublisher:
         js = await self._connect()
         await self._ensure_stream(js)
         info = await js.stream_info(SITE_STREAM)
-        consumers = await js.consumers_info(SITE_STREAM)
-        delivered = [
-            c.delivered.stream_seq
-            for c in consumers
-            if c.config.deliver_subject
-            and c.config.deliver_subject.startswith(DELIVER_PREFIX + self.site_id)
-            and c.delivered is not None
-            and c.delivered.stream_seq is not None
-        ]
-        if delivered:
-            self.stats.center_seq = max(self.stats.center_seq, *delivered)
+        await self._ask_progress()
         last_seq = info.state.last_seq or 0
         backlog = max(0, last_seq - self.stats.center_seq)
         self.stats.backlog_messages = backlog
@@ -324,10 +323,11 @@ class UplinkPublisher:
         self.stats.backlog_bytes = (
             (info.state.bytes or 0) * min(backlog, messages) // max(1, messages)
         )
-        if self._purge_candidate > self.stats.purged_to_seq:
-            await js.purge_stream(SITE_STREAM, seq=self._purge_candidate + 1)
-            self.stats.purged_to_seq = self._purge_candidate
-        self._purge_candidate = self.stats.center_seq
+        if self.stats.center_seq > self.stats.purged_to_seq:
+            # what the center holds (stored, or in its own replicated stream) is dropped
+            # here; the rest stays for the source to take when the link is up
+            await js.purge_stream(SITE_STREAM, seq=self.stats.center_seq + 1)
+            self.stats.purged_to_seq = self.stats.center_seq
         status = StatusMessage(
             site=self.site_id,
             sent_at=_utc(self._wall_clock()),
@@ -343,6 +343,23 @@ class UplinkPublisher:
         )
         if await self._publish_messages("status", [status]):
             self.stats.statuses += 1
+
+    async def _ask_progress(self) -> None:
+        """Ask the center how far it has this site's stream (``zcprogress.<site>``; its
+        workers answer). No answer (the WAN down, no worker up) keeps what is known."""
+        nc = self._nc
+        if nc is None:
+            return
+        try:
+            reply = await nc.request(
+                progress_subject(self.site_id), b"", timeout=PROGRESS_TIMEOUT_S
+            )
+            seq = int(json.loads(reply.data)["source_seq"])
+        except (TimeoutError, nats.errors.Error, ValueError, KeyError, TypeError):
+            self.stats.center_answered = False
+            return
+        self.stats.center_answered = True
+        self.stats.center_seq = max(self.stats.center_seq, seq)
 
     async def run_status(self) -> None:
         while True:

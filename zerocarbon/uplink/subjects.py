@@ -22,6 +22,8 @@ __all__ = [
     "Kind",
     "check_site_id",
     "kind_of",
+    "progress_subject",
+    "site_inbox",
     "site_domain",
     "site_of",
     "subject",
@@ -34,6 +36,8 @@ SITE_STREAM = "ZC_SITE"  # on each gateway's JetStream domain
 CENTER_STREAM = "ZC_CENTER"  # on the center's domain
 CENTER_CONSUMER = "center-ingest"  # the workers' durable pull consumer
 CENTER_DOMAIN = "center"
+PROGRESS_PREFIX = "zcprogress"  # a gateway asks the center how far it has its stream
+INBOX_PREFIX = "_ZC_INBOX"  # a gateway's reply subjects: _ZC_INBOX.<site>.*
 
 
 def subject(site: str, kind: Kind) -> str:
@@ -57,6 +61,18 @@ def kind_of(subject_name: str) -> Kind:
             if parts[2] == kind:
                 return kind
     raise ValueError(f"subject {subject_name!r} is not zc.<site>.<kind>")
+
+
+def progress_subject(site: str) -> str:
+    """``zcprogress.<site>``: the center answers with the highest sequence of the site's
+    stream it holds (outside ``zc.<site>.>``, so the site's stream does not keep it)."""
+    return f"{PROGRESS_PREFIX}.{site}"
+
+
+def site_inbox(site: str) -> str:
+    """The prefix of a gateway's reply subjects, ``_ZC_INBOX.<site>``: its credentials
+    let the center's replies through to these only."""
+    return f"{INBOX_PREFIX}.{site}"
 
 
 def site_domain(site: str) -> str:

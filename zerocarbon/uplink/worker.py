@@ -17,6 +17,7 @@ redelivered), and counted; the rest of the batch is stored.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -33,9 +34,18 @@ from zerocarbon.uplink import wire
 from zerocarbon.uplink.center_store import CenterStore, InvalidMessage
 from zerocarbon.uplink.messages import UplinkMessage
 from zerocarbon.uplink.publisher import SENT_HEADER
-from zerocarbon.uplink.subjects import CENTER_CONSUMER, CENTER_STREAM, kind_of, site_of
+from zerocarbon.uplink.subjects import (
+    CENTER_CONSUMER,
+    CENTER_STREAM,
+    PROGRESS_PREFIX,
+    kind_of,
+    site_of,
+)
 
 __all__ = ["IngestWorker", "WorkerStats"]
+
+SOURCE_HEADER = "Nats-Stream-Source"
+PROGRESS_QUEUE = "center-progress"  # the workers answer a gateway's progress question
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +59,19 @@ class WorkerStats:
     duplicates: int = 0  # readings already stored (redeliveries, replays)
     rejected: int = 0  # messages terminated: malformed or not storable
     store_failures: int = 0  # batches the database refused (left for redelivery)
+
+
+def _source_seq(msg: Msg) -> int | None:
+    """The message's sequence in its site's stream: the center's sourcing adds the
+    header ``Nats-Stream-Source: <stream>:<hash> <seq> ...``."""
+    value = (msg.headers or {}).get(SOURCE_HEADER)
+    if value is None:
+        return None
+    parts = value.split()
+    try:
+        return int(parts[1]) if len(parts) > 1 else None
+    except ValueError:
+        return None
 
 
 def _sent_at(msg: Msg) -> datetime | None:
@@ -99,6 +122,7 @@ class IngestWorker:
         try:
             js = nc.jetstream()
             sub = await js.pull_subscribe_bind(CENTER_CONSUMER, CENTER_STREAM)
+            await nc.subscribe(f"{PROGRESS_PREFIX}.*", queue=PROGRESS_QUEUE, cb=self._progress)
             backoff_s = 0.2
             while not self._stop.is_set():
                 try:
@@ -127,6 +151,20 @@ class IngestWorker:
                 )
             await nc.close()
 
+    async def _progress(self, msg: Msg) -> None:
+        """Answer ``zcprogress.<site>`` with ``{"source_seq": N}``: the highest sequence
+        of the site's stream stored here (every message up to it is stored or waits in
+        the center's stream), so the gateway may drop what is up to it."""
+        if not msg.reply:
+            return
+        site = msg.subject.split(".", 1)[1]
+        try:
+            seq = await self._store.source_seq(site)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("%s: progress of %s not answered: %s", self.name, site, exc)
+            return
+        await msg.respond(json.dumps({"site": site, "source_seq": seq}).encode())
+
     async def _on_error(self, exc: Exception) -> None:
         """One line per distinct NATS error (not nats-py's traceback per retry)."""
         text = f"{type(exc).__name__}: {exc}"
@@ -151,6 +189,7 @@ class IngestWorker:
                     [m for _, m in decoded],
                     received_at=datetime.fromtimestamp(self._wall_clock(), UTC),
                     sent_at=[_sent_at(msg) for msg, _ in decoded],
+                    source_seq=[_source_seq(msg) for msg, _ in decoded],
                 )
             except InvalidMessage as exc:
                 msg, _ = decoded.pop(exc.index)
