@@ -7,7 +7,8 @@ one ingest worker (``run`` starts them; a deployment may also run them on their 
 hosts, any number). ``setup`` only creates the schema, stream and consumer;
 ``add-site`` makes a site's password and the lines for the center file;
 ``nats-config`` writes the cluster nodes' nats-server configuration from the center
-file. ``docs/center.md`` explains the whole.
+file (the workers' user and each site's, with its permissions). ``docs/center.md``
+explains the whole.
 """
 
 from __future__ import annotations
@@ -97,12 +98,27 @@ async def _setup(config: CenterConfig, db_url: str) -> None:
         await create_center_schema(conn)
     finally:
         await conn.close()
+    errors: list[str] = []
+
+    async def note(exc: Exception) -> None:
+        errors.append(f"{type(exc).__name__}: {exc}")
+
     try:
         options = center_nats_options(config, os.environ)
-        nc = await nats.connect(**{**options, "max_reconnect_attempts": 3})
-    except (OSError, ValueError, nats.errors.Error) as exc:
+        nc = await nats.connect(
+            **{**options, "allow_reconnect": False, "max_reconnect_attempts": 0},
+            error_cb=note,
+        )
+    except (OSError, ValueError, TimeoutError, nats.errors.Error) as exc:
+        why = errors[-1] if errors else f"{type(exc).__name__}: {exc}"
+        hint = (
+            " (check center.nats_user and the password in the variable "
+            f"{config.center.nats_password_env})"
+            if "Authorization" in why
+            else ""
+        )
         raise StartupError(
-            f"cannot reach the center's NATS cluster {config.center.nats_urls}: {exc}"
+            f"cannot reach the center's NATS cluster {list(config.center.nats_urls)}: {why}{hint}"
         ) from exc
     try:
         await ensure_center_stream(
@@ -255,7 +271,14 @@ def run_center(
     async def main() -> None:
         stop = _stop_event()
         async with _database(center, data_dir) as db_url:
-            await _setup(center, db_url)
+            setting_up = asyncio.create_task(_setup(center, db_url))
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({setting_up, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not setting_up.done():  # stopped while the cluster or database was away
+                setting_up.cancel()
+                return
+            setting_up.result()
             env = {**os.environ, center.center.database_url_env: db_url}
             procs: dict[int, asyncio.subprocess.Process] = {}
 
@@ -332,6 +355,137 @@ async def _serve(center: CenterConfig, db_url: str, stop: asyncio.Event) -> None
     await stop.wait()
     server.should_exit = True
     await task
+
+
+@center_app.command("nats-config")
+def nats_config(
+    config: ConfigOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder the node configs go to.")],
+    node: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--node",
+            metavar="NAME=HOST",
+            help="A cluster node and the host its peers and the sites reach it by (repeat; "
+            "default: hub1=hub1, hub2=hub2, hub3=hub3, as in docker-compose.center.yml).",
+        ),
+    ] = None,
+    advertise: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--advertise",
+            metavar="NAME=HOST:PORT",
+            help="The leafnode address the sites reach node NAME by (repeat; what nats-server "
+            "tells a connected site, beside its hub_urls; default: the node's own address).",
+        ),
+    ] = None,
+    client_port: Annotated[int, typer.Option(min=1, max=65535)] = 4222,
+    cluster_port: Annotated[int, typer.Option(min=1, max=65535)] = 6222,
+    leaf_port: Annotated[int, typer.Option(min=1, max=65535)] = 7422,
+    monitor_port: Annotated[int, typer.Option(min=1, max=65535)] = 8222,
+    listen_host: Annotated[str, typer.Option(help="Address the listeners bind.")] = "0.0.0.0",
+    store_dir: Annotated[
+        str, typer.Option(help="JetStream folder, as the server sees it.")
+    ] = "/data/jetstream",
+    max_store_gib: Annotated[
+        float, typer.Option(min=0.1, help="JetStream disk limit [GiB].")
+    ] = 50.0,
+    tls_cert: Annotated[
+        str | None, typer.Option(help="Server certificate (PEM), as the server sees it.")
+    ] = None,
+    tls_key: Annotated[str | None, typer.Option(help="Its key (PEM).")] = None,
+) -> None:
+    """Write each cluster node's nats-server configuration from the center file: the
+    workers' user (password from the variable center.nats_password_env names) and one
+    user per [[sites]] entry (its password_hash), each allowed its own subjects only."""
+    from zerocarbon.uplink.leaf import NatsServerNotFoundError, check_config, find_nats_server
+    from zerocarbon.uplink.nats_config import (
+        HubNode,
+        SiteCredential,
+        Tls,
+        hash_password,
+        hub_config,
+    )
+
+    center = _load(config)
+    errors = [
+        f"{config}: sites[{i}].password_hash: missing (zerocarbon center add-site {s.id})"
+        for i, s in enumerate(center.sites)
+        if not s.password_hash
+    ]
+    if (tls_cert is None) != (tls_key is None):
+        errors.append("--tls-cert and --tls-key go together")
+    try:
+        worker_password = center.center.password(os.environ)
+    except ValueError as exc:
+        errors.append(str(exc))
+        worker_password = None
+    if worker_password is None and not errors:
+        errors.append(f"{config}: center.nats_password_env: name the workers' password variable")
+    pairs = [n.split("=", 1) for n in (node or ["hub1=hub1", "hub2=hub2", "hub3=hub3"])]
+    if any(len(p) != 2 for p in pairs):
+        errors.append("--node: give NAME=HOST")
+    advertised = dict(a.split("=", 1) for a in advertise or [] if "=" in a)
+    if len(advertised) != len(advertise or []):
+        errors.append("--advertise: give NAME=HOST:PORT")
+    unknown = set(advertised) - {p[0] for p in pairs if len(p) == 2}
+    if unknown:
+        errors.append(f"--advertise: no node named {', '.join(sorted(unknown))}")
+    if errors:
+        typer.echo("error: " + "\nerror: ".join(errors), err=True)
+        raise typer.Exit(2)
+    assert worker_password is not None
+    try:
+        nodes = [
+            HubNode(
+                name,
+                host,
+                client_port=client_port,
+                cluster_port=cluster_port,
+                leaf_port=leaf_port,
+                monitor_port=monitor_port,
+                store_dir=store_dir,
+                listen_host=listen_host,
+                leaf_advertise=advertised.get(name),
+            )
+            for name, host in pairs
+        ]
+        sites = [SiteCredential(s.id, s.password_hash or "") for s in center.sites]
+        tls = Tls(tls_cert, tls_key) if tls_cert and tls_key else None
+        worker_hash = hash_password(worker_password)
+        texts = {
+            n.name: hub_config(
+                n,
+                nodes,
+                worker_user=center.center.nats_user,
+                worker_password_hash=worker_hash,
+                sites=sites,
+                tls=tls,
+                max_store_bytes=int(max_store_gib * 2**30),
+            )
+            for n in nodes
+        }
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        binary = find_nats_server()
+    except NatsServerNotFoundError:
+        binary = None
+    for name, text in texts.items():
+        path = out / f"{name}.conf"
+        path.write_text(text, encoding="utf-8")
+        path.chmod(0o640)
+        problem = check_config(path, nats_server=binary) if binary and tls is None else None
+        if problem is not None:
+            typer.echo(f"error: {path}: nats-server refuses it: {problem}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"wrote {path}")
+    typer.echo(
+        f"{len(nodes)} nodes, {len(sites)} sites; reload the nodes (nats-server --signal "
+        "reload) and run `zerocarbon center setup` so the stream sources new sites"
+    )
 
 
 @center_app.command("add-site")

@@ -53,6 +53,15 @@ StartOption = Annotated[
     ),
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.")]
+UplinkOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--uplink",
+        metavar="URL",
+        help="The group center's leaf node port, nats-leaf://host:7422 (repeat per "
+        "cluster node); overrides [uplink] hub_urls. The site file's [uplink] names the site.",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -152,6 +161,7 @@ def demo(
     speed: SpeedOption = 60.0,
     start: StartOption = None,
     site: SiteOption = DEMO_SITE,
+    uplink: UplinkOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Run a simulated factory end to end and serve the live page.
@@ -160,18 +170,28 @@ def demo(
     a fresh 'zerocarbon_demo' database, a local MQTT broker, the plant simulators, the
     collectors, the carbon engine and the web server, all on one clock running SPEED
     times faster than real time from --start (default: today's midnight, site time).
+    With a site file that has [uplink] (and --uplink or its hub_urls), the simulated
+    site also sends its data to a group's center.
     """
     from zerocarbon.demo import run_demo
 
     _setup_logging(verbose)
     site_config = _load(site)
     _check_port(host, port)
+    hub_urls = _uplink_urls(site_config, uplink or [])
     settings = Settings()
     begin = _start_time(site_config, start, default_midnight=True)
 
     async def main(stop: asyncio.Event) -> None:
         await run_demo(
-            site_config, settings, host=host, port=port, speed=speed, start=begin, stop=stop
+            site_config,
+            settings,
+            host=host,
+            port=port,
+            speed=speed,
+            start=begin,
+            stop=stop,
+            uplink_hub_urls=hub_urls,
         )
 
     _run_until_signal(main)
@@ -258,15 +278,7 @@ def run(
     site: SiteOption,
     port: PortOption = 8000,
     host: HostOption = "127.0.0.1",
-    uplink: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--uplink",
-            metavar="URL",
-            help="The group center's leaf node port, nats-leaf://host:7422 (repeat per "
-            "cluster node); overrides [uplink] hub_urls, which also names the site.",
-        ),
-    ] = None,
+    uplink: UplinkOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Collect a site's devices, store every reading, compute hourly carbon, serve.

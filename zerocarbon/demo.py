@@ -44,10 +44,12 @@ async def _report_progress(center: EnergyCenter, clock: Clock, every_s: float) -
 
 
 def fresh_spool(settings: Settings) -> Path:
-    """The demo's own spool, emptied: its database is recreated at every start, and
-    readings an earlier demo left spooled belong to that one."""
+    """The demo's own spool (and uplink outbox beside it), emptied: its database is
+    recreated at every start, and readings an earlier demo left spooled belong to that
+    one."""
     folder = settings.data_dir / "demo-spool"
     shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder.with_name(folder.name + "-uplink"), ignore_errors=True)
     return folder
 
 
@@ -62,6 +64,7 @@ async def run_demo(
     stop: asyncio.Event,
     truth_path: Path | None = None,
     progress_every_s: float = 10.0,
+    uplink_hub_urls: tuple[str, ...] = (),
 ) -> None:
     """Run the demo until ``stop`` is set, then shut down in order."""
     # Compile the engine's kernels before the clock starts: at high speed a cold
@@ -83,6 +86,7 @@ async def run_demo(
                     mqtt_url=mqtt_url,
                     http=HttpOptions(host, port),
                     spool_dir=fresh_spool(settings),
+                    uplink_hub_urls=uplink_hub_urls,
                 ) as center,
             ):
                 print(

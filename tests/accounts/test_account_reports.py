@@ -66,7 +66,7 @@ async def _issue(
 
 
 def test_migration_12_creates_account_reports() -> None:
-    assert (MIGRATIONS[-1].version, MIGRATIONS[-1].name) == (12, "account_reports")
+    assert {m.version: m.name for m in MIGRATIONS}[12] == "account_reports"
 
 
 async def test_stored_rows_give_the_hand_computed_month(pg_conn: asyncpg.Connection) -> None:
