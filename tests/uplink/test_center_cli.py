@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import bcrypt
+import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import DEMO_SITE
@@ -111,3 +112,78 @@ def test_check_config_accepts_a_site_file_with_uplink(tmp_path: Path) -> None:
     site.write_text(DEMO_SITE.read_text("utf-8") + UPLINK.replace("plant-1", "Plant 1"), "utf-8")
     result = runner.invoke(app, ["check-config", "--site", str(site)])
     assert result.exit_code == 2 and "uplink.site" in result.output
+
+
+def _center_with_sites(tmp_path: Path, *hashes: str | None) -> Path:
+    lines = [
+        "[center]",
+        'nats_user = "center"',
+        'nats_password_env = "ZC_TEST_WORKERS_PASSWORD"',
+        "",
+    ]
+    for i, h in enumerate(hashes):
+        lines += ["[[sites]]", f'id = "plant-{i + 1}"']
+        if h is not None:
+            lines.append(f'password_hash = "{h}"')
+        lines.append("")
+    path = tmp_path / "center.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_nats_config_writes_each_node_from_the_center_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zerocarbon.uplink.leaf import check_config, find_nats_server
+    from zerocarbon.uplink.nats_config import hash_password
+
+    monkeypatch.setenv("ZC_TEST_WORKERS_PASSWORD", "workers-secret")
+    center = _center_with_sites(
+        tmp_path, hash_password("one", cost=4), hash_password("two", cost=4)
+    )
+    out = tmp_path / "nats"
+    args = ["center", "nats-config", "--config", str(center), "--out", str(out)]
+    store = ["--store-dir", str(tmp_path / "js")]
+    three = [*args, *store, "--advertise", "hub2=hub2.example.net:7422"]
+    result = runner.invoke(app, three)
+    assert result.exit_code == 0, result.output
+    configs = {p.name: p.read_text() for p in sorted(out.iterdir())}
+    assert sorted(configs) == ["hub1.conf", "hub2.conf", "hub3.conf"]
+    for text in configs.values():
+        assert "cluster {" in text and '"zcprogress.plant-2"' in text
+        assert bcrypt.checkpw(b"workers-secret", re.findall(r'"(\$2b\$[^"]+)"', text)[0].encode())
+    assert 'advertise: "hub2.example.net:7422"' in configs["hub2.conf"]
+    assert "advertise" not in configs["hub1.conf"]
+    try:
+        binary = find_nats_server()
+    except FileNotFoundError:
+        binary = None
+    if binary is not None:
+        assert check_config(out / "hub1.conf", nats_server=binary) is None
+
+    # one node: JetStream on its own, no cluster block
+    single = runner.invoke(app, [*args, *store, "--node", "local=127.0.0.1"])
+    assert single.exit_code == 0, single.output
+    assert "cluster {" not in (out / "local.conf").read_text()
+
+
+def test_nats_config_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zerocarbon.uplink.nats_config import hash_password
+
+    center = _center_with_sites(tmp_path, hash_password("one", cost=4), None)
+    args = ["center", "nats-config", "--config", str(center), "--out", str(tmp_path / "n")]
+    monkeypatch.delenv("ZC_TEST_WORKERS_PASSWORD", raising=False)
+    result = runner.invoke(app, [*args, "--advertise", "hub9=x:7422"])
+    assert result.exit_code == 2
+    assert f"{center}: sites[1].password_hash: missing (zerocarbon center add-site plant-2)" in (
+        result.output
+    )
+    assert "ZC_TEST_WORKERS_PASSWORD is not set" in result.output
+    assert "--advertise: no node named hub9" in result.output
+    assert not (tmp_path / "n").exists()
+
+
+def test_demo_uplink_needs_the_site_named(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--uplink", "nats-leaf://hub1:7422"])
+    assert result.exit_code == 2
+    assert "no [uplink] section naming the site" in result.output
