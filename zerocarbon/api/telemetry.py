@@ -66,7 +66,9 @@ class UplinkState(ComponentState):
     )
     backlog_messages: int = Field(description="messages in the local stream the center lacks")
     backlog_bytes: int
-    center_seq: int = Field(description="newest local stream sequence sent to the center")
+    center_seq: int = Field(
+        description="local stream sequence the center holds, as it last answered"
+    )
     leaf_running: bool | None = Field(
         description="the gateway's own nats-server leaf node runs; null when uplink.local_url "
         "names a NATS server to use"
