@@ -166,6 +166,7 @@ class StoreResult:
 # --- SQL ------------------------------------------------------------------------------
 
 CATALOG_CACHE_ENTRIES = 20_000  # (site, catalog) mappings a store keeps
+_CatalogIds = tuple[tuple[tuple[str, str], ...], NDArray[np.int32]]
 
 _LOCK_SITES_NEW = """
 INSERT INTO sites (site) SELECT s FROM unnest($1::text[]) AS s ORDER BY s
@@ -407,8 +408,12 @@ class CenterStore:
         self._pool = pool
         self._site_ids: dict[str, int] = {}  # site id -> sites.id
         self._series_ids: dict[tuple[int, str, str], int] = {}  # (sites.id, device, metric)
-        # (sites.id, catalog) -> site_series.id of each entry: a site repeats its catalog
-        self._catalog_ids: dict[tuple[int, tuple[tuple[str, str], ...]], NDArray[np.int32]] = {}
+        # (sites.id, id(catalog)) -> (catalog, site_series.id of each entry): a site
+        # repeats its catalog, and the wire decoder hands out one tuple per distinct
+        # catalog, so the object's identity is the key (hashing a 200-entry tuple per
+        # message cost more than the rest of the lookup); the entry keeps the catalog
+        # alive, so its id cannot be reused by another object meanwhile
+        self._catalog_ids: dict[tuple[int, int], _CatalogIds] = {}
 
     async def store(
         self,
@@ -499,23 +504,32 @@ class CenterStore:
         site_ids: Mapping[str, int],
         series_ids: Mapping[tuple[int, str, str], int],
         readings: Sequence[ReadingsMessage],
-    ) -> dict[tuple[int, tuple[tuple[str, str], ...]], NDArray[np.int32]]:
-        """(sites.id, catalog) -> site_series.id of each entry, for the batch's catalogs
-        (a site's catalog repeats message after message: mapped once, then looked up)."""
-        out: dict[tuple[int, tuple[tuple[str, str], ...]], NDArray[np.int32]] = {}
+    ) -> dict[tuple[int, int], _CatalogIds]:
+        """(sites.id, id(catalog)) -> the catalog and the site_series.id of each entry,
+        for the batch's catalogs (mapped once, then looked up)."""
+        out: dict[tuple[int, int], _CatalogIds] = {}
         for m in readings:
-            key = (site_ids[m.site], m.catalog)
+            key = (site_ids[m.site], id(m.catalog))
             if key in out:
                 continue
-            cached = self._catalog_ids.get(key)
+            cached = self._known_catalog(key, m.catalog)
             if cached is None:
                 site_id = key[0]
-                cached = np.array(
-                    [series_ids[(site_id, device, metric)] for device, metric in m.catalog],
-                    dtype=np.int32,
+                cached = (
+                    m.catalog,
+                    np.array(
+                        [series_ids[(site_id, device, metric)] for device, metric in m.catalog],
+                        dtype=np.int32,
+                    ),
                 )
             out[key] = cached
         return out
+
+    def _known_catalog(
+        self, key: tuple[int, int], catalog: tuple[tuple[str, str], ...]
+    ) -> _CatalogIds | None:
+        entry = self._catalog_ids.get(key)
+        return entry if entry is not None and entry[0] is catalog else None
 
     async def _series(
         self,
@@ -528,7 +542,7 @@ class CenterStore:
         keys = {
             (site_ids[m.site], device, metric)
             for m in readings
-            if (site_ids[m.site], m.catalog) not in self._catalog_ids
+            if self._known_catalog((site_ids[m.site], id(m.catalog)), m.catalog) is None
             for device, metric in m.catalog
         }
         known = {k: self._series_ids[k] for k in keys if k in self._series_ids}
@@ -633,7 +647,7 @@ async def _store_readings(
     conn: asyncpg.Connection,
     readings: Sequence[ReadingsMessage],
     site_ids: Mapping[str, int],
-    lookups: Mapping[tuple[int, tuple[tuple[str, str], ...]], NDArray[np.int32]],
+    lookups: Mapping[tuple[int, int], _CatalogIds],
 ) -> dict[str, int]:
     """Store the batch's readings; returns the new rows of ``site_readings`` per site
     id (sites without new rows may be left out).
@@ -648,7 +662,7 @@ async def _store_readings(
         if not len(m):
             continue
         site_id = site_ids[m.site]
-        lookup = lookups[(site_id, m.catalog)]
+        lookup = lookups[(site_id, id(m.catalog))][1]
         parts.append(_MessageRows(m, np.full(len(m), site_id, dtype=np.int32), lookup[m.series]))
     if not parts:
         return {}

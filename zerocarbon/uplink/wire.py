@@ -74,6 +74,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import threading
 import types
 import zlib
 from dataclasses import dataclass, fields
@@ -381,6 +382,17 @@ def _catalog(site: str, text: bytes, entries: int) -> tuple[tuple[str, str], ...
     return catalog
 
 
+_ZSTD = threading.local()
+
+
+def _zstd() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor (one per message cost as much as the decompression)."""
+    d: zstandard.ZstdDecompressor | None = getattr(_ZSTD, "d", None)
+    if d is None:
+        d = _ZSTD.d = zstandard.ZstdDecompressor()
+    return d
+
+
 def _inflate(site: str, codec: Codec, data: memoryview, body_bytes: int) -> bytes:
     """The body of a readings payload, at most ``body_bytes`` of it."""
     try:
@@ -395,9 +407,13 @@ def _inflate(site: str, codec: Codec, data: memoryview, body_bytes: int) -> byte
         # the frame header's content size is what zstd allocates: check it first
         if zstandard.frame_content_size(data) != body_bytes:
             raise _fail(site, "readings", "zstd frame size differs from its header's")
-        d = zstandard.ZstdDecompressor().decompressobj()
-        body = d.decompress(data)
-        if not d.eof or d.unused_data:
+        try:
+            body = _zstd().decompress(data, max_output_size=body_bytes, allow_extra_data=False)
+        except zstandard.ZstdError as e:
+            if "unused data" in str(e):
+                raise _fail(site, "readings", "zstd stream longer than its header") from None
+            raise
+        if len(body) != body_bytes:
             raise _fail(site, "readings", "zstd stream longer or shorter than its header")
         return body
     except (zlib.error, zstandard.ZstdError) as e:
