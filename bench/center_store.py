@@ -94,7 +94,8 @@ def make_batches(
 
 
 async def encode_for_bare(conn: asyncpg.Connection, batch: list[ReadingsMessage]) -> bytearray:
-    """The binary COPY data of a batch's rows, with the central ids the store uses."""
+    """The binary COPY data of a batch's rows, with the central ids the store uses, in
+    the order the store copies new rows (primary-key order)."""
     ids = {
         (r["site"], r["device"], r["metric"]): r["id"]
         for r in await conn.fetch(
@@ -107,12 +108,13 @@ async def encode_for_bare(conn: asyncpg.Connection, batch: list[ReadingsMessage]
     series_id = np.concatenate(
         [np.array([ids[(m.site, *k)] for k in m.catalog], dtype=np.int32)[m.series] for m in batch]
     )
+    ts_us = np.concatenate([m.ts_us for m in batch])
+    value = np.concatenate([m.value for m in batch])
+    quality = np.concatenate([m.quality for m in batch])
+    # in primary-key order, as the store copies them (the ceiling gets the same help)
+    order = np.lexsort((series_id, site_id, ts_us))
     return encode_site_readings(
-        site_id,
-        series_id,
-        np.concatenate([m.ts_us for m in batch]),
-        np.concatenate([m.value for m in batch]),
-        np.concatenate([m.quality for m in batch]),
+        site_id[order], series_id[order], ts_us[order], value[order], quality[order]
     )
 
 

@@ -23,7 +23,7 @@ end to end (cluster nodes, workers, PostgreSQL when it runs here, leaf nodes), f
 which a 1,000-site group is sized; last the JSON line
 ``{"metric": "uplink_readings_per_s", "value": ..., "ceiling": ..., "ratio": ...}``.
 
-    python bench/uplink.py [--sites 100] [--messages 20] [--rows 500] [--workers 2]
+    python bench/uplink.py [--sites 100] [--messages 60] [--rows 200] [--workers 2]
 
 Database: ZEROCARBON_DATABASE_URL's server if set, else an embedded server in a
 temporary folder; a scratch database is created and dropped. nats-server: on PATH or
@@ -427,8 +427,13 @@ def report(args: argparse.Namespace, r: dict[str, float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sites", type=int, default=100)
-    parser.add_argument("--messages", type=int, default=20, help="messages a site publishes")
-    parser.add_argument("--rows", type=int, default=500, help="readings a message")
+    parser.add_argument("--messages", type=int, default=60, help="messages a site publishes")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=200,
+        help="readings a message (200: 5 s of a 200-series site, the gateway's default linger)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fetch", type=int, default=256, help="messages a worker takes at once")
     parser.add_argument("--repeat", type=int, default=3)
