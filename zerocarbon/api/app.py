@@ -58,6 +58,16 @@ log = logging.getLogger(__name__)
 POOL_CLOSE_TIMEOUT_S = 5.0  # then connections still in use are terminated [s]
 
 
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Close an app's own pool, terminating connections still busy after
+    :data:`POOL_CLOSE_TIMEOUT_S`."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout=POOL_CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("database connections still busy after %ss; closing them", POOL_CLOSE_TIMEOUT_S)
+        pool.terminate()
+
+
 class ApiSettingsError(ValueError):
     """The settings cannot run the API; the message names the setting."""
 
@@ -139,13 +149,7 @@ def create_app(
         finally:
             streams.stop()
             app.state.pool = None
-            try:
-                await asyncio.wait_for(own.close(), timeout=POOL_CLOSE_TIMEOUT_S)
-            except TimeoutError:
-                log.warning(
-                    "database connections still busy after %ss; closing them", POOL_CLOSE_TIMEOUT_S
-                )
-                own.terminate()
+            await close_pool(own)
 
     docs_assets = offline_docs_assets()
     app = FastAPI(

@@ -15,7 +15,6 @@ zerocarbon tokens create ...`` then makes tokens for it. The reads are open unle
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +24,7 @@ import asyncpg
 from fastapi import Depends, FastAPI
 
 from zerocarbon import __version__
-from zerocarbon.api.app import POOL_CLOSE_TIMEOUT_S, redact_url
+from zerocarbon.api.app import close_pool, redact_url
 from zerocarbon.api.auth import (
     Authenticator,
     FailureLimiter,
@@ -114,13 +113,7 @@ def create_group_app(
             yield
         finally:
             app.state.pool = None
-            try:
-                await asyncio.wait_for(own.close(), timeout=POOL_CLOSE_TIMEOUT_S)
-            except TimeoutError:
-                log.warning(
-                    "database connections still busy after %ss; closing them", POOL_CLOSE_TIMEOUT_S
-                )
-                own.terminate()
+            await close_pool(own)
 
     docs_assets = offline_docs_assets()
     app = FastAPI(
