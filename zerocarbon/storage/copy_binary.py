@@ -12,6 +12,9 @@ is an int64 of microseconds since 2000-01-01 00:00 UTC.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -69,18 +72,35 @@ def encode_readings(
     Returns a ``bytearray``: pass it to asyncpg's ``copy_to_table(source=...)`` as is
     (a ``bytes`` object would be taken for a file name there).
     """
-    n = int(ts_us.shape[0])
-    out = bytearray(len(HEADER) + n * ROW_DTYPE.itemsize + len(TRAILER))
+    return encode_rows(
+        ROW_DTYPE,
+        _LENGTHS,
+        {
+            "ts": ts_us - PG_EPOCH_US,
+            "device_id": device_id,
+            "metric_id": metric_id,
+            "value": value,
+            "quality": quality,
+        },
+    )
+
+
+def encode_rows(
+    dtype: np.dtype[np.void], lengths: Mapping[str, int], columns: Mapping[str, NDArray[Any]]
+) -> bytearray:
+    """Binary COPY data of rows laid out as the packed big-endian ``dtype``: each field
+    preceded by its length field (``lengths``: the field count ``nfields`` and every
+    ``<column>_len``), filled from ``columns`` (equal-length arrays; times already
+    relative to :data:`PG_EPOCH_US`), between :data:`HEADER` and :data:`TRAILER`."""
+    n = int(next(iter(columns.values())).shape[0]) if columns else 0
+    out = bytearray(len(HEADER) + n * dtype.itemsize + len(TRAILER))
     out[: len(HEADER)] = HEADER
     out[len(out) - len(TRAILER) :] = TRAILER
-    rows = np.frombuffer(out, dtype=ROW_DTYPE, count=n, offset=len(HEADER))
-    for name, length in _LENGTHS.items():
+    rows = np.frombuffer(out, dtype=dtype, count=n, offset=len(HEADER))
+    for name, length in lengths.items():
         rows[name] = length
-    rows["ts"] = ts_us - PG_EPOCH_US
-    rows["device_id"] = device_id
-    rows["metric_id"] = metric_id
-    rows["value"] = value
-    rows["quality"] = quality
+    for name, column in columns.items():
+        rows[name] = column
     return out
 
 

@@ -52,7 +52,7 @@ from numpy.typing import NDArray
 
 from zerocarbon.batch import MAX_TS_US, MIN_TS_US, us_to_datetime
 from zerocarbon.rows import HourlyCarbon, HourlyLine, sql_columns
-from zerocarbon.storage.copy_binary import HEADER, PG_EPOCH_US, TRAILER
+from zerocarbon.storage.copy_binary import PG_EPOCH_US, encode_rows
 from zerocarbon.uplink.messages import (
     AccountsMessage,
     AlertRecord,
@@ -120,19 +120,17 @@ def encode_site_readings(
     ``quality`` :class:`zerocarbon.batch.Quality`. Returns a ``bytearray`` for asyncpg's
     ``copy_to_table(source=...)`` (a ``bytes`` object would be taken for a file name).
     """
-    n = int(ts_us.shape[0])
-    out = bytearray(len(HEADER) + n * SITE_READING_DTYPE.itemsize + len(TRAILER))
-    out[: len(HEADER)] = HEADER
-    out[len(out) - len(TRAILER) :] = TRAILER
-    rows = np.frombuffer(out, dtype=SITE_READING_DTYPE, count=n, offset=len(HEADER))
-    for name, length in _LENGTHS.items():
-        rows[name] = length
-    rows["site_id"] = site_id
-    rows["series_id"] = series_id
-    rows["ts"] = ts_us - PG_EPOCH_US
-    rows["value"] = value
-    rows["quality"] = quality
-    return out
+    return encode_rows(
+        SITE_READING_DTYPE,
+        _LENGTHS,
+        {
+            "site_id": site_id,
+            "series_id": series_id,
+            "ts": ts_us - PG_EPOCH_US,
+            "value": value,
+            "quality": quality,
+        },
+    )
 
 
 class InvalidMessage(ValueError):
