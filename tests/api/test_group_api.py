@@ -538,6 +538,7 @@ async def test_health_and_page(client: httpx.AsyncClient, center: Center) -> Non
     page = await client.get("/")
     assert page.status_code == 200 and "static/group.js" in page.text
     assert (await client.get("/static/group.js")).status_code == 200
+    assert (await client.get("/static/common.js")).status_code == 200
 
 
 def test_stale_after_must_be_positive(center_url: str) -> None:

@@ -69,6 +69,7 @@ def test_no_internet_urls_in_group_assets(name: str) -> None:
 def test_every_text_of_the_group_page_is_in_the_catalogue() -> None:
     html = (STATIC_DIR / "group.html").read_text(encoding="utf-8")
     js = (STATIC_DIR / "group.js").read_text(encoding="utf-8")
+    js += (STATIC_DIR / "common.js").read_text(encoding="utf-8")  # loaded before group.js
     used = set(re.findall(r'data-i18n="([\w.]+)"', html))
     used |= set(re.findall(r'\bt\("([\w.]+)"', js))
     used |= {f"grp.state.{s}" for s in ("online", "stale", "never")}

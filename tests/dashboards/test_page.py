@@ -15,7 +15,7 @@ from zerocarbon.api.app import create_app
 from zerocarbon.dashboards.page import STATIC_DIR
 from zerocarbon.settings import Settings
 
-ASSETS = ("index.html", "app.js", "style.css", "i18n.json")
+ASSETS = ("index.html", "common.js", "app.js", "style.css", "i18n.json")
 URL = re.compile(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", re.IGNORECASE)
 
 
@@ -32,7 +32,8 @@ async def test_index_is_served_at_root(page_client: httpx.AsyncClient) -> None:
     assert res.headers["content-type"].startswith("text/html")
     assert res.text == (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     refs = re.findall(r'(?:src|href)="([^"]+)"', res.text)
-    assert "static/app.js" in refs and "static/style.css" in refs
+    assert "static/common.js" in refs and "static/app.js" in refs and "static/style.css" in refs
+    assert refs.index("static/common.js") < refs.index("static/app.js")
     for ref in refs:
         if ref.startswith("data:"):
             continue
@@ -72,6 +73,11 @@ async def test_unknown_static_file_is_404(page_client: httpx.AsyncClient) -> Non
 
 def script() -> str:
     return (STATIC_DIR / "app.js").read_text(encoding="utf-8")
+
+
+def common_script() -> str:
+    """The helpers every page loads before its own script (language, texts, formats)."""
+    return (STATIC_DIR / "common.js").read_text(encoding="utf-8")
 
 
 def test_alerts_panel_is_in_the_page() -> None:
@@ -118,7 +124,7 @@ def test_every_text_of_the_page_is_in_the_catalogue() -> None:
     written in them (numbers, units and symbols aside)."""
     book = catalogue()["en"]
     html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-    js = script()
+    js = script() + common_script()
     used = set(re.findall(r'data-i18n="([\w.]+)"', html))
     used |= set(re.findall(r'\bt\("([\w.]+)"', js))
     used |= set(re.findall(r'(?:askToken|showAlertsMessage|setBanner)\("([\w.]+)"', js))
@@ -163,10 +169,11 @@ NODE = shutil.which("node")
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed")
-def test_script_parses() -> None:
+@pytest.mark.parametrize("name", ["common.js", "app.js"])
+def test_script_parses(name: str) -> None:
     assert NODE is not None
     result = subprocess.run(
-        [NODE, "--check", str(STATIC_DIR / "app.js")], capture_output=True, text=True, check=False
+        [NODE, "--check", str(STATIC_DIR / name)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
 
@@ -209,7 +216,9 @@ async def test_accounts_page_is_served_with_no_external_asset(
     assert res.headers["content-type"].startswith("text/html")
     assert res.text == (STATIC_DIR / "accounts.html").read_text(encoding="utf-8")
     refs = re.findall(r'(?:src|href)="([^"]+)"', res.text)
-    assert "static/accounts.js" in refs and "static/style.css" in refs
+    assert "static/common.js" in refs and "static/accounts.js" in refs
+    assert refs.index("static/common.js") < refs.index("static/accounts.js")
+    assert "static/style.css" in refs
     assert "./" in refs  # the link back to the live page
     for ref in refs:
         if ref.startswith("data:") or ref == "./":
@@ -236,7 +245,7 @@ def test_live_page_and_accounts_link_to_each_other() -> None:
 def test_every_text_of_the_accounts_page_is_in_the_catalogue() -> None:
     book = catalogue()
     html = (STATIC_DIR / "accounts.html").read_text(encoding="utf-8")
-    js = (STATIC_DIR / "accounts.js").read_text(encoding="utf-8")
+    js = (STATIC_DIR / "accounts.js").read_text(encoding="utf-8") + common_script()
     used = set(re.findall(r'data-i18n="([\w.]+)"', html))
     used |= set(re.findall(r'\bt\("([\w.]+)"', js))
     used |= set(re.findall(r'"(acc\.[\w.]+\.\d{3})"', js))

@@ -1,6 +1,7 @@
-"""The operator's live page: ``/`` serves ``static/index.html``; its script, style, text
-catalogue (``i18n.json``: every text in Chinese and English) and nothing else (no CDN,
-no web fonts: factory LANs have no internet) come from ``/static``. It shows the energy
+"""The operator's live page: ``/`` serves ``static/index.html``; its scripts (``common.js``, the
+helpers the three pages share: language, texts, number formats; then ``app.js``), style,
+text catalogue (``i18n.json``: every text in Chinese and English) and nothing else (no
+CDN, no web fonts: factory LANs have no internet) come from ``/static``. It shows the energy
 flow (grid, PV, battery, site load, the production lines), carbon intensity, today by
 hour, each line's energy per unit against its baseline, data quality and the firing
 alerts, which an operator acknowledges with ``POST /api/v1/alerts/{id}/ack``. Its

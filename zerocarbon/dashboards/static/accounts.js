@@ -13,7 +13,6 @@
 
 (() => {
   const TOKEN_KEY = "zerocarbon.token"; // the live page's: sessionStorage
-  const LANG_KEY = "zerocarbon.lang"; // the live page's: localStorage
   const DEFAULT_LANG = "zh-CN";
   const TREND_MONTHS = 12; // the scorecard's trend: the period's last 12 months
 
@@ -29,22 +28,11 @@
 
   const $ = (id) => document.getElementById(id);
 
-  // --- language -----------------------------------------------------------------------
+  // --- language (static/common.js; the choice is shared with the live page) -----------
 
-  function normLang(value) {
-    const v = String(value || "").toLowerCase();
-    if (v.startsWith("zh")) return "zh-CN";
-    if (v.startsWith("en")) return "en";
-    return null;
-  }
-
-  function pickLang() {
-    const asked = normLang(new URLSearchParams(location.search).get("lang"));
-    if (asked) return asked;
-    const kept = normLang(localStorage.getItem(LANG_KEY));
-    if (kept) return kept;
-    return state.siteLanguage || DEFAULT_LANG;
-  }
+  const { normLang } = zc;
+  /** ?lang=, else the one the user chose, else the site's. */
+  const pickLang = () => zc.pickLang(state.siteLanguage || DEFAULT_LANG);
 
   function has(key) {
     const book = state.catalogue || {};
@@ -52,37 +40,12 @@
   }
 
   /** The catalogue's text of `key` in the page's language, `{name}`s filled from `params`. */
-  function t(key, params) {
-    const book = state.catalogue || {};
-    const text = (book[state.lang] || {})[key] ?? (book.en || {})[key] ?? key;
-    if (!params) return text;
-    return text.replace(/\{(\w+)\}/g, (m, name) => (name in params ? String(params[name]) : m));
-  }
-
-  async function loadCatalogue() {
-    for (;;) {
-      try {
-        const res = await fetch("static/i18n.json", { cache: "no-cache" });
-        if (!res.ok) throw new Error(`HTTP ${res.status}`);
-        state.catalogue = await res.json();
-        return;
-      } catch (err) {
-        await new Promise((resolve) => setTimeout(resolve, 2000));
-      }
-    }
-  }
+  const t = zc.translator(state);
 
   function setLang(lang) {
     state.lang = lang;
-    fmtCache.clear();
-    document.documentElement.lang = lang;
-    for (const el of document.querySelectorAll("[data-i18n]")) {
-      const text = t(el.dataset.i18n);
-      if (el.textContent !== text) el.textContent = text;
-    }
-    $("lang-toggle").textContent = t("lang.switch");
-    $("lang-toggle").lang = lang === "zh-CN" ? "en" : "zh-CN";
-    $("lang-toggle").title = t("lang.switchTitle");
+    formats.clear();
+    zc.translatePage(t, lang);
     $("period-year").setAttribute("aria-label", t("acc.year"));
     $("period-part").setAttribute("aria-label", t("acc.part"));
     fillParts();
@@ -115,24 +78,11 @@
 
   // --- formatting (the page's language, the site's time zone) --------------------------
 
-  const fmtCache = new Map();
-  function numberFormat(digits) {
-    const key = `n${digits}`;
-    if (!fmtCache.has(key)) {
-      fmtCache.set(key, new Intl.NumberFormat(state.lang, {
-        minimumFractionDigits: digits, maximumFractionDigits: digits,
-      }));
-    }
-    return fmtCache.get(key);
-  }
+  const formats = zc.formats(state);
+  const numberFormat = formats.number;
 
   /** A number (or a decimal string, as the API sends money and volumes) to `digits`. */
-  function fmt(x, digits) {
-    if (x === null || x === undefined || x === "") return "—";
-    const n = Number(x);
-    if (!Number.isFinite(n)) return "—";
-    return numberFormat(digits).format(n);
-  }
+  const fmt = (x, digits) => (x === "" ? "—" : formats.fmt(x, digits));
 
   function fmtPct(share, digits) {
     if (share === null || share === undefined || !Number.isFinite(Number(share))) return "—";
@@ -142,15 +92,12 @@
   /** A time as "2026-06-10 14:15" in the site's zone (both languages: unambiguous). */
   function fmtTime(iso) {
     if (!iso) return "—";
-    const key = "dt";
-    if (!fmtCache.has(key)) {
-      fmtCache.set(key, new Intl.DateTimeFormat("en-CA", {
-        timeZone: state.timezone, year: "numeric", month: "2-digit", day: "2-digit",
-        hour: "2-digit", minute: "2-digit", hourCycle: "h23",
-      }));
-    }
+    const dt = formats.cached("dt", () => new Intl.DateTimeFormat("en-CA", {
+      timeZone: state.timezone, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+    }));
     const parts = {};
-    for (const p of fmtCache.get(key).formatToParts(new Date(iso))) parts[p.type] = p.value;
+    for (const p of dt.formatToParts(new Date(iso))) parts[p.type] = p.value;
     return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}`;
   }
 
@@ -158,23 +105,17 @@
   function fmtPrice(x) {
     const n = Number(x);
     if (x === null || x === undefined || !Number.isFinite(n)) return "—";
-    const key = "price";
-    if (!fmtCache.has(key)) {
-      fmtCache.set(key, new Intl.NumberFormat(state.lang, {
-        minimumFractionDigits: 4, maximumFractionDigits: 6,
-      }));
-    }
-    return fmtCache.get(key).format(n);
+    return formats.cached("price", () => new Intl.NumberFormat(state.lang, {
+      minimumFractionDigits: 4, maximumFractionDigits: 6,
+    })).format(n);
   }
 
   /** The month's name in the page's language (Intl: "June" in English). */
   function monthName(month, withYear) {
-    const key = `month${withYear ? "y" : ""}`;
-    if (!fmtCache.has(key)) {
-      const options = withYear ? { year: "numeric", month: "long" } : { month: "long" };
-      fmtCache.set(key, new Intl.DateTimeFormat(state.lang, { timeZone: "UTC", ...options }));
-    }
-    return fmtCache.get(key).format(new Date(Date.UTC(withYear || 2000, month - 1, 15)));
+    const options = withYear ? { year: "numeric", month: "long" } : { month: "long" };
+    return formats.cached(`month${withYear ? "y" : ""}`,
+      () => new Intl.DateTimeFormat(state.lang, { timeZone: "UTC", ...options }))
+      .format(new Date(Date.UTC(withYear || 2000, month - 1, 15)));
   }
 
   /** Activity data to 2 decimals under 1,000 and whole units above. */
@@ -863,13 +804,13 @@
   });
 
   $("lang-toggle").addEventListener("click", () => {
-    const lang = state.lang === "zh-CN" ? "en" : "zh-CN";
-    localStorage.setItem(LANG_KEY, lang);
+    const lang = zc.otherLang(state.lang);
+    zc.keepLang(lang);
     setLang(lang);
   });
 
   async function start() {
-    await loadCatalogue();
+    state.catalogue = await zc.loadCatalogue();
     await loadStatus();
     setLang(pickLang());
     const asked = new URLSearchParams(location.search).get("period");

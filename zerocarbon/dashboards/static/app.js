@@ -21,7 +21,6 @@
   const RETRY_MAX_MS = 30000;
   const FLOW_EPS_KW = 0.05; // below this a flow is drawn idle
   const TOKEN_KEY = "zerocarbon.token"; // sessionStorage: forgotten when the tab closes
-  const LANG_KEY = "zerocarbon.lang"; // localStorage: the language the user chose
   const LANGS = ["zh-CN", "en"];
   const DEFAULT_LANG = "zh-CN"; // the site file's default ([site] language)
   const SEVERITY_RANK = { critical: 0, warning: 1, info: 2 };
@@ -46,57 +45,18 @@
     lang: DEFAULT_LANG,
   };
 
-  // --- language -----------------------------------------------------------------------
+  // --- language (static/common.js) ---------------------------------------------------
 
-  /** "zh", "zh-CN", "zh-Hans-CN" -> "zh-CN"; "en", "en-GB" -> "en"; else null. */
-  function normLang(value) {
-    const v = String(value || "").toLowerCase();
-    if (v.startsWith("zh")) return "zh-CN";
-    if (v.startsWith("en")) return "en";
-    return null;
-  }
-
-  function pickLang() {
-    const asked = normLang(new URLSearchParams(location.search).get("lang"));
-    if (asked) return asked;
-    const kept = normLang(localStorage.getItem(LANG_KEY));
-    if (kept) return kept;
-    return state.siteLanguage || DEFAULT_LANG;
-  }
-
+  const { normLang } = zc;
+  /** ?lang=, else the one the user chose, else the site's. */
+  const pickLang = () => zc.pickLang(state.siteLanguage || DEFAULT_LANG);
   /** The catalogue's text of `key` in the page's language, `{name}`s filled from `params`. */
-  function t(key, params) {
-    const book = state.catalogue || {};
-    const text = (book[state.lang] || {})[key] ?? (book.en || {})[key] ?? key;
-    if (!params) return text;
-    return text.replace(/\{(\w+)\}/g, (m, name) => (name in params ? String(params[name]) : m));
-  }
-
-  async function loadCatalogue() {
-    for (;;) {
-      try {
-        const res = await fetch("static/i18n.json", { cache: "no-cache" });
-        if (!res.ok) throw new Error(`HTTP ${res.status}`);
-        state.catalogue = await res.json();
-        return;
-      } catch (err) {
-        await new Promise((resolve) => setTimeout(resolve, 2000));
-      }
-    }
-  }
+  const t = zc.translator(state);
 
   function setLang(lang) {
     state.lang = lang;
-    fmtCache.clear();
-    document.documentElement.lang = lang;
-    for (const el of document.querySelectorAll("[data-i18n]")) {
-      const params = el.dataset.i18nParams ? JSON.parse(el.dataset.i18nParams) : null;
-      const text = t(el.dataset.i18n, params);
-      if (el.textContent !== text) el.textContent = text;
-    }
-    setText("lang-toggle", t("lang.switch"));
-    $("lang-toggle").lang = lang === "zh-CN" ? "en" : "zh-CN";
-    $("lang-toggle").title = t("lang.switchTitle");
+    formats.clear();
+    zc.translatePage(t, lang);
     $("chart").setAttribute("aria-label", t("chart.aria"));
     render();
     renderAlerts();
@@ -133,16 +93,8 @@
 
   // --- formatting (the page's language, the site's time zone) --------------------------
 
-  const fmtCache = new Map();
-  function numberFormat(digits) {
-    const key = `n${digits}`;
-    if (!fmtCache.has(key)) {
-      fmtCache.set(key, new Intl.NumberFormat(state.lang, {
-        minimumFractionDigits: digits, maximumFractionDigits: digits,
-      }));
-    }
-    return fmtCache.get(key);
-  }
+  const formats = zc.formats(state);
+  const numberFormat = formats.number;
 
   function fmtPower(kw) {
     if (kw === null || !Number.isFinite(kw)) return "—";
@@ -154,17 +106,11 @@
     return numberFormat(Math.abs(x) >= 1000 ? 0 : 1).format(x);
   }
 
-  function fmtPct(share, digits) {
-    if (share === null || share === undefined || !Number.isFinite(share)) return "—";
-    return `${numberFormat(digits).format(100 * share)} %`;
-  }
+  const fmtPct = formats.pct;
 
   function timeFormat(options) {
-    const key = JSON.stringify(options) + state.timezone;
-    if (!fmtCache.has(key)) {
-      fmtCache.set(key, new Intl.DateTimeFormat(state.lang, { timeZone: state.timezone, ...options }));
-    }
-    return fmtCache.get(key);
+    return formats.cached(JSON.stringify(options) + state.timezone,
+      () => new Intl.DateTimeFormat(state.lang, { timeZone: state.timezone, ...options }));
   }
 
   /** The hour (00-23) of `ms` in the site's zone, without the language's hour sign. */
@@ -194,7 +140,7 @@
   function onSnapshot(snap) {
     const dayChanged = state.dayStart !== Date.parse(snap.day_start);
     state.siteName = snap.site_name;
-    if (state.timezone !== snap.site_timezone) fmtCache.clear();
+    if (state.timezone !== snap.site_timezone) formats.clear();
     state.timezone = snap.site_timezone;
     state.now = snap.now ? Date.parse(snap.now) : null;
     state.dayStart = Date.parse(snap.day_start);
@@ -780,8 +726,8 @@
   });
 
   $("lang-toggle").addEventListener("click", () => {
-    const lang = state.lang === "zh-CN" ? "en" : "zh-CN";
-    localStorage.setItem(LANG_KEY, lang);
+    const lang = zc.otherLang(state.lang);
+    zc.keepLang(lang);
     setLang(lang);
     tellAlertsMessage();
   });
@@ -1181,7 +1127,7 @@
   resized.observe($("flow"));
 
   (async () => {
-    await loadCatalogue();
+    state.catalogue = await zc.loadCatalogue();
     setLang(pickLang());
     await loadStatus(); // the site's language, unless the user chose one
     connect(); // the first snapshot loads the devices and lines

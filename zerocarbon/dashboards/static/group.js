@@ -13,7 +13,6 @@
   const HOUR_MS = 3600e3;
   const REFRESH_MS = 30e3; // the sites, hours and ranking are read again this often
   const TOKEN_KEY = "zerocarbon.token"; // sessionStorage, as the site pages
-  const LANG_KEY = "zerocarbon.lang"; // localStorage, as the site pages
   const DEFAULT_LANG = "zh-CN";
 
   const state = {
@@ -30,54 +29,18 @@
 
   const $ = (id) => document.getElementById(id);
 
-  // --- language -----------------------------------------------------------------------
+  // --- language (static/common.js; the choice is shared with the site pages) ---------
 
-  function normLang(value) {
-    const v = String(value || "").toLowerCase();
-    if (v.startsWith("zh")) return "zh-CN";
-    if (v.startsWith("en")) return "en";
-    return null;
-  }
-
-  function pickLang() {
-    const asked = normLang(new URLSearchParams(location.search).get("lang"));
-    if (asked) return asked;
-    return normLang(localStorage.getItem(LANG_KEY)) || DEFAULT_LANG;
-  }
-
+  /** ?lang=, else the one the user chose, else zh-CN. */
+  const pickLang = () => zc.pickLang(DEFAULT_LANG);
   /** The catalogue's text of `key` in the page's language, `{name}`s filled from `params`. */
-  function t(key, params) {
-    const book = state.catalogue || {};
-    const text = (book[state.lang] || {})[key] ?? (book.en || {})[key] ?? key;
-    if (!params) return text;
-    return text.replace(/\{(\w+)\}/g, (m, name) => (name in params ? String(params[name]) : m));
-  }
-
-  async function loadCatalogue() {
-    for (;;) {
-      try {
-        const res = await fetch("static/i18n.json", { cache: "no-cache" });
-        if (!res.ok) throw new Error(`HTTP ${res.status}`);
-        state.catalogue = await res.json();
-        return;
-      } catch (err) {
-        await new Promise((resolve) => setTimeout(resolve, 2000));
-      }
-    }
-  }
+  const t = zc.translator(state);
 
   function setLang(lang) {
     state.lang = lang;
-    fmtCache.clear();
-    document.documentElement.lang = lang;
+    formats.clear();
     document.title = t("grp.title");
-    for (const el of document.querySelectorAll("[data-i18n]")) {
-      const text = t(el.dataset.i18n);
-      if (el.textContent !== text) el.textContent = text;
-    }
-    $("lang-toggle").textContent = t("lang.switch");
-    $("lang-toggle").lang = lang === "zh-CN" ? "en" : "zh-CN";
-    $("lang-toggle").title = t("lang.switchTitle");
+    zc.translatePage(t, lang);
     $("chart").setAttribute("aria-label", t("grp.hourly.aria"));
     renderAll();
   }
@@ -125,41 +88,23 @@
 
   // --- formatting (the page's language, the browser's time zone) -----------------------
 
-  const fmtCache = new Map();
-  function numberFormat(digits) {
-    const key = `n${digits}`;
-    if (!fmtCache.has(key)) {
-      fmtCache.set(key, new Intl.NumberFormat(state.lang, {
-        minimumFractionDigits: digits, maximumFractionDigits: digits,
-      }));
-    }
-    return fmtCache.get(key);
-  }
-
-  function fmt(x, digits) {
-    if (x === null || x === undefined || !Number.isFinite(Number(x))) return "—";
-    return numberFormat(digits).format(Number(x));
-  }
+  const formats = zc.formats(state);
+  const numberFormat = formats.number;
+  const fmt = formats.fmt;
 
   /** Energy and masses: whole units from 1,000, else one decimal. */
   const fmtAmount = (x) => fmt(x, Math.abs(Number(x)) >= 1000 ? 0 : 1);
 
-  function fmtPct(share, digits) {
-    if (share === null || share === undefined || !Number.isFinite(share)) return "—";
-    return `${numberFormat(digits).format(100 * share)} %`;
-  }
+  const fmtPct = formats.pct;
 
   function fmtTime(iso) {
     if (!iso) return "—";
-    const key = "dt";
-    if (!fmtCache.has(key)) {
-      fmtCache.set(key, new Intl.DateTimeFormat("en-CA", {
-        year: "numeric", month: "2-digit", day: "2-digit",
-        hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
-      }));
-    }
+    const dt = formats.cached("dt", () => new Intl.DateTimeFormat("en-CA", {
+      year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+    }));
     const p = {};
-    for (const part of fmtCache.get(key).formatToParts(new Date(iso))) p[part.type] = part.value;
+    for (const part of dt.formatToParts(new Date(iso))) p[part.type] = part.value;
     return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`;
   }
 
@@ -420,11 +365,8 @@
   }
 
   function localHour(ms) {
-    const key = "hour";
-    if (!fmtCache.has(key)) {
-      fmtCache.set(key, new Intl.DateTimeFormat("en-CA", { hour: "2-digit", hourCycle: "h23" }));
-    }
-    return fmtCache.get(key).format(ms);
+    return formats.cached("hour",
+      () => new Intl.DateTimeFormat("en-CA", { hour: "2-digit", hourCycle: "h23" })).format(ms);
   }
 
   function drawChart(rows) {
@@ -526,8 +468,8 @@
   }
 
   $("lang-toggle").addEventListener("click", () => {
-    const next = state.lang === "zh-CN" ? "en" : "zh-CN";
-    localStorage.setItem(LANG_KEY, next);
+    const next = zc.otherLang(state.lang);
+    zc.keepLang(next);
     const url = new URL(location.href);
     if (url.searchParams.has("lang")) {
       url.searchParams.set("lang", next);
@@ -559,7 +501,7 @@
   }).observe($("chart-box"));
 
   (async () => {
-    await loadCatalogue();
+    state.catalogue = await zc.loadCatalogue();
     state.period = pickPeriod();
     setLang(pickLang());
     await Promise.all([refresh(), loadScorecard()]);
