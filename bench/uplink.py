@@ -2,7 +2,7 @@
 
 Real processes on loopback: a three-node nats-server cluster (the center, JetStream
 domain ``center``), one nats-server leaf node per site (its own JetStream domain, as a
-gateway runs it), the work-queue stream ``ZC_CENTER`` sourcing every site's stream, and
+gateway runs it), the stream ``ZC_CENTER`` sourcing every site's stream, and
 ``--workers`` ingest worker processes (``zerocarbon center worker``) storing into a
 fresh central PostgreSQL database.
 
@@ -14,7 +14,7 @@ series) into its leaf's stream, all sites at once. Timed:
   reading (``sites.readings``, counted by the workers' transactions);
 - **ceiling**: bare JetStream moving the same messages the same way — the same
   publishes into the same leaf streams, sourced over the same leaf connections into an
-  R3 work-queue stream at the center, consumed by ``--workers`` bare pull consumers that
+  R3 stream at the center (as ``ZC_CENTER``), consumed by ``--workers`` bare pull consumers that
   acknowledge without decoding or storing.
 
 Prints readings/s of both and their ratio (median over ``--repeat`` runs, ceiling and
@@ -185,7 +185,7 @@ async def ceiling_run(
     await js.add_stream(
         StreamConfig(
             name=BARE_STREAM,
-            retention=RetentionPolicy.WORK_QUEUE,
+            retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             num_replicas=3,
             sources=[site_source(s.name) for s in sites],

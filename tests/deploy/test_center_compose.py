@@ -50,7 +50,7 @@ def test_three_hubs_on_a_pinned_nats_image_with_their_configs_and_volumes(
     mounts = service_mounts(services, ENV)
     for hub in HUBS:
         service = services[hub]
-        assert re.fullmatch(r"nats:2\.10\.\d+-alpine", service["image"])
+        assert re.fullmatch(r"nats:2\.15\.\d+-alpine", service["image"])
         assert service["command"] == ["-c", "/etc/nats/hub.conf"]
         own = {m.target: m for m in mounts if m.service == hub}
         assert own["/etc/nats/hub.conf"].source == f"./deploy/nats/{hub}.conf"

@@ -85,6 +85,9 @@ async def _center_messages(center: Center) -> list[tuple[str, bytes]]:
     js = worker.jetstream()
     info = await js.stream_info(CENTER_STREAM)
     found = []
+    if not info.state.messages:  # nats-server 2.15 answers "bad request" for seq 0
+        await worker.close()
+        return found
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         try:
             msg = await js.get_msg(CENTER_STREAM, seq)

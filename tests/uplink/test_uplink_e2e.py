@@ -7,12 +7,12 @@ its own nats-server leaf node (started by the gateway, JetStream domain ``zc-<si
 reaching the cluster through a link the test can cut — and two ingest worker
 processes (``zerocarbon center worker``) writing into the central database.
 
-While the sites publish: site a's WAN link is cut for 60 s and restored; one cluster
-node is killed with SIGKILL (and started again later); one worker is killed with
-SIGKILL mid-stream (the other takes its unacknowledged messages once their ack wait
-runs out). Afterwards, per site, the central database holds exactly the readings the
-gateway stored (every reading the broker acknowledged to the load generator), each
-once, and the gateway's hourly carbon rows.
+While the sites publish: site a's WAN link is cut for 60 s and restored; the cluster
+node leading the center's stream is killed with SIGKILL (and started again later); one
+worker is killed with SIGKILL mid-stream (the other takes its unacknowledged messages
+once their ack wait runs out). Afterwards, per site, the central database holds
+exactly the readings the gateway stored (every reading the broker acknowledged to the
+load generator), each once, and the gateway's hourly carbon rows.
 """
 
 from __future__ import annotations
@@ -188,7 +188,12 @@ class Rig:
 
     def logs(self) -> str:
         center = self.center_log.read_text()[-4000:] if self.center_log.exists() else ""
-        return f"--- center\n{center}\n{self.cluster.logs()[-4000:]}"
+        uplinks = "\n".join(
+            f"{g.site}: {g.center.uplink.stats}"
+            for g in self.gateways
+            if g.center is not None and g.center.uplink is not None
+        )
+        return f"--- uplinks\n{uplinks}\n--- center\n{center}\n{self.cluster.logs()[-4000:]}"
 
 
 async def eventually(
@@ -348,8 +353,17 @@ async def test_sites_cut_node_and_worker_killed_nothing_lost_nothing_twice(rig: 
     await asyncio.sleep(3)
     await cut.cutter.cut()  # site a's WAN is down
     await asyncio.sleep(7)
-    victim = await rig.cluster.wait_meta_leader()
-    await rig.cluster.kill(victim)  # a cluster node dies mid-stream
+    # the node leading the center's stream dies mid-stream (the hardest node to lose:
+    # another takes the stream over and must find where each source, the cut one
+    # included, had stopped)
+    nc = await rig.cluster.connect_worker()
+    try:
+        info = await nc.jetstream().stream_info(CENTER_STREAM)
+    finally:
+        await nc.close()
+    assert info.cluster is not None and info.cluster.leader
+    victim = info.cluster.leader
+    await rig.cluster.kill(victim)
     await asyncio.sleep(8)
     killed = rig.worker_pids()[0]
     os.kill(killed, signal.SIGKILL)  # a worker dies mid-batch (the center starts another)
@@ -383,7 +397,13 @@ async def test_sites_cut_node_and_worker_killed_nothing_lost_nothing_twice(rig: 
         async def caught_up(site: str = site, n: int = len(readings)) -> bool:
             return await center_count(rig.center_db, site) >= n
 
-        await eventually(caught_up, SETTLE_TIMEOUT_S, f"{site}: the center caught up", rig)
+        try:
+            await eventually(caught_up, SETTLE_TIMEOUT_S, f"{site}: the center caught up", rig)
+        except AssertionError:
+            conn = await asyncpg.connect(rig.center_db)
+            rows = await conn.fetch("SELECT site, readings, source_seq FROM sites ORDER BY site")
+            await conn.close()
+            raise AssertionError(f"center sites: {[tuple(r) for r in rows]}") from None
     for site, readings in expected.items():
         central = await center_readings(rig.center_db, site)
         assert len(central) == len(set(central)), f"{site}: a reading stored twice"

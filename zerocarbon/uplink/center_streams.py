@@ -1,10 +1,11 @@
 """The center's JetStream objects: the stream that sources every site, and the durable
 pull consumer the ingest workers share.
 
-:data:`~zerocarbon.uplink.subjects.CENTER_STREAM` is a work-queue stream: a message
-stays until a worker acknowledges it, which it does once the message is committed in
-the central database, so the stream holds exactly what is not yet stored. It has no
-subjects of its own; it *sources* each site's stream from the site's JetStream domain
+:data:`~zerocarbon.uplink.subjects.CENTER_STREAM` keeps what it sourced for
+``max_age_s`` (limits retention, a week by default: the center's database can be
+refilled from it); the workers' consumer tracks what they acknowledged, which they do
+once a message is committed in the central database. It
+has no subjects of its own; it *sources* each site's stream from the site's JetStream domain
 (``$JS.zc-<site>.API``), delivered over the site's leaf connection on
 ``zcdeliver.<site>`` (the only delivery subject the site's credentials allow it to
 publish). JetStream keeps each source's position, so a site back after a WAN cut is
@@ -46,6 +47,7 @@ __all__ = ["center_nats_options", "ensure_center_stream", "site_source"]
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_AGE_S = 7 * 86_400.0  # what ZC_CENTER keeps of what it sourced [s]
 MAX_ACK_PENDING = 20_000  # messages out to the workers, unacknowledged, at most
 
 
@@ -83,12 +85,14 @@ async def ensure_center_stream(
     *,
     replicas: int,
     ack_wait_s: float,
+    max_age_s: float = DEFAULT_MAX_AGE_S,
 ) -> None:
-    """Create or update the center's stream (one source per site, in ``sites``' order)
-    and the workers' durable consumer."""
+    """Create or update the center's stream (one source per site, in ``sites``' order,
+    kept ``max_age_s`` [s]) and the workers' durable consumer."""
     config = StreamConfig(
         name=CENTER_STREAM,
-        retention=RetentionPolicy.WORK_QUEUE,
+        retention=RetentionPolicy.LIMITS,
+        max_age=max_age_s,
         storage=StorageType.FILE,
         num_replicas=replicas,
         sources=[site_source(s) for s in sites],

