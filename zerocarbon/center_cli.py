@@ -59,10 +59,9 @@ def _load(path: Path) -> CenterConfig:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from zerocarbon.cli import _setup_logging as setup  # the gateway commands' own
+
+    setup(verbose)
 
 
 @contextlib.asynccontextmanager

@@ -30,6 +30,7 @@ from zerocarbon.config_accounts import AccountsConfig, check_accounts
 from zerocarbon.config_ledger import OffsetConfig, check_offsets
 from zerocarbon.config_tariff import TariffConfig, check_tariff
 from zerocarbon.config_uplink import UplinkConfig
+from zerocarbon.env_secret import ENV_NAME_PATTERN, secret_from_env
 from zerocarbon.metering.dlt645 import DEFAULT_IDENTIFIERS, METRIC_OF_IDENTIFIER, metric_of
 from zerocarbon.metering.metrics import METRICS_BY_NAME
 from zerocarbon.metering.profile import DeviceProfile, ProfileError, load_profile
@@ -213,19 +214,12 @@ class MqttConfig(_Frozen):
     # a broker that needs a login (allow_anonymous false): the user name, and the NAME
     # of the environment variable holding the password (the site file holds no secret)
     username: str | None = None
-    password_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    password_env: Annotated[str, Field(pattern=ENV_NAME_PATTERN)] | None = None
 
     def password(self, environ: Mapping[str, str]) -> str | None:
         """The broker password from ``environ`` (None: no password configured); an
         unset variable is a :class:`ValueError` naming it."""
-        if self.password_env is None:
-            return None
-        value = environ.get(self.password_env)
-        if value is None:
-            raise ValueError(
-                f"mqtt.password_env: environment variable {self.password_env} is not set"
-            )
-        return value
+        return secret_from_env(environ, self.password_env, "mqtt.password_env")
 
     @field_validator("url")
     @classmethod

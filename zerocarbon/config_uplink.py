@@ -17,9 +17,10 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from zerocarbon.env_secret import ENV_NAME_PATTERN, secret_from_env
+
 __all__ = ["UplinkConfig", "check_hub_url", "check_site_id"]
 
-_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _SITE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -44,7 +45,7 @@ class UplinkConfig(BaseModel):
     # empty: no uplink unless ``zerocarbon run --uplink`` gives them
     hub_urls: tuple[str, ...] = ()
     # the NAME of the environment variable holding the site's password at the center
-    password_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    password_env: Annotated[str, Field(pattern=ENV_NAME_PATTERN)] | None = None
     tls_ca: str | None = None  # CA file the center's certificates are checked with
     # an existing local NATS server with JetStream (nats://127.0.0.1:4222) to publish to;
     # empty: the gateway starts its own leaf node (nats-server) in <data dir>/nats
@@ -85,14 +86,7 @@ class UplinkConfig(BaseModel):
     def password(self, environ: Mapping[str, str]) -> str | None:
         """The site's password from ``environ`` (None: none configured); an unset
         variable is a :class:`ValueError` naming it."""
-        if self.password_env is None:
-            return None
-        value = environ.get(self.password_env)
-        if value is None:
-            raise ValueError(
-                f"uplink.password_env: environment variable {self.password_env} is not set"
-            )
-        return value
+        return secret_from_env(environ, self.password_env, "uplink.password_env")
 
 
 def check_hub_url(url: str) -> str:

@@ -15,10 +15,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from zerocarbon.config_uplink import check_site_id
+from zerocarbon.env_secret import ENV_NAME_PATTERN, secret_from_env
 
 __all__ = ["CenterConfig", "CenterConfigError", "CenterInfo", "CenterSite", "load_center_config"]
-
-_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class _Frozen(BaseModel):
@@ -38,11 +37,11 @@ class CenterInfo(_Frozen):
     name: str = "group energy center"
     # the central PostgreSQL: a URL in the environment variable named here (never in
     # the file); without one, an embedded server in --data-dir (trials only)
-    database_url_env: Annotated[str, Field(pattern=_ENV_NAME)] = "ZC_CENTER_DATABASE_URL"
+    database_url_env: Annotated[str, Field(pattern=ENV_NAME_PATTERN)] = "ZC_CENTER_DATABASE_URL"
     # the center's NATS cluster, client ports (nats://host:4222 or tls://host:4222)
     nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
     nats_user: str = "center"
-    nats_password_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    nats_password_env: Annotated[str, Field(pattern=ENV_NAME_PATTERN)] | None = None
     tls_ca: str | None = None  # CA file the cluster's certificates are checked with
     stream_replicas: int = Field(default=3, ge=1, le=5)  # copies of ZC_CENTER in the cluster
     workers: int = Field(default=2, ge=1, le=64)  # ingest worker processes
@@ -62,15 +61,9 @@ class CenterInfo(_Frozen):
         return value
 
     def password(self, environ: Mapping[str, str]) -> str | None:
-        if self.nats_password_env is None:
-            return None
-        value = environ.get(self.nats_password_env)
-        if value is None:
-            raise ValueError(
-                f"center.nats_password_env: environment variable {self.nats_password_env} "
-                "is not set"
-            )
-        return value
+        """The workers' NATS password (None: none configured); ValueError naming an
+        unset variable."""
+        return secret_from_env(environ, self.nats_password_env, "center.nats_password_env")
 
 
 class CenterSite(_Frozen):

@@ -40,6 +40,7 @@ from zerocarbon.uplink.subjects import (
     CENTER_CONSUMER,
     CENTER_STREAM,
     SITE_STREAM,
+    deliver_subject,
     site_domain,
 )
 
@@ -55,7 +56,7 @@ def site_source(site: str) -> StreamSource:
     """The source of one site's stream, from its own JetStream domain."""
     return StreamSource(
         name=SITE_STREAM,
-        external=ExternalStream(api=f"$JS.{site_domain(site)}.API", deliver=f"zcdeliver.{site}"),
+        external=ExternalStream(api=f"$JS.{site_domain(site)}.API", deliver=deliver_subject(site)),
     )
 
 

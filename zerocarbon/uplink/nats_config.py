@@ -40,11 +40,12 @@ import bcrypt
 
 from .subjects import (
     CENTER_DOMAIN,
-    PREFIX,
     check_site_id,
+    deliver_subject,
     progress_subject,
     site_domain,
     site_inbox,
+    site_subjects,
 )
 
 __all__ = [
@@ -67,7 +68,6 @@ __all__ = [
 ACCOUNT = "ZC"  # the center's workers and every site
 SYSTEM_ACCOUNT = "SYS"
 CLUSTER_NAME = "zc-center"
-DELIVER_PREFIX = "zcdeliver"  # the center's stream sources a site with deliver zcdeliver.<site>
 BCRYPT_COST = 11  # the cost `nats server passwd` uses; a login takes about 0.1 s at the hub
 BCRYPT_MAX_BYTES = 72  # bcrypt reads no further
 
@@ -223,8 +223,8 @@ def site_permissions(site: str) -> tuple[list[str], list[str]]:
     leaf's JetStream API, flow control, and the answers to the site's own inbox)."""
     check_site_id(site)
     publish = [
-        f"{PREFIX}.{site}.>",
-        f"{DELIVER_PREFIX}.{site}.>",
+        site_subjects(site),
+        f"{deliver_subject(site)}.>",
         "$JSC.R.>",
         progress_subject(site),
     ]

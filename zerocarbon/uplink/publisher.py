@@ -28,7 +28,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -53,6 +53,7 @@ from zerocarbon.uplink.subjects import (
     Kind,
     progress_subject,
     site_inbox,
+    site_subjects,
     subject,
 )
 
@@ -60,6 +61,14 @@ __all__ = ["SENT_HEADER", "UplinkPublisher", "UplinkStats"]
 
 log = logging.getLogger(__name__)
 
+MirrorRead = Callable[[asyncpg.Pool, str, int], Awaitable[tuple[Sequence[UplinkMessage], int]]]
+# what the mirror reads back from the gateway's database, each with its cursor
+MIRRORED: tuple[tuple[Kind, MirrorRead], ...] = (
+    ("hourly", mirror.read_hourly),
+    ("alerts", mirror.read_alerts),
+    ("events", mirror.read_events),
+    ("accounts", mirror.read_accounts),
+)
 SENT_HEADER = "Zc-Sent-Us"  # the gateway's wall clock at publish [POSIX us]
 READ_ROWS = 100_000  # readings read from the outbox per round
 LINGER_POLL_S = 0.2  # while lingering for a fuller message, the outbox is read this often [s]
@@ -159,7 +168,7 @@ class UplinkPublisher:
             return
         config = StreamConfig(
             name=SITE_STREAM,
-            subjects=[subject(self.site_id, "readings").rsplit(".", 1)[0] + ".>"],
+            subjects=[site_subjects(self.site_id)],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             discard=DiscardPolicy.NEW,
@@ -260,47 +269,37 @@ class UplinkPublisher:
             if rows < wire.MAX_ROWS_PER_MESSAGE and linger_s > 0:
                 await asyncio.sleep(min(linger_s, LINGER_POLL_S))
                 continue
-            payloads, rows = await asyncio.to_thread(self._encode_readings, list(records))
-            if payloads and not await self._publish("readings", payloads):
+            if not await self._publish_records(records):
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, self._retry_max_s)
                 continue
             backoff_s = self._retry_min_s
             waiting_since = None
-            await self.outbox.commit(records[-1][0])
-            self.stats.readings_published += rows
+
+    async def _publish_records(self, records: list[tuple[int, ReadingBatch]]) -> bool:
+        """Publish outbox records and commit them; False (nothing committed) when the
+        local stream did not acknowledge every message."""
+        payloads, rows = await asyncio.to_thread(self._encode_readings, records)
+        if payloads and not await self._publish("readings", payloads):
+            return False
+        await self.outbox.commit(records[-1][0])
+        self.stats.readings_published += rows
+        return True
 
     async def mirror_once(self) -> int:
         """Publish what changed in the database since the cursors; messages sent."""
         cursors = await load_cursors(self._pool)
         sent = 0
-        pool, site = self._pool, self.site_id
-        hourly = await mirror.read_hourly(pool, site, cursors.get("hourly", 0))
-        if not await self._mirror("hourly", *hourly):
-            return sent
-        sent += len(hourly[0])
-        alerts = await mirror.read_alerts(pool, site, cursors.get("alerts", 0))
-        if not await self._mirror("alerts", *alerts):
-            return sent
-        sent += len(alerts[0])
-        events = await mirror.read_events(pool, site, cursors.get("events", 0))
-        if not await self._mirror("events", *events):
-            return sent
-        sent += len(events[0])
-        accounts = await mirror.read_accounts(pool, site, cursors.get("accounts", 0))
-        if not await self._mirror("accounts", *accounts):
-            return sent
-        return sent + len(accounts[0])
-
-    async def _mirror(self, kind: Kind, messages: Sequence[UplinkMessage], reached: int) -> bool:
-        """Publish one kind's messages and move its cursor; False when publishing failed."""
-        if not messages:
-            return True
-        if not await self._publish_messages(kind, messages):
-            return False
-        await save_cursor(self._pool, kind, reached)
-        self.stats.mirror_messages += len(messages)
-        return True
+        for kind, read in MIRRORED:
+            messages, reached = await read(self._pool, self.site_id, cursors.get(kind, 0))
+            if not messages:
+                continue
+            if not await self._publish_messages(kind, messages):
+                break  # the rest waits for the next round, in order
+            await save_cursor(self._pool, kind, reached)
+            sent += len(messages)
+            self.stats.mirror_messages += len(messages)
+        return sent
 
     async def run_mirror(self) -> None:
         while True:
@@ -384,11 +383,8 @@ class UplinkPublisher:
                 records = await self.outbox.read(READ_ROWS)
                 if not records:
                     break
-                payloads, rows = await asyncio.to_thread(self._encode_readings, list(records))
-                if payloads and not await self._publish("readings", payloads):
+                if not await self._publish_records(records):
                     return
-                await self.outbox.commit(records[-1][0])
-                self.stats.readings_published += rows
             await self.mirror_once()
 
         try:

@@ -21,7 +21,9 @@ __all__ = [
     "SITE_STREAM",
     "Kind",
     "check_site_id",
+    "deliver_subject",
     "kind_of",
+    "site_subjects",
     "progress_subject",
     "site_inbox",
     "site_domain",
@@ -36,6 +38,7 @@ SITE_STREAM = "ZC_SITE"  # on each gateway's JetStream domain
 CENTER_STREAM = "ZC_CENTER"  # on the center's domain
 CENTER_CONSUMER = "center-ingest"  # the workers' durable pull consumer
 CENTER_DOMAIN = "center"
+DELIVER_PREFIX = "zcdeliver"  # the center's sourcing delivers a site's messages on zcdeliver.<site>
 PROGRESS_PREFIX = "zcprogress"  # a gateway asks the center how far it has its stream
 INBOX_PREFIX = "_ZC_INBOX"  # a gateway's reply subjects: _ZC_INBOX.<site>.*
 
@@ -61,6 +64,16 @@ def kind_of(subject_name: str) -> Kind:
             if parts[2] == kind:
                 return kind
     raise ValueError(f"subject {subject_name!r} is not zc.<site>.<kind>")
+
+
+def site_subjects(site: str) -> str:
+    """``zc.<site>.>``: every subject of the site (its local stream's, its permission)."""
+    return f"{PREFIX}.{site}.>"
+
+
+def deliver_subject(site: str) -> str:
+    """``zcdeliver.<site>``: where the center's sourcing delivers the site's messages."""
+    return f"{DELIVER_PREFIX}.{site}"
 
 
 def progress_subject(site: str) -> str:
