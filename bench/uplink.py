@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +96,7 @@ METRICS = (
 PER_SITE_READINGS_PER_S = 40.0  # 200 series read every 5 s: the sizing assumption
 GROUP_SITES = 1_000
 TIMEOUT_S = 600.0
+SETTLE_S = 3.0  # before either timed run: sources, consumers and workers set up
 
 
 def site_payloads(site: str, messages: int, rows: int, run: int, seed: int) -> list[bytes]:
@@ -163,6 +164,18 @@ def cpu_s(pids: Sequence[int]) -> float:
     return total
 
 
+def cpu_counter(
+    *groups: Sequence[int] | Callable[[], Sequence[int]],
+) -> Callable[[], tuple[float, ...]]:
+    """A function giving the CPU time so far of each group of processes (a list of
+    pids, or a function listing them when called), then of this process."""
+
+    def now() -> tuple[float, ...]:
+        return (*(cpu_s(g() if callable(g) else g) for g in groups), time.process_time())
+
+    return now
+
+
 def postgres_pids() -> list[int]:
     out = []
     for p in Path("/proc").iterdir():
@@ -174,10 +187,18 @@ def postgres_pids() -> list[int]:
 
 
 async def ceiling_run(
-    cluster: HubCluster, sites: Sequence[Site], payloads: dict[str, list[bytes]], workers: int
-) -> float:
+    cluster: HubCluster,
+    sites: Sequence[Site],
+    payloads: dict[str, list[bytes]],
+    workers: int,
+    cpu_now: Callable[[], tuple[float, ...]],
+) -> tuple[float, tuple[float, ...]]:
     """Seconds for bare JetStream to move every message into the center and hand it,
-    acknowledged, to ``workers`` bare consumers."""
+    acknowledged, to ``workers`` bare consumers, and what ``cpu_now`` counted meanwhile.
+
+    Timed as end to end is: from the first publish, with the stream's sources and the
+    consumers set up beforehand (setting up 100 sources takes seconds, which timing it
+    would charge to JetStream)."""
     nc = await cluster.connect_worker()
     js = nc.jetstream()
     with contextlib.suppress(Exception):
@@ -220,16 +241,19 @@ async def ceiling_run(
             await cnc.close()
 
     consumers = [asyncio.create_task(consume()) for _ in range(workers)]
+    await asyncio.sleep(SETTLE_S)
+    cpu_before = cpu_now()
     t0 = time.perf_counter()
     await publish_all(sites, payloads)
     await asyncio.wait_for(done.wait(), TIMEOUT_S)
     elapsed = time.perf_counter() - t0
+    cpu_used = tuple(a - b for a, b in zip(cpu_now(), cpu_before, strict=True))
     for c in consumers:
         c.cancel()
     await asyncio.gather(*consumers, return_exceptions=True)
     await js.delete_stream(BARE_STREAM)
     await nc.close()
-    return elapsed
+    return elapsed, cpu_used
 
 
 async def stored_readings(db_url: str) -> int:
@@ -240,19 +264,45 @@ async def stored_readings(db_url: str) -> int:
         await conn.close()
 
 
+_PG_ACTIVITY = """
+SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+       (SELECT wal_bytes FROM pg_stat_wal), (SELECT wal_fpi FROM pg_stat_wal)
+"""
+
+
+async def pg_activity(conn: asyncpg.Connection) -> tuple[float, float, float]:
+    """(transactions committed in this database, WAL bytes, WAL full-page images) so far;
+    the statistics lag a transaction by up to half a second (PostgreSQL 15)."""
+    row = await conn.fetchrow(_PG_ACTIVITY)
+    return (float(row[0]), float(row[1]), float(row[2]))
+
+
 async def end_to_end_run(
-    db_url: str, sites: Sequence[Site], payloads: dict[str, list[bytes]], expected: int
-) -> float:
+    db_url: str,
+    sites: Sequence[Site],
+    payloads: dict[str, list[bytes]],
+    expected: int,
+    cpu_now: Callable[[], tuple[float, ...]],
+) -> tuple[float, tuple[float, ...], tuple[float, float, float]]:
+    """Seconds until the central database holds every reading, what ``cpu_now`` counted
+    meanwhile, and the database's (transactions, WAL bytes, full-page images)."""
     conn = await asyncpg.connect(db_url)
     try:
         before = int(await conn.fetchval("SELECT coalesce(sum(readings), 0) FROM sites"))
+        activity = await pg_activity(conn)
+        cpu_before = cpu_now()
         t0 = time.perf_counter()
         await publish_all(sites, payloads)
         deadline = time.monotonic() + TIMEOUT_S
         while True:
             now = int(await conn.fetchval("SELECT coalesce(sum(readings), 0) FROM sites"))
             if now - before >= expected:
-                return time.perf_counter() - t0
+                elapsed = time.perf_counter() - t0
+                cpu_used = tuple(a - b for a, b in zip(cpu_now(), cpu_before, strict=True))
+                await asyncio.sleep(1.0)  # the statistics collector catches up
+                after = await pg_activity(conn)
+                xacts, wal_bytes, wal_fpi = (a - b for a, b in zip(after, activity, strict=True))
+                return elapsed, cpu_used, (xacts, wal_bytes, wal_fpi)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {now - before} of {expected} readings stored")
             await asyncio.sleep(0.05)
@@ -306,7 +356,19 @@ async def bench(args: argparse.Namespace, server_url: str) -> dict[str, float]:
         expected = args.sites * args.messages * args.rows
         ceilings: list[float] = []
         e2e: list[float] = []
-        cpu: dict[str, list[float]] = {"cluster": [], "workers": [], "postgres": [], "leaves": []}
+        cpu: dict[str, list[float]] = {
+            "cluster": [],
+            "workers": [],
+            "postgres": [],
+            "leaves": [],
+            "bench": [],
+        }
+        ceiling_cpu: dict[str, list[float]] = {"cluster": [], "leaves": [], "bench": []}
+        database: dict[str, list[float]] = {
+            "transactions_per_million": [],
+            "wal_bytes_per_reading": [],
+            "wal_fpi_per_million": [],
+        }
         try:
             for run in range(args.repeat):
                 payloads = {
@@ -314,7 +376,17 @@ async def bench(args: argparse.Namespace, server_url: str) -> dict[str, float]:
                     for i, n in enumerate(names)
                 }
                 await purge_sites(sites)
-                t = await ceiling_run(cluster, sites, payloads, args.workers)
+                hub_pids = [p.pid for p in cluster.processes.values() if p.pid]
+                leaf_pids = [s.leaf.pid for s in sites if s.leaf.pid]
+                t, used = await ceiling_run(
+                    cluster,
+                    sites,
+                    payloads,
+                    args.workers,
+                    cpu_counter(hub_pids, leaf_pids),
+                )
+                for key, seconds in zip(ceiling_cpu, used, strict=True):
+                    ceiling_cpu[key].append(seconds / expected * 1e6)
                 ceilings.append(expected / t)
                 # end to end: the center's stream, consumer and workers
                 payloads = {
@@ -347,26 +419,21 @@ async def bench(args: argparse.Namespace, server_url: str) -> dict[str, float]:
                     )
                     for i in range(args.workers)
                 ]
-                await asyncio.sleep(3.0)  # connected and pulling
-                hub_pids = [p.pid for p in cluster.processes.values() if p.pid]
-                leaf_pids = [s.leaf.pid for s in sites if s.leaf.pid]
-                pg_pids = postgres_pids()
-                before = (
-                    cpu_s(hub_pids),
-                    cpu_s([w.pid for w in workers]),
-                    cpu_s(pg_pids),
-                    cpu_s(leaf_pids),
+                await asyncio.sleep(SETTLE_S)  # connected and pulling
+                worker_pids = [w.pid for w in workers]
+                t, used, (xacts, wal_bytes, wal_fpi) = await end_to_end_run(
+                    db_url,
+                    sites,
+                    payloads,
+                    expected,
+                    cpu_counter(hub_pids, worker_pids, postgres_pids, leaf_pids),
                 )
-                t = await end_to_end_run(db_url, sites, payloads, expected)
-                after = (
-                    cpu_s(hub_pids),
-                    cpu_s([w.pid for w in workers]),
-                    cpu_s(postgres_pids()),
-                    cpu_s(leaf_pids),
-                )
+                database["transactions_per_million"].append(xacts / expected * 1e6)
+                database["wal_bytes_per_reading"].append(wal_bytes / expected)
+                database["wal_fpi_per_million"].append(wal_fpi / expected * 1e6)
                 e2e.append(expected / t)
-                for key, b, a in zip(cpu, before, after, strict=True):
-                    cpu[key].append((a - b) / expected * 1e6)
+                for key, seconds in zip(cpu, used, strict=True):
+                    cpu[key].append(seconds / expected * 1e6)
                 for w in workers:
                     w.terminate()
                 for w in workers:
@@ -385,6 +452,8 @@ async def bench(args: argparse.Namespace, server_url: str) -> dict[str, float]:
         "ceiling": statistics.median(ceilings),
         "value": statistics.median(e2e),
         **{f"cpu_s_per_million_{k}": statistics.median(v) for k, v in cpu.items()},
+        **{k: statistics.median(v) for k, v in database.items()},
+        **{f"ceiling_cpu_s_per_million_{k}": statistics.median(v) for k, v in ceiling_cpu.items()},
     }
     return result
 
@@ -398,9 +467,22 @@ def report(args: argparse.Namespace, r: dict[str, float]) -> None:
     )
     print(f"  bare JetStream (ceiling): {r['ceiling']:>12,.0f} readings/s")
     print(f"  end to end:               {r['value']:>12,.0f} readings/s   ratio {ratio:.2f}")
+    print(
+        "  CPU per million readings, ceiling: "
+        + ", ".join(
+            f"{part} {r[f'ceiling_cpu_s_per_million_{part}']:.2f} s"
+            for part in ("cluster", "leaves", "bench")
+        )
+        + " (bench: this process, publishing and consuming)"
+    )
     print("  CPU per million readings, end to end:")
-    for part in ("cluster", "workers", "postgres", "leaves"):
+    for part in ("cluster", "workers", "postgres", "leaves", "bench"):
         print(f"    {part:<10} {r[f'cpu_s_per_million_{part}']:7.2f} s")
+    print(
+        f"  PostgreSQL per million readings: {r['transactions_per_million']:,.0f} transactions, "
+        f"{r['wal_bytes_per_reading']:.0f} WAL bytes a reading, "
+        f"{r['wal_fpi_per_million']:,.0f} full-page images"
+    )
     group_rate = GROUP_SITES * PER_SITE_READINGS_PER_S
     center_s = sum(r[f"cpu_s_per_million_{p}"] for p in ("cluster", "workers", "postgres"))
     cores = group_rate * center_s / 1e6

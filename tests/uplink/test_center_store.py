@@ -15,7 +15,7 @@ import asyncpg
 import numpy as np
 import pytest
 
-from zerocarbon.batch import Quality, datetime_to_us, us_to_datetime
+from zerocarbon.batch import MAX_TS_US, Quality, datetime_to_us, us_to_datetime
 from zerocarbon.rows import HourlyCarbon, HourlyLine
 from zerocarbon.storage.database import drop_database, ensure_database, open_pool
 from zerocarbon.uplink.center_schema import create_center_schema
@@ -536,6 +536,23 @@ async def test_an_invalid_site_id_is_refused_before_anything_is_written(
     short = dataclasses.replace(good, value=good.value[:-1])
     with pytest.raises(InvalidMessage, match="value has 29 rows"):
         await store.store([short], received_at=RECEIVED)
+    # the ranges are checked over the whole batch at once; the error still names the
+    # first message out of range, whichever column it is in
+    late_ts = good.ts_us.copy()
+    late_ts[7] = MAX_TS_US + 1
+    late = dataclasses.replace(good, ts_us=late_ts)
+    bad_quality = dataclasses.replace(good, quality=np.full(30, 40_000, dtype=np.int32))
+    other = readings("plant-b", 10)
+    for batch, index, reason in (
+        ([good, other, late, bad_quality], 2, "outside years 1..9999"),
+        ([other, bad_quality, late], 1, "quality outside smallint"),
+        ([other, good, bad_quality], 2, "quality outside smallint"),
+        ([late, other], 0, "outside years 1..9999"),
+        ([other, good, bad_series], 2, "outside its catalog"),
+    ):
+        with pytest.raises(InvalidMessage, match=reason) as refused:
+            await store.store(batch, received_at=RECEIVED)
+        assert refused.value.index == index
     assert all(not rows for rows in (await snapshot(pool)).values())
 
 

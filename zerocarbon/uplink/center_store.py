@@ -330,19 +330,25 @@ def _json_value(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _check_readings(index: int, m: ReadingsMessage) -> None:
+def _check_shape(index: int, m: ReadingsMessage) -> None:
+    """Columns of equal length, series and quality integer."""
     n = len(m.ts_us)
     for name in ("series", "value", "quality"):
         if len(getattr(m, name)) != n:
             raise InvalidMessage(
                 index, m.site, f"{name} has {len(getattr(m, name))} rows, ts_us {n}"
             )
-    if not n:
-        return
-    if not np.issubdtype(m.series.dtype, np.integer) or not np.issubdtype(
-        m.quality.dtype, np.integer
+    if n and (
+        not np.issubdtype(m.series.dtype, np.integer)
+        or not np.issubdtype(m.quality.dtype, np.integer)
     ):
         raise InvalidMessage(index, m.site, "series and quality must be integer arrays")
+
+
+def _check_ranges(index: int, m: ReadingsMessage) -> None:
+    """Series inside the catalog, times in years 1..9999, quality a smallint."""
+    if not len(m):
+        return
     if int(m.series.min()) < 0 or int(m.series.max()) >= len(m.catalog):
         raise InvalidMessage(
             index, m.site, f"series index outside its catalog of {len(m.catalog)} series"
@@ -352,6 +358,32 @@ def _check_readings(index: int, m: ReadingsMessage) -> None:
         raise InvalidMessage(index, m.site, f"reading time {lo}..{hi} us outside years 1..9999")
     if int(m.quality.min()) < -32768 or int(m.quality.max()) > 32767:
         raise InvalidMessage(index, m.site, "quality outside smallint")
+
+
+def _check_readings(readings: Sequence[tuple[int, ReadingsMessage]]) -> None:
+    """:func:`_check_shape` and :func:`_check_ranges` of (batch index, message) pairs;
+    the ranges of the whole batch at once (a worker's batch holds hundreds of small
+    messages, and a check per message cost more than the rest of the store's work),
+    message by message only to name the first that fails."""
+    for index, m in readings:
+        _check_shape(index, m)
+    filled = [m for _, m in readings if len(m)]
+    if not filled:
+        return
+    series = np.concatenate([m.series for m in filled]).astype(np.int64, copy=False)
+    catalog_sizes = np.repeat([len(m.catalog) for m in filled], [len(m) for m in filled])
+    ts_us = np.concatenate([m.ts_us for m in filled])
+    quality = np.concatenate([m.quality for m in filled]).astype(np.int64, copy=False)
+    if (
+        int(series.min()) < 0
+        or bool((series >= catalog_sizes).any())
+        or int(ts_us.min()) < MIN_TS_US
+        or int(ts_us.max()) > MAX_TS_US
+        or int(quality.min()) < -32768
+        or int(quality.max()) > 32767
+    ):
+        for index, m in readings:
+            _check_ranges(index, m)
 
 
 def _message_sent_times(
@@ -374,6 +406,7 @@ def _check(messages: Sequence[UplinkMessage]) -> list[str]:
     """Sorted site ids of a batch; :class:`InvalidMessage` for the first message that
     cannot be stored."""
     sites: set[str] = set()
+    readings: list[tuple[int, ReadingsMessage]] = []
     for i, m in enumerate(messages):
         if not isinstance(
             m,
@@ -391,7 +424,8 @@ def _check(messages: Sequence[UplinkMessage]) -> list[str]:
             raise InvalidMessage(i, m.site, str(exc)) from None
         sites.add(m.site)
         if isinstance(m, ReadingsMessage):
-            _check_readings(i, m)
+            readings.append((i, m))
+    _check_readings(readings)
     return sorted(sites)
 
 
@@ -537,11 +571,15 @@ class CenterStore:
     ) -> dict[tuple[int, str, str], int]:
         """site_series.id of every catalog entry of the batch (rows made where missing);
         catalogs mapped before (:attr:`_catalog_ids`) are skipped."""
-        keys = {
-            (site_ids[m.site], device, metric)
+        unknown = {
+            (site_ids[m.site], id(m.catalog)): m.catalog
             for m in readings
             if self._known_catalog((site_ids[m.site], id(m.catalog)), m.catalog) is None
-            for device, metric in m.catalog
+        }  # each catalog once: a site sends the same one message after message
+        keys = {
+            (site_id, device, metric)
+            for (site_id, _), catalog in unknown.items()
+            for device, metric in catalog
         }
         known = {k: self._series_ids[k] for k in keys if k in self._series_ids}
         missing = sorted(keys - known.keys())

@@ -123,22 +123,23 @@ class IngestWorker:
             js = nc.jetstream()
             sub = await js.pull_subscribe_bind(CENTER_CONSUMER, CENTER_STREAM)
             await nc.subscribe(f"{PROGRESS_PREFIX}.*", queue=PROGRESS_QUEUE, cb=self._progress)
-            backoff_s = 0.2
-            while not self._stop.is_set():
-                try:
-                    msgs = await sub.fetch(self._fetch_batch, timeout=self._fetch_timeout_s)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                except nats.errors.Error as exc:
-                    log.warning("%s: fetch failed (%s); retrying", self.name, exc)
-                    await asyncio.sleep(backoff_s)
-                    backoff_s = min(backoff_s * 2, self._retry_max_s)
-                    continue
-                if await self.handle(msgs):
-                    backoff_s = 0.2
-                else:
-                    await asyncio.sleep(backoff_s)
-                    backoff_s = min(backoff_s * 2, self._retry_max_s)
+            # fetching and decoding the next batch overlaps storing this one: the
+            # database's transaction and the worker's own work alternate otherwise,
+            # each idle while the other runs
+            ready: asyncio.Queue[list[tuple[Msg, UplinkMessage]] | None] = asyncio.Queue(1)
+            tasks = (
+                asyncio.create_task(self._pull(sub, ready)),
+                asyncio.create_task(self._store_loop(ready)),
+            )
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            finally:
+                for task in tasks:
+                    task.cancel()  # one failed, or run() itself was cancelled
+                outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    raise outcome
         finally:
             # flush, not drain: the acknowledgements sent must reach the server, and
             # nats-py's drain of a pull subscription waits for its queue to be marked
@@ -150,6 +151,44 @@ class IngestWorker:
                     "%s: the last acknowledgements may not have been sent: %s", self.name, exc
                 )
             await nc.close()
+
+    async def _pull(
+        self,
+        sub: Any,
+        ready: asyncio.Queue[list[tuple[Msg, UplinkMessage]] | None],
+    ) -> None:
+        """Fetch and decode batches into ``ready`` until a stop is asked, then put
+        None (the batches in hand are stored and acknowledged first, not left to time
+        out)."""
+        backoff_s = 0.2
+        while not self._stop.is_set():
+            try:
+                msgs = await sub.fetch(self._fetch_batch, timeout=self._fetch_timeout_s)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except nats.errors.Error as exc:
+                log.warning("%s: fetch failed (%s); retrying", self.name, exc)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, self._retry_max_s)
+                continue
+            backoff_s = 0.2
+            decoded = await self._decode(msgs)
+            if decoded:
+                await ready.put(decoded)
+        await ready.put(None)
+
+    async def _store_loop(
+        self, ready: asyncio.Queue[list[tuple[Msg, UplinkMessage]] | None]
+    ) -> None:
+        """Store and acknowledge the batches in ``ready`` until None; a batch the
+        database refused is left unacknowledged (redelivered) and the next waits."""
+        backoff_s = 0.2
+        while (decoded := await ready.get()) is not None:
+            if await self._store_and_ack(decoded):
+                backoff_s = 0.2
+            else:
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, self._retry_max_s)
 
     async def _progress(self, msg: Msg) -> None:
         """Answer ``zcprogress.<site>`` with ``{"source_seq": N}``: the highest sequence
@@ -175,6 +214,11 @@ class IngestWorker:
     async def handle(self, msgs: list[Msg]) -> bool:
         """Store ``msgs`` and acknowledge them; False when the database failed (then
         nothing is acknowledged and JetStream redelivers them)."""
+        decoded = await self._decode(msgs)
+        return await self._store_and_ack(decoded) if decoded else True
+
+    async def _decode(self, msgs: list[Msg]) -> list[tuple[Msg, UplinkMessage]]:
+        """The messages decoded; one that does not decode is terminated and left out."""
         decoded: list[tuple[Msg, UplinkMessage]] = []
         for msg in msgs:
             try:
@@ -183,6 +227,12 @@ class IngestWorker:
                 await self._reject(msg, str(exc))
                 continue
             decoded.append((msg, message))
+        return decoded
+
+    async def _store_and_ack(self, decoded: list[tuple[Msg, UplinkMessage]]) -> bool:
+        """Store decoded messages in one transaction, then acknowledge them; a message
+        the store finds invalid is terminated and the rest stored. False when the
+        database failed (nothing acknowledged)."""
         while decoded:
             try:
                 result = await self._store.store(
