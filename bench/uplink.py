@@ -17,10 +17,16 @@ series) into its leaf's stream, all sites at once. Timed:
   R3 stream at the center (as ``ZC_CENTER``), consumed by ``--workers`` bare pull consumers that
   acknowledge without decoding or storing.
 
+Both are timed the same way: from the first publish, with the streams' sources, the
+consumers and the workers set up ``SETTLE_S`` beforehand (setting up 100 sources takes
+seconds; charged to the ceiling, it made 1.2 M readings/s look like 0.8 M).
+
 Prints readings/s of both and their ratio (median over ``--repeat`` runs, ceiling and
-end to end alternating), and the CPU time each part spent per million readings
-end to end (cluster nodes, workers, PostgreSQL when it runs here, leaf nodes), from
-which a 1,000-site group is sized; last the JSON line
+end to end alternating); the CPU time each part spent per million readings within the
+timed window (ceiling: cluster nodes, leaf nodes, this process; end to end: cluster
+nodes, workers, PostgreSQL when it runs here, leaf nodes, this process), from which a
+1,000-site group is sized; PostgreSQL's transactions, WAL bytes and full-page images
+per reading end to end; last the JSON line
 ``{"metric": "uplink_readings_per_s", "value": ..., "ceiling": ..., "ratio": ...}``.
 
     python bench/uplink.py [--sites 100] [--messages 60] [--rows 200] [--workers 2]

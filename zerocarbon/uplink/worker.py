@@ -4,7 +4,8 @@ Workers are stateless and interchangeable: each binds to the shared durable pull
 consumer :data:`~zerocarbon.uplink.subjects.CENTER_CONSUMER` with explicit
 acknowledgements, takes up to ``fetch_batch`` messages, stores them in the central
 database in one transaction (:class:`~zerocarbon.uplink.center_store.CenterStore`,
-idempotent) and only then acknowledges them. A worker killed mid-batch has
+idempotent) and only then acknowledges them; it fetches and decodes the next batch
+meanwhile, so that the database and the worker work at once. A worker killed mid-batch has
 acknowledged nothing of that batch: JetStream redelivers it to another worker after
 ``ack_wait_s``, and storing it again changes nothing. More workers take more messages
 at once (JetStream spreads a pull consumer's messages over its waiting pulls).
