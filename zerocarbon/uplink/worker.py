@@ -30,6 +30,7 @@ import asyncpg
 import nats
 import nats.errors
 from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
 
 from zerocarbon.uplink import wire
 from zerocarbon.uplink.center_store import CenterStore, InvalidMessage
@@ -155,7 +156,7 @@ class IngestWorker:
 
     async def _pull(
         self,
-        sub: Any,
+        sub: JetStreamContext.PullSubscription,
         ready: asyncio.Queue[list[tuple[Msg, UplinkMessage]] | None],
     ) -> None:
         """Fetch and decode batches into ``ready`` until a stop is asked, then put
@@ -211,12 +212,6 @@ class IngestWorker:
         if text != self._last_error:
             log.warning("%s: NATS: %s", self.name, text)
         self._last_error = text
-
-    async def handle(self, msgs: list[Msg]) -> bool:
-        """Store ``msgs`` and acknowledge them; False when the database failed (then
-        nothing is acknowledged and JetStream redelivers them)."""
-        decoded = await self._decode(msgs)
-        return await self._store_and_ack(decoded) if decoded else True
 
     async def _decode(self, msgs: list[Msg]) -> list[tuple[Msg, UplinkMessage]]:
         """The messages decoded; one that does not decode is terminated and left out."""

@@ -12,7 +12,6 @@
 "use strict";
 
 (() => {
-  const TOKEN_KEY = "zerocarbon.token"; // the live page's: sessionStorage
   const DEFAULT_LANG = "zh-CN";
   const TREND_MONTHS = 12; // the scorecard's trend: the period's last 12 months
 
@@ -54,27 +53,7 @@
 
   // --- reads --------------------------------------------------------------------------
 
-  function authHeaders() {
-    const token = sessionStorage.getItem(TOKEN_KEY) || "";
-    return token ? { Authorization: `Bearer ${token}` } : {};
-  }
-
-  /** GET a JSON read: {status, body, detail}; a network failure is status 0. */
-  async function getJson(url) {
-    try {
-      const res = await fetch(url, { cache: "no-store", headers: authHeaders() });
-      let body = null;
-      try {
-        body = await res.json();
-      } catch (err) {
-        body = null;
-      }
-      const detail = body && typeof body.detail === "string" ? body.detail : "";
-      return { status: res.status, body: res.ok ? body : null, detail };
-    } catch (err) {
-      return { status: 0, body: null, detail: String(err) };
-    }
-  }
+  const getJson = (url) => zc.getJson(url);
 
   // --- formatting (the page's language, the site's time zone) --------------------------
 

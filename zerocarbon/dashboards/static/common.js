@@ -9,6 +9,7 @@
 
 window.zc = (() => {
   const LANG_KEY = "zerocarbon.lang"; // localStorage: the language the user chose
+  const TOKEN_KEY = "zerocarbon.token"; // sessionStorage: forgotten when the tab closes
 
   // --- language -----------------------------------------------------------------------
 
@@ -110,6 +111,33 @@ window.zc = (() => {
     return { cached, number, fmt, pct, clear: () => cache.clear() };
   }
 
+  // --- reads --------------------------------------------------------------------------
+
+  /** The Authorization header of the token the user gave this tab, if any. */
+  function authHeaders() {
+    const token = sessionStorage.getItem(TOKEN_KEY) || "";
+    return token ? { Authorization: `Bearer ${token}` } : {};
+  }
+
+  /** GET a JSON read: {status, body, detail}; a network failure is status 0.
+   *  `onDenied(status)`, if given, is called on 401 or 403. */
+  async function getJson(url, onDenied) {
+    try {
+      const res = await fetch(url, { cache: "no-store", headers: authHeaders() });
+      let body = null;
+      try {
+        body = await res.json();
+      } catch (err) {
+        body = null;
+      }
+      if (onDenied && (res.status === 401 || res.status === 403)) onDenied(res.status);
+      const detail = body && typeof body.detail === "string" ? body.detail : "";
+      return { status: res.status, body: res.ok ? body : null, detail };
+    } catch (err) {
+      return { status: 0, body: null, detail: String(err) };
+    }
+  }
+
   return { normLang, pickLang, keepLang, otherLang, translator, loadCatalogue, translatePage,
-    formats };
+    formats, TOKEN_KEY, authHeaders, getJson };
 })();

@@ -12,7 +12,7 @@
 (() => {
   const HOUR_MS = 3600e3;
   const REFRESH_MS = 30e3; // the sites, hours and ranking are read again this often
-  const TOKEN_KEY = "zerocarbon.token"; // sessionStorage, as the site pages
+  const TOKEN_KEY = zc.TOKEN_KEY; // sessionStorage, as the site pages
   const DEFAULT_LANG = "zh-CN";
 
   const state = {
@@ -47,28 +47,7 @@
 
   // --- reads --------------------------------------------------------------------------
 
-  function authHeaders() {
-    const token = sessionStorage.getItem(TOKEN_KEY) || "";
-    return token ? { Authorization: `Bearer ${token}` } : {};
-  }
-
-  /** GET a JSON read: {status, body, detail}; a network failure is status 0. */
-  async function getJson(url) {
-    try {
-      const res = await fetch(url, { cache: "no-store", headers: authHeaders() });
-      let body = null;
-      try {
-        body = await res.json();
-      } catch (err) {
-        body = null;
-      }
-      if (res.status === 401 || res.status === 403) askToken(res.status);
-      const detail = body && typeof body.detail === "string" ? body.detail : "";
-      return { status: res.status, body: res.ok ? body : null, detail };
-    } catch (err) {
-      return { status: 0, body: null, detail: String(err) };
-    }
-  }
+  const getJson = (url) => zc.getJson(url, askToken);
 
   function askToken(status) {
     if (status === 401) sessionStorage.removeItem(TOKEN_KEY);
