@@ -8,7 +8,9 @@ fresh central PostgreSQL database.
 
 Each site publishes ``--messages`` readings messages of ``--rows`` readings (the wire
 format of :mod:`zerocarbon.uplink.wire`, encoded beforehand; plant-like values on 200
-series) into its leaf's stream, all sites at once. Timed:
+series: 20 devices of 10 metrics polled every 5 s, a device's 10 readings sharing the
+ts of its poll as a Modbus request's registers do, so that the center stores sets of 10
+readings) into its leaf's stream, all sites at once. Timed:
 
 - **end to end**: from the first publish until the central database holds every
   reading (``sites.readings``, counted by the workers' transactions);
@@ -102,6 +104,7 @@ METRICS = (
 PER_SITE_READINGS_PER_S = 40.0  # 200 series read every 5 s: the sizing assumption
 GROUP_SITES = 1_000
 TIMEOUT_S = 600.0
+DEVICE_STAGGER_US = 25_000  # between two devices' polls in a round [us]
 SETTLE_S = 3.0  # before either timed run: sources, consumers and workers set up
 
 
@@ -116,7 +119,10 @@ def site_payloads(site: str, messages: int, rows: int, run: int, seed: int) -> l
     for k in range(messages):
         idx = np.arange(k * rows, (k + 1) * rows)
         s = series[idx % len(series)]
-        ts = base_us + (idx // len(series)) * 5_000_000
+        # a device's metrics share the ts of its poll (one Modbus request); the devices
+        # of a site are polled DEVICE_STAGGER_US apart within each 5 s round
+        device = (idx % len(series)) // len(METRICS)
+        ts = base_us + (idx // len(series)) * 5_000_000 + device * DEVICE_STAGGER_US
         value = np.round(rng.normal(100.0, 10.0, rows), 3)
         batch = ReadingBatch(s, ts.astype(np.int64), value, np.zeros(rows, dtype=np.uint8))
         payloads.append(wire.encode(wire.readings_message(site, batch, registry)))

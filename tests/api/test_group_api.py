@@ -39,7 +39,7 @@ NOW = datetime(2026, 7, 2, 8, 30, tzinfo=UTC)
 H0 = datetime(2026, 7, 2, 6, tzinfo=UTC)  # two whole hours before NOW's hour
 HOUR = timedelta(hours=1)
 CENTER_TABLES = (
-    "sites, site_series, site_readings, site_hourly_carbon, site_hourly_line, site_alerts, "
+    "sites, site_series, site_reading_sets, site_hourly_carbon, site_hourly_line, site_alerts, "
     "site_device_events, site_accounts, api_tokens"
 )
 

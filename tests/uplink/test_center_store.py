@@ -40,7 +40,7 @@ CATALOG = (("main", "active_power_kw"), ("main", "energy_import_kwh"), ("line1",
 TABLES = (
     "sites",
     "site_series",
-    "site_readings",
+    "site_reading_sets",
     "site_hourly_carbon",
     "site_hourly_line",
     "site_alerts",
@@ -577,3 +577,140 @@ async def test_an_empty_batch_writes_nothing(pool: asyncpg.Pool) -> None:
     result = await CenterStore(pool).store([], received_at=RECEIVED)
     assert result.readings_received == 0 and result.new_readings_by_site == {}
     assert all(not rows for rows in (await snapshot(pool)).values())
+
+
+def poll(site: str, second: int, series: Sequence[int], value0: float = 0.0) -> ReadingsMessage:
+    """One poll's readings of ``series`` (indexes into CATALOG), all at one ts."""
+    idx = np.array(series, dtype=np.uint16)
+    return ReadingsMessage(
+        site=site,
+        catalog=CATALOG,
+        series=idx,
+        ts_us=np.full(idx.shape[0], datetime_to_us(T0) + second * 1_000_000, dtype=np.int64),
+        value=value0 + idx.astype(np.float64),
+        quality=np.zeros(idx.shape[0], dtype=np.uint8),
+    )
+
+
+async def sets_of(pool: asyncpg.Pool) -> list[tuple[int, list[int], list[float]]]:
+    """(second after T0, series ids, values) of every stored set, in key order."""
+    rows = await pool.fetch(
+        "SELECT ts, series_id, value FROM site_reading_sets ORDER BY ts, site_id"
+    )
+    return [
+        (int((r["ts"] - T0).total_seconds()), list(r["series_id"]), list(r["value"])) for r in rows
+    ]
+
+
+async def test_a_poll_cut_across_two_batches_is_merged_into_one_set(pool: asyncpg.Pool) -> None:
+    store = CenterStore(pool)
+    # a poll cut at a message's end, its parts fetched in two batches (a probe finds
+    # the key: the merge path)
+    first = await store.store(
+        [poll("plant-a", 1, [0]), poll("plant-a", 2, [2])], received_at=RECEIVED
+    )
+    assert first.readings_stored == 2
+    second = await store.store(
+        [poll("plant-a", 2, [0, 1], value0=50.0), poll("plant-a", 3, [1])], received_at=RECEIVED
+    )
+    assert (second.readings_stored, second.duplicates) == (3, 0)
+    rows = await pool.fetch("SELECT device, metric, id FROM site_series")
+    by_key = {(r["device"], r["metric"]): int(r["id"]) for r in rows}
+    ids = [by_key[k] for k in CATALOG]  # site_series.id of each CATALOG index
+
+    def set_of(second: int, values: dict[int, float]) -> tuple[int, list[int], list[float]]:
+        """The stored set expected: series ascending by id (values by CATALOG index)."""
+        pairs = sorted((ids[i], v) for i, v in values.items())
+        return (second, [p[0] for p in pairs], [p[1] for p in pairs])
+
+    assert await sets_of(pool) == [
+        set_of(1, {0: 0.0}),
+        set_of(2, {0: 50.0, 1: 51.0, 2: 2.0}),  # one set
+        set_of(3, {1: 1.0}),
+    ]
+    # a replay of the second batch with one more reading in a stored set: only it is
+    # new, and the stored copies keep their values
+    again = await store.store(
+        [poll("plant-a", 2, [0, 1, 2], value0=99.0), poll("plant-a", 3, [0, 1], value0=99.0)],
+        received_at=RECEIVED,
+    )
+    assert (again.readings_stored, again.duplicates) == (1, 4)
+    assert (await sets_of(pool))[1:] == [
+        set_of(2, {0: 50.0, 1: 51.0, 2: 2.0}),
+        set_of(3, {0: 99.0, 1: 1.0}),
+    ]
+    assert (await site_row(pool, "plant-a"))["readings"] == 6
+    assert await pool.fetchval("SELECT count(*) FROM site_readings") == 6
+
+
+async def test_a_stored_key_the_probe_misses_is_merged_exactly(pool: asyncpg.Pool) -> None:
+    store = CenterStore(pool)
+    await store.store([poll("plant-a", 5, [1])], received_at=RECEIVED)
+    # the stored key is neither the first nor the last of the message: the primary key
+    # refuses the straight COPY and the whole batch is merged
+    middle = ReadingsMessage(
+        site="plant-a",
+        catalog=CATALOG,
+        series=np.array([0, 0, 2, 1, 0], dtype=np.uint16),
+        ts_us=datetime_to_us(T0) + np.array([4, 5, 5, 5, 6], dtype=np.int64) * 1_000_000,
+        value=np.array([4.0, 5.0, 5.2, 9.9, 6.0]),
+        quality=np.zeros(5, dtype=np.uint8),
+    )
+    result = await store.store([middle, poll("plant-b", 5, [0, 1])], received_at=RECEIVED)
+    assert result.new_readings_by_site == {"plant-a": 4, "plant-b": 2}
+    assert result.duplicates == 1
+    assert await stored_rows(pool) == expected_rows(
+        [poll("plant-a", 5, [1]), middle, poll("plant-b", 5, [0, 1])]
+    )
+
+
+async def test_a_poll_of_many_registers_is_stored_and_read_back(pool: asyncpg.Pool) -> None:
+    # 1,500 readings at one ts: a row PostgreSQL compresses (TOAST), read back whole
+    catalog = tuple((f"meter{i // 10}", f"reg{i % 10}") for i in range(1_500))
+    m = ReadingsMessage(
+        site="plant-a",
+        catalog=catalog,
+        series=np.arange(1_500, dtype=np.uint16),
+        ts_us=np.full(1_500, datetime_to_us(T0), dtype=np.int64),
+        value=np.random.default_rng(7).normal(100.0, 10.0, 1_500),
+        quality=np.zeros(1_500, dtype=np.uint8),
+    )
+    result = await CenterStore(pool).store([m], received_at=RECEIVED)
+    assert result.readings_stored == 1_500
+    assert await stored_rows(pool) == expected_rows([m])
+    assert await pool.fetchval("SELECT count(*) FROM site_reading_sets") == 1
+
+
+async def test_a_version_1_center_is_regrouped_into_sets(pg_server_url: str) -> None:
+    """A center database of schema 1 (a row per reading) keeps every reading."""
+    name = f"zc_test_center_v1_{secrets.token_hex(3)}"
+    url = await ensure_database(pg_server_url, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """
+CREATE TABLE center_migrations (
+    version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO center_migrations (version) VALUES (1);
+CREATE TABLE sites (id serial PRIMARY KEY, site text NOT NULL UNIQUE);
+CREATE TABLE site_readings (
+    site_id integer NOT NULL, series_id integer NOT NULL, ts timestamptz NOT NULL,
+    value double precision NOT NULL, quality smallint NOT NULL DEFAULT 0,
+    PRIMARY KEY (ts, site_id, series_id));
+INSERT INTO site_readings
+SELECT 1 + g % 3, 10 + g % 7, '2026-01-01Z'::timestamptz + (g / 21) * interval '1 s',
+       g * 0.5, g % 2
+FROM generate_series(0, 2099) AS g;
+"""
+        )
+        query = "SELECT site_id, series_id, ts, value, quality FROM site_readings ORDER BY 1, 2, 3"
+        before = [tuple(r) for r in await conn.fetch(query)]
+        await create_center_schema(conn)
+        assert [tuple(r) for r in await conn.fetch(query)] == before
+        assert len(before) == 2_100
+        assert await conn.fetchval("SELECT count(*) FROM site_reading_sets") == 300
+        assert await conn.fetchval("SELECT max(version) FROM center_migrations") == 2
+        assert await conn.fetchval("SELECT to_regclass('site_readings_v1')") is None
+    finally:
+        await conn.close()
+        await drop_database(pg_server_url, name)

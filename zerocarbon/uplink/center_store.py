@@ -52,7 +52,7 @@ from numpy.typing import NDArray
 
 from zerocarbon.batch import MAX_TS_US, MIN_TS_US, us_to_datetime
 from zerocarbon.rows import HourlyCarbon, HourlyLine, sql_columns
-from zerocarbon.storage.copy_binary import PG_EPOCH_US, encode_rows
+from zerocarbon.uplink.center_readings import store_reading_sets
 from zerocarbon.uplink.messages import (
     AccountsMessage,
     AlertRecord,
@@ -65,72 +65,14 @@ from zerocarbon.uplink.messages import (
     StatusMessage,
     UplinkMessage,
 )
+from zerocarbon.uplink.reading_sets import group_readings
 from zerocarbon.uplink.subjects import check_site_id
 
 __all__ = [
-    "SITE_READING_COLUMNS",
     "CenterStore",
     "InvalidMessage",
     "StoreResult",
-    "encode_site_readings",
 ]
-
-SITE_READING_COLUMNS = ("site_id", "series_id", "ts", "value", "quality")
-
-# One row of PostgreSQL's binary COPY format (see zerocarbon.storage.copy_binary) for
-# (site_id int4, series_id int4, ts timestamptz, value float8, quality int2): a field
-# count, then per field its byte length and its big-endian value; 48 bytes, no padding.
-SITE_READING_DTYPE = np.dtype(
-    [
-        ("nfields", ">i2"),
-        ("site_len", ">i4"),
-        ("site_id", ">i4"),
-        ("series_len", ">i4"),
-        ("series_id", ">i4"),
-        ("ts_len", ">i4"),
-        ("ts", ">i8"),
-        ("value_len", ">i4"),
-        ("value", ">f8"),
-        ("quality_len", ">i4"),
-        ("quality", ">i2"),
-    ]
-)
-assert SITE_READING_DTYPE.itemsize == 48
-
-_LENGTHS = {
-    "nfields": 5,
-    "site_len": 4,
-    "series_len": 4,
-    "ts_len": 8,
-    "value_len": 8,
-    "quality_len": 2,
-}
-
-
-def encode_site_readings(
-    site_id: NDArray[np.integer],
-    series_id: NDArray[np.integer],
-    ts_us: NDArray[np.int64],
-    value: NDArray[np.float64],
-    quality: NDArray[np.integer],
-) -> bytearray:
-    """Binary COPY data of rows :data:`SITE_READING_COLUMNS` from equal-length arrays.
-
-    ``ts_us`` is POSIX time [us] (years 1..9999); ``value`` in the metric's unit;
-    ``quality`` :class:`zerocarbon.batch.Quality`. Returns a ``bytearray`` for asyncpg's
-    ``copy_to_table(source=...)`` (a ``bytes`` object would be taken for a file name).
-    """
-    return encode_rows(
-        SITE_READING_DTYPE,
-        _LENGTHS,
-        {
-            "site_id": site_id,
-            "series_id": series_id,
-            "ts": ts_us - PG_EPOCH_US,
-            "value": value,
-            "quality": quality,
-        },
-    )
 
 
 class InvalidMessage(ValueError):
@@ -186,25 +128,6 @@ _SERIES_IDS = """
 SELECT s.id, s.site_id, s.device, s.metric FROM site_series s
 JOIN unnest($1::integer[], $2::text[], $3::text[]) AS k(site_id, device, metric)
   USING (site_id, device, metric)
-"""
-_STAGING_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS site_readings_in (LIKE site_readings INCLUDING DEFAULTS)
-ON COMMIT DELETE ROWS
-"""
-_READINGS_NEW = f"""
-WITH stored AS (
-    INSERT INTO site_readings ({", ".join(SITE_READING_COLUMNS)})
-    SELECT {", ".join(SITE_READING_COLUMNS)} FROM site_readings_in
-    ON CONFLICT (ts, site_id, series_id) DO NOTHING
-    RETURNING site_id
-)
-SELECT site_id, count(*) AS n FROM stored GROUP BY site_id
-"""
-_PROBE = """
-SELECT DISTINCT k.i FROM unnest($1::integer[], $2::integer[], $3::integer[], $4::timestamptz[])
-  AS k(i, site_id, series_id, ts)
-WHERE EXISTS (SELECT 1 FROM site_readings r
-              WHERE r.site_id = k.site_id AND r.series_id = k.series_id AND r.ts = k.ts)
 """
 _STATUS = """
 UPDATE sites AS s
@@ -653,99 +576,39 @@ def _columns_of(
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class _MessageRows:
-    """A readings message with its central ids."""
-
-    message: ReadingsMessage
-    site_id: NDArray[np.int32]
-    series_id: NDArray[np.int32]
-
-
-def _encode(parts: Sequence[_MessageRows], *, in_key_order: bool = False) -> bytearray:
-    """The rows of ``parts`` as binary COPY data, in batch order or, with
-    ``in_key_order``, in primary-key order (ts, site, series): a group's batch mixes
-    thousands of series, and inserting them in index order walks the B-tree once
-    instead of jumping between leaves."""
-    site_id = np.concatenate([p.site_id for p in parts])
-    series_id = np.concatenate([p.series_id for p in parts])
-    ts_us = np.concatenate([p.message.ts_us for p in parts])
-    value = np.concatenate([p.message.value for p in parts])
-    quality = np.concatenate([p.message.quality for p in parts])
-    if in_key_order:
-        order = np.lexsort((series_id, site_id, ts_us))
-        site_id, series_id, ts_us = site_id[order], series_id[order], ts_us[order]
-        value, quality = value[order], quality[order]
-    return encode_site_readings(site_id, series_id, ts_us, value, quality)
-
-
 async def _store_readings(
     conn: asyncpg.Connection,
     readings: Sequence[ReadingsMessage],
     site_ids: Mapping[str, int],
     lookups: Mapping[tuple[int, int], _CatalogIds],
 ) -> dict[str, int]:
-    """Store the batch's readings; returns the new rows of ``site_readings`` per site
-    id (sites without new rows may be left out).
-
-    The messages of which a probed reading (the first and the last) is stored already
-    (redelivered, replayed) go through the staging table; the others are one binary
-    COPY into ``site_readings`` in a savepoint, and go through the staging table too,
-    with the rest, when the primary key refuses it (a message stored in part, a key
-    twice in the batch)."""
-    parts: list[_MessageRows] = []
-    for m in readings:
-        if not len(m):
-            continue
-        site_id = site_ids[m.site]
-        lookup = lookups[(site_id, id(m.catalog))][1]
-        parts.append(_MessageRows(m, np.full(len(m), site_id, dtype=np.int32), lookup[m.series]))
-    if not parts:
+    """Store the batch's readings as sets per (site, ts)
+    (:mod:`zerocarbon.uplink.center_readings`); returns the new readings per site
+    (sites without new readings may be left out)."""
+    messages = [m for m in readings if len(m)]
+    if not messages:
         return {}
-    seen = await _stored_before(conn, parts)
-    fresh = [p for i, p in enumerate(parts) if i not in seen]
-    staged = [p for i, p in enumerate(parts) if i in seen]
-    new: dict[str, int] = {}
-    if fresh:
-        try:
-            async with conn.transaction():  # a savepoint: refused if any key is stored
-                await conn.copy_to_table(
-                    "site_readings",
-                    source=_encode(fresh, in_key_order=True),
-                    columns=SITE_READING_COLUMNS,
-                    format="binary",
-                )
-        except asyncpg.UniqueViolationError:
-            staged = parts  # nothing of it was stored: all of it, in batch order
-        else:
-            for p in fresh:
-                new[p.message.site] = new.get(p.message.site, 0) + len(p.message)
-    if staged:
-        await conn.execute(_STAGING_DDL)
-        await conn.copy_to_table(
-            "site_readings_in",
-            source=_encode(staged),
-            columns=SITE_READING_COLUMNS,
-            format="binary",
-        )
-        site_of = {v: k for k, v in site_ids.items()}
-        for r in await conn.fetch(_READINGS_NEW):
-            site = site_of[int(r["site_id"])]
-            new[site] = new.get(site, 0) + int(r["n"])
-    return new
-
-
-async def _stored_before(conn: asyncpg.Connection, parts: Sequence[_MessageRows]) -> set[int]:
-    """Indexes of the messages whose first or last reading is stored (one query)."""
-    probes = [(i, j) for i, p in enumerate(parts) for j in {0, len(p.message) - 1}]
-    rows = await conn.fetch(
-        _PROBE,
-        [i for i, _ in probes],
-        [int(parts[i].site_id[j]) for i, j in probes],
-        [int(parts[i].series_id[j]) for i, j in probes],
-        [us_to_datetime(int(parts[i].message.ts_us[j])) for i, j in probes],
+    site_of_message = [site_ids[m.site] for m in messages]
+    sets = group_readings(
+        np.repeat(np.array(site_of_message, dtype=np.int32), [len(m) for m in messages]),
+        np.concatenate([m.ts_us for m in messages]),
+        np.concatenate(
+            [
+                lookups[(sid, id(m.catalog))][1][m.series]
+                for sid, m in zip(site_of_message, messages, strict=True)
+            ]
+        ),
+        np.concatenate([m.value for m in messages]),
+        np.concatenate([m.quality for m in messages]),
     )
-    return {int(r["i"]) for r in rows}
+    probes = [
+        (sid, int(m.ts_us[j]))
+        for sid, m in zip(site_of_message, messages, strict=True)
+        for j in (0, len(m) - 1)
+    ]
+    site_of = {v: k for k, v in site_ids.items()}
+    new = await store_reading_sets(conn, sets, probes)
+    return {site_of[site_id]: n for site_id, n in new.items()}
 
 
 async def _store_hourly(

@@ -1,0 +1,163 @@
+"""Readings into the center's ``site_reading_sets``: each (site, ts, series) stored
+once, what was new counted exactly, whatever arrived before or arrives at once.
+
+A worker's batch, grouped per (site, ts) (:func:`zerocarbon.uplink.reading_sets.
+group_readings`), goes in by one of two paths:
+
+- **straight**: the sets whose key is not stored yet are one binary COPY into
+  ``site_reading_sets``, in a savepoint. The primary key (ts, site_id) refuses the
+  COPY when a key exists after all (another worker stored it meanwhile; a probe
+  missed it); then all of the batch takes the merge path.
+- **merge**: the sets whose key a probe found stored (a redelivery, a replay, or a
+  poll's readings cut across two messages that reached different batches) are copied
+  into a session-local staging table, then
+
+  1. inserted where their key is still free (``ON CONFLICT DO NOTHING``, which waits
+     for a concurrent insert of the key to end); these are new as a whole;
+  2. the stored rows of the other keys are locked (``FOR UPDATE``, in key order), in a
+     statement of their own, so that no one changes them until this transaction ends;
+  3. each such row gets the staged readings of series it does not hold, merged in
+     series order, by a statement whose snapshot, taken after the locks, sees the
+     rows' last committed state: what it appends is exactly what was new.
+
+The probe looks up the keys of each message's first and last reading only: a replay
+or redelivery repeats whole messages, and a poll cut across two messages is cut at a
+message's end; a key the probe misses is caught by the primary key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import asyncpg
+import numpy as np
+
+from zerocarbon.batch import us_to_datetime
+from zerocarbon.uplink.reading_sets import (
+    READING_SET_COLUMNS,
+    ReadingSets,
+    encode_reading_sets,
+)
+
+__all__ = ["store_reading_sets"]
+
+TABLE = "site_reading_sets"
+STAGING = "site_reading_sets_in"
+
+_STAGING_DDL = f"""
+CREATE TEMP TABLE IF NOT EXISTS {STAGING} (LIKE {TABLE} INCLUDING DEFAULTS)
+ON COMMIT DELETE ROWS
+"""
+_PROBE = f"""
+SELECT k.site_id, k.ts FROM unnest($1::integer[], $2::timestamptz[]) AS k(site_id, ts)
+WHERE EXISTS (SELECT 1 FROM {TABLE} r WHERE r.ts = k.ts AND r.site_id = k.site_id)
+"""
+_COLUMNS = ", ".join(READING_SET_COLUMNS)
+_INSERT_FREE = f"""
+WITH stored AS (
+    INSERT INTO {TABLE} ({_COLUMNS})
+    SELECT {_COLUMNS} FROM {STAGING} ORDER BY ts, site_id
+    ON CONFLICT (ts, site_id) DO NOTHING
+    RETURNING site_id, ts, cardinality(series_id) AS n
+), done AS (
+    DELETE FROM {STAGING} i USING stored s WHERE i.ts = s.ts AND i.site_id = s.site_id
+)
+SELECT site_id, sum(n)::bigint AS n FROM stored GROUP BY site_id
+"""
+_LOCK_STORED = f"""
+SELECT 1 FROM {TABLE} r JOIN {STAGING} i ON r.ts = i.ts AND r.site_id = i.site_id
+ORDER BY r.ts, r.site_id
+FOR UPDATE OF r
+"""
+_MERGE = f"""
+WITH extra AS (
+    SELECT i.site_id, i.ts,
+           array_agg(u.series_id) AS series_id,
+           array_agg(u.value) AS value,
+           array_agg(u.quality) AS quality
+    FROM {STAGING} i
+    JOIN {TABLE} r ON r.ts = i.ts AND r.site_id = i.site_id
+    CROSS JOIN LATERAL unnest(i.series_id, i.value, i.quality) AS u(series_id, value, quality)
+    WHERE u.series_id <> ALL (r.series_id)
+    GROUP BY i.site_id, i.ts
+), merged AS (
+    UPDATE {TABLE} r
+    SET (series_id, value, quality) = (
+        SELECT array_agg(m.s ORDER BY m.s), array_agg(m.v ORDER BY m.s),
+               array_agg(m.q ORDER BY m.s)
+        FROM unnest(r.series_id || e.series_id, r.value || e.value,
+                    r.quality || e.quality) AS m(s, v, q)
+    )
+    FROM extra e
+    WHERE r.ts = e.ts AND r.site_id = e.site_id
+    RETURNING r.site_id, cardinality(e.series_id) AS n
+)
+SELECT site_id, sum(n)::bigint AS n FROM merged GROUP BY site_id
+"""
+
+
+async def store_reading_sets(
+    conn: asyncpg.Connection, sets: ReadingSets, probes: Iterable[tuple[int, int]]
+) -> dict[int, int]:
+    """Store ``sets`` (each key once, as :func:`group_readings` gives them) in the
+    transaction ``conn`` is in; returns the new readings per site id (sites without
+    new readings may be left out).
+
+    ``probes``: (site id, ts [us]) keys to look up first, those of each message's first
+    and last reading; the sets of keys found stored take the merge path.
+    """
+    if not len(sets):
+        return {}
+    stored = await _stored_keys(conn, probes)
+    seen = np.zeros(len(sets), dtype=np.bool_)
+    if stored:
+        for k, key in enumerate(zip(sets.site_id.tolist(), sets.ts_us.tolist(), strict=True)):
+            seen[k] = key in stored
+    new: dict[int, int] = {}
+    staged = sets.take(seen) if stored else None
+    if not bool(seen.all()):
+        fresh = sets.take(~seen) if stored else sets
+        try:
+            async with conn.transaction():  # a savepoint: refused if any key is stored
+                await conn.copy_to_table(
+                    TABLE,
+                    source=encode_reading_sets(fresh),
+                    columns=READING_SET_COLUMNS,
+                    format="binary",
+                )
+        except asyncpg.UniqueViolationError:
+            staged = sets  # nothing of it was stored: all of it
+        else:
+            new = fresh.readings_by_site()
+    if staged is not None and len(staged):
+        for site_id, n in (await _merge(conn, staged)).items():
+            new[site_id] = new.get(site_id, 0) + n
+    return new
+
+
+async def _stored_keys(
+    conn: asyncpg.Connection, probes: Iterable[tuple[int, int]]
+) -> set[tuple[int, int]]:
+    """The probed (site id, ts [us]) keys that ``site_reading_sets`` holds."""
+    keys = sorted(set(probes))
+    if not keys:
+        return set()
+    by_time = {us_to_datetime(ts_us): ts_us for _, ts_us in keys}
+    rows = await conn.fetch(_PROBE, [s for s, _ in keys], [us_to_datetime(t) for _, t in keys])
+    return {(int(r["site_id"]), by_time[r["ts"]]) for r in rows}
+
+
+async def _merge(conn: asyncpg.Connection, staged: ReadingSets) -> dict[int, int]:
+    """The merge path (module docstring): new readings per site id."""
+    await conn.execute(_STAGING_DDL)
+    await conn.copy_to_table(
+        STAGING, source=encode_reading_sets(staged), columns=READING_SET_COLUMNS, format="binary"
+    )
+    new: dict[int, int] = {}
+    for r in await conn.fetch(_INSERT_FREE):
+        new[int(r["site_id"])] = int(r["n"])
+    await conn.execute(_LOCK_STORED)
+    for r in await conn.fetch(_MERGE):
+        site_id = int(r["site_id"])
+        new[site_id] = new.get(site_id, 0) + int(r["n"])
+    return new
