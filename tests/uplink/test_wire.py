@@ -233,6 +233,28 @@ def test_split_keeps_every_row_in_order_with_each_parts_own_catalog() -> None:
         split_readings(msg, 0)
 
 
+def test_split_keeps_a_poll_in_one_part_unless_it_is_too_big() -> None:
+    """Polls of 7 readings sharing a ts: cut between polls; a poll of 1,200: cut."""
+    catalog = tuple((f"meter-{k}", "active_power_kw") for k in range(7))
+    polls = 300
+    ts = np.repeat(T0_US + np.arange(polls, dtype=np.int64) * 1_000_000, 7)
+    big = np.full(1_200, T0_US + polls * 1_000_000, dtype=np.int64)
+    msg = ReadingsMessage(
+        SITE,
+        catalog,
+        np.concatenate([np.tile(np.arange(7), polls), np.arange(1_200) % 7]).astype(np.uint16),
+        np.concatenate([ts, big]),
+        np.arange(polls * 7 + 1_200, dtype=np.float64),
+        np.zeros(polls * 7 + 1_200, dtype=np.uint8),
+    )
+    parts = split_readings(msg, 500)
+    assert [len(p) for p in parts] == [497] * 4 + [112, 500, 500, 200]
+    assert [k for p in parts for k in keys_of(p)] == keys_of(msg)
+    firsts = [int(p.ts_us[0]) for p in parts]
+    lasts = [int(p.ts_us[-1]) for p in parts]
+    assert all(a < b for a, b in zip(lasts[:4], firsts[1:5], strict=True))  # no poll cut
+
+
 def test_worst_case_message_is_under_nats_max_payload() -> None:
     """MAX_ROWS_PER_MESSAGE rows, each a series of its own with names of the longest,
     random bits as values and times: the payload stays under 1 MiB."""

@@ -203,8 +203,11 @@ def split_readings(
     """``msg`` cut into messages of at most ``max_rows`` rows, rows kept in order.
 
     Each part's catalog holds only the series present in it (in the order of ``msg``'s
-    catalog). A message of ``max_rows`` rows or fewer is returned as it is; an empty
-    message gives no parts.
+    catalog). A cut falls where the ts changes, when the part holds such a place: the
+    readings of one poll (one ts, side by side) stay in one message, so that the center
+    stores them as one set without merging parts; a poll of more than ``max_rows``
+    readings is cut. A message of ``max_rows`` rows or fewer is returned as it is; an
+    empty message gives no parts.
     """
     if max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, not {max_rows}")
@@ -214,8 +217,14 @@ def split_readings(
     if n <= max_rows:
         return [msg]
     parts: list[ReadingsMessage] = []
-    for start in range(0, n, max_rows):
+    new_ts = np.flatnonzero(msg.ts_us[1:] != msg.ts_us[:-1]) + 1  # rows starting a ts
+    start = 0
+    while start < n:
         stop = min(start + max_rows, n)
+        if stop < n:
+            k = int(np.searchsorted(new_ts, stop, side="right")) - 1
+            if k >= 0 and int(new_ts[k]) > start:
+                stop = int(new_ts[k])  # the last change of ts inside the part
         series = msg.series[start:stop]
         present = np.zeros(len(msg.catalog), dtype=np.bool_)
         present[series] = True
@@ -232,6 +241,7 @@ def split_readings(
                 quality=msg.quality[start:stop].copy(),
             )
         )
+        start = stop
     return parts
 
 
