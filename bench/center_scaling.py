@@ -1,14 +1,21 @@
 """Center storage scaling: ingest worker processes storing into one central database.
 
 How far one PostgreSQL node takes a group's center, to decide how storage grows past it
-(``docs/center.md``). The same rows every run: ``--batches`` batches of ``--messages``
-readings messages of ``--readings`` readings each, from ``--sites`` sites (each site
-200 series, i.e. 40 meters x 5 metrics, polled every 5 s: a message is 5 polls of its
-site; values seeded noise, every row distinct). The messages form one stream, the
-sites in turn, as the center's work-queue stream holds them. For N = ``--workers``
-processes (``multiprocessing``, spawned, each its own connection and its own warm
-``CenterStore``: its sites and series exist and are cached), timed from a common start
-to the last process done, with ``CHECKPOINT`` before each run:
+(``docs/center.md``). The center stores a site's readings of one instant as one row of
+``site_reading_sets`` ``(site_id, ts, series_id[], value[], quality[])``, keyed
+(ts, site_id) (:mod:`zerocarbon.uplink.center_schema`; ``site_readings`` is a view
+unnesting them). The same readings every run: ``--batches`` batches of ``--messages``
+readings messages of ``--readings`` readings each, from ``--sites`` sites. Each site
+has 200 series, 40 meters x 5 metrics, polled every 5 s; a meter's 5 registers are
+read by one Modbus request and share one ts, meter ``d`` read ``d`` x 100 ms into the
+poll plus a seeded jitter of up to 20 ms a request, so each (site, ts) holds one
+meter's 5 readings: a set of 5, 40 sets a site and poll. A message is ``--readings``
+/ 200 whole polls of its site (5 by default; no set is split between messages);
+values are seeded noise, and every (site, ts, series) occurs once. The messages form
+one stream, the sites in turn, as the center's work-queue stream holds them. For N =
+``--workers`` processes (``multiprocessing``, spawned, each its own connection and its
+own warm ``CenterStore``: its sites and series exist and are cached), timed from a
+common start to the last process done, with ``CHECKPOINT`` before each run:
 
 - ``store, stream order``: process w stores batches w, w + N, w + 2N, ... of the stream
   (what JetStream's pull consumer hands N workers: every batch holds messages of many
@@ -16,21 +23,24 @@ to the last process done, with ``CHECKPOINT`` before each run:
 - ``store, sites split``: process w stores only the messages of the sites with
   ``index % N == w``, in stream order, in batches of the same size (as if each worker,
   or each database, had sites of its own);
-- ``ceiling, unlogged``: a bare binary COPY of the very rows ``CenterStore`` writes
-  (central ids, encoded beforehand) into ``bare``, an ``UNLOGGED`` copy of
-  ``site_readings`` with the same primary key, one transaction per batch, the stream
-  order's batches split as in the first line;
+- ``ceiling, unlogged``: a bare binary COPY of the very sets ``CenterStore`` writes
+  (central ids, grouped per (site, ts) and encoded beforehand, outside the timing, by
+  :mod:`zerocarbon.uplink.reading_sets`) into ``bare``, an ``UNLOGGED`` copy of
+  ``site_reading_sets`` with the same primary key (a plain table even where
+  ``site_reading_sets`` is a hypertable), one transaction per batch, the stream order's
+  batches split as in the first line;
 - ``ceiling, logged``: the same into ``bare_logged``, a logged copy (WAL written, as
-  for ``site_readings``).
+  for ``site_reading_sets``).
 
-Prints readings/s of each line per N (median of ``--repeat`` runs), the bytes a stored
-reading takes (``pg_relation_size`` of ``site_readings``, ``pg_indexes_size``,
-``pg_total_relation_size``, divided by its rows, after the stream-order runs), and an
-estimate for a group: per site 200 series at one reading per 5 s (40 readings/s, an
-assumption, not a measurement), the readings/s and bytes a day of ``--group-sites``
-sites against the best rate measured. Last the JSON line ``{"metric":
-"readings_per_s", "value": <best store rate>, "ceiling": <unlogged COPY at that N>,
-"ratio": ...}``.
+Prints readings/s of each line per N (median of ``--repeat`` runs; a reading is one
+(site, series, ts), of which a set holds 5), the bytes a stored reading takes
+(``pg_relation_size``, ``pg_indexes_size`` and ``pg_total_relation_size`` of
+``site_reading_sets``, divided by the readings its sets hold, the sum of
+``cardinality(series_id)``, after each stream-order run), and an estimate for a group:
+per site 200 series at one reading per 5 s (40 readings/s, an assumption, not a
+measurement), the readings/s and bytes a day of ``--group-sites`` sites against the
+best rate measured. Last the JSON line ``{"metric": "readings_per_s", "value": <best
+store rate>, "ceiling": <unlogged COPY at that N>, "ratio": ...}``.
 
     python bench/center_scaling.py [--workers 1,2,4] [--batches 16] [--messages 64]
         [--readings 1000] [--sites 100] [--repeat 3] [--database-url URL]
@@ -63,23 +73,26 @@ from zerocarbon.batch import datetime_to_us
 from zerocarbon.storage.database import drop_database, ensure_database, open_pool
 from zerocarbon.storage.embedded import EmbeddedPostgres
 from zerocarbon.uplink.center_schema import create_center_schema, readings_hypertable
-from zerocarbon.uplink.center_store import (
-    SITE_READING_COLUMNS,
-    CenterStore,
-    encode_site_readings,
-)
+from zerocarbon.uplink.center_store import CenterStore
 from zerocarbon.uplink.messages import ReadingsMessage
+from zerocarbon.uplink.reading_sets import (
+    READING_SET_COLUMNS,
+    encode_reading_sets,
+    group_readings,
+)
 
 DATABASE = "zc_bench_center_scaling"
 SEED = 20260701
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RECEIVED = T0 + timedelta(days=30)
 POLL_S = 5  # one reading per series every 5 s
-CATALOG = tuple(
-    (f"meter{d:02d}", metric)
-    for d in range(40)
-    for metric in ("active_power_kw", "reactive_power_kvar", "voltage_v", "current_a", "energy_kwh")
-)  # 200 series a site
+DEVICES = 40  # meters a site
+METRICS = ("active_power_kw", "reactive_power_kvar", "voltage_v", "current_a", "energy_kwh")
+CATALOG = tuple((f"meter{d:02d}", metric) for d in range(DEVICES) for metric in METRICS)
+# 200 series a site
+DEVICE_OFFSET_US = 100_000  # meter d read d x 100 ms into its poll [us]
+JITTER_US = 20_000  # and up to 20 ms later, seeded, per Modbus request [us]
+assert DEVICES * DEVICE_OFFSET_US + JITTER_US <= POLL_S * 1_000_000
 SITE_READINGS_PER_S = len(CATALOG) / POLL_S  # the assumed rate of one site: 40 readings/s
 STORE_MODES = ("store, stream order", "store, sites split")
 COPY_MODES = {"ceiling, unlogged": "bare", "ceiling, logged": "bare_logged"}
@@ -101,7 +114,7 @@ class Shape:
         return self.readings // len(CATALOG)
 
     @property
-    def rows(self) -> int:
+    def total_readings(self) -> int:
         return self.total_messages * self.polls * len(CATALOG)
 
 
@@ -110,18 +123,25 @@ def site_name(index: int) -> str:
 
 
 def message(shape: Shape, k: int) -> ReadingsMessage:
-    """Message ``k`` of the stream: site ``k % sites``, its polls ``k // sites``-th."""
+    """Message ``k`` of the stream: site ``k % sites``, its polls ``k // sites``-th; a
+    meter's readings of a poll share one ts (one Modbus request)."""
     site, nth = k % shape.sites, k // shape.sites
     polls, width = shape.polls, len(CATALOG)
     rng = np.random.default_rng((SEED, k))
     poll = np.repeat(np.arange(polls), width)
-    ts_us = datetime_to_us(T0) + ((nth * polls + poll) * POLL_S * 1_000_000).astype(np.int64)
-    # a poll's readings share its time stamp, each with a jitter of up to 20 ms
-    ts_us = ts_us + rng.integers(0, 20_000, size=len(poll))
+    series = np.tile(np.arange(width, dtype=np.uint16), polls)
+    device = series // len(METRICS)
+    jitter_us = rng.integers(0, JITTER_US, size=(polls, DEVICES))  # per request
+    ts_us = (
+        datetime_to_us(T0)
+        + ((nth * polls + poll) * POLL_S * 1_000_000).astype(np.int64)
+        + device.astype(np.int64) * DEVICE_OFFSET_US
+        + jitter_us[poll, device]
+    )
     return ReadingsMessage(
         site=site_name(site),
         catalog=CATALOG,
-        series=np.tile(np.arange(width, dtype=np.uint16), polls),
+        series=series,
         ts_us=ts_us,
         value=rng.normal(100.0, 5.0, size=len(poll)),
         quality=np.zeros(len(poll), dtype=np.uint8),
@@ -174,13 +194,13 @@ async def _worker_main(
             await pool.close()
     conn = await asyncpg.connect(url)
     try:
-        encoded = [await encode_rows(conn, b) for b in batches]
+        encoded = [await encode_sets(conn, b) for b in batches]
         ready.wait()
         go.wait()
         start = time.perf_counter()
         for data in encoded:
             await conn.copy_to_table(
-                COPY_MODES[mode], source=data, columns=SITE_READING_COLUMNS, format="binary"
+                COPY_MODES[mode], source=data, columns=READING_SET_COLUMNS, format="binary"
             )
         return time.perf_counter() - start
     finally:
@@ -200,8 +220,9 @@ def worker_process(
     results.put((w, asyncio.run(_worker_main(url, shape, mode, n, w, ready, go))))
 
 
-async def encode_rows(conn: asyncpg.Connection, batch: list[ReadingsMessage]) -> bytearray:
-    """The binary COPY data of a batch's rows with the central ids ``CenterStore`` uses."""
+async def encode_sets(conn: asyncpg.Connection, batch: list[ReadingsMessage]) -> bytearray:
+    """The binary COPY data of a batch's reading sets with the central ids
+    ``CenterStore`` uses, grouped per (site, ts) in primary-key order."""
     site_ids = {r["site"]: r["id"] for r in await conn.fetch("SELECT id, site FROM sites")}
     series = {
         (r["site_id"], r["device"], r["metric"]): r["id"]
@@ -213,19 +234,21 @@ async def encode_rows(conn: asyncpg.Connection, batch: list[ReadingsMessage]) ->
         lookup = np.array([series[(sid, d, metric)] for d, metric in m.catalog], dtype=np.int32)
         site_id.append(np.full(len(m), sid, dtype=np.int32))
         series_id.append(lookup[m.series])
-    return encode_site_readings(
+    sets = group_readings(
         np.concatenate(site_id),
-        np.concatenate(series_id),
         np.concatenate([m.ts_us for m in batch]),
+        np.concatenate(series_id),
         np.concatenate([m.value for m in batch]),
         np.concatenate([m.quality for m in batch]),
     )
+    assert sets.readings == sum(len(m) for m in batch), "every (site, ts, series) once"
+    return encode_reading_sets(sets)
 
 
 async def _reset(url: str, mode: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        table = COPY_MODES.get(mode, "site_readings")
+        table = COPY_MODES.get(mode, "site_reading_sets")
         await conn.execute(f"TRUNCATE {table}")
         await conn.execute("CHECKPOINT")
     finally:
@@ -256,7 +279,7 @@ def one_run(url: str, shape: Shape, mode: str, n: int) -> float:
             if p.is_alive():
                 p.kill()
     assert len(done) == n and all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
-    return shape.rows / elapsed
+    return shape.total_readings / elapsed
 
 
 async def setup(url: str, shape: Shape) -> str:
@@ -265,8 +288,8 @@ async def setup(url: str, shape: Shape) -> str:
     try:
         await create_center_schema(conn)
         hypertable = await readings_hypertable(conn)
-        await conn.execute("CREATE UNLOGGED TABLE bare (LIKE site_readings INCLUDING ALL)")
-        await conn.execute("CREATE TABLE bare_logged (LIKE site_readings INCLUDING ALL)")
+        await conn.execute("CREATE UNLOGGED TABLE bare (LIKE site_reading_sets INCLUDING ALL)")
+        await conn.execute("CREATE TABLE bare_logged (LIKE site_reading_sets INCLUDING ALL)")
     finally:
         await conn.close()
     pool = await open_pool(url, max_size=1)
@@ -286,22 +309,31 @@ async def setup(url: str, shape: Shape) -> str:
     finally:
         await pool.close()
     if hypertable:
-        return "site_readings a TimescaleDB hypertable, the ceiling's tables plain"
+        return "site_reading_sets a TimescaleDB hypertable, the ceiling's tables plain"
     return "plain tables"
 
 
 async def sizes(url: str) -> dict[str, float]:
-    """Bytes a stored reading takes in ``site_readings``: heap, index, total."""
+    """Bytes a stored reading takes in ``site_reading_sets``: heap, index, total, each
+    divided by the readings its sets hold; and the readings and sets (rows) counted."""
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetchval("SELECT count(*) FROM site_readings")
+        readings, sets = await conn.fetchrow(
+            "SELECT sum(cardinality(series_id)), count(*) FROM site_reading_sets"
+        )
         heap, index, total = await conn.fetchrow(
-            "SELECT pg_relation_size('site_readings'), pg_indexes_size('site_readings'), "
-            "pg_total_relation_size('site_readings')"
+            "SELECT pg_relation_size('site_reading_sets'), "
+            "pg_indexes_size('site_reading_sets'), pg_total_relation_size('site_reading_sets')"
         )
     finally:
         await conn.close()
-    return {"rows": rows, "heap": heap / rows, "index": index / rows, "total": total / rows}
+    return {
+        "readings": readings,
+        "sets": sets,
+        "heap": heap / readings,
+        "index": index / readings,
+        "total": total / readings,
+    }
 
 
 async def server_facts(url: str) -> str:
@@ -323,19 +355,20 @@ def bench(server_url: str, shape: Shape, workers: list[int], repeat: int, group_
         kind = asyncio.run(setup(url, shape))
         print(
             f"{shape.batches} batches x {shape.messages} messages x "
-            f"{shape.polls * len(CATALOG)} readings = {shape.rows:,} readings of "
-            f"{shape.sites} sites x {len(CATALOG)} series; repeat={repeat} (medians); {kind}"
+            f"{shape.polls * len(CATALOG)} readings = {shape.total_readings:,} readings of "
+            f"{shape.sites} sites x {len(CATALOG)} series, sets of {len(METRICS)} readings "
+            f"(a meter's poll); repeat={repeat} (medians); {kind}"
         )
         print(asyncio.run(server_facts(url)))
         rates: dict[tuple[str, int], float] = {}
-        per_row: list[dict[str, float]] = []
+        per_reading: list[dict[str, float]] = []
         for n in workers:
             for mode in (*STORE_MODES, *COPY_MODES):
                 runs = []
                 for _ in range(repeat):
                     runs.append(one_run(url, shape, mode, n))
                     if mode == STORE_MODES[0]:
-                        per_row.append(asyncio.run(sizes(url)))
+                        per_reading.append(asyncio.run(sizes(url)))
                 rates[(mode, n)] = statistics.median(runs)
                 spread = ", ".join(f"{r:,.0f}" for r in runs)
                 print(f"N={n} {mode:<22} {rates[(mode, n)]:>12,.0f} readings/s  ({spread})")
@@ -352,10 +385,11 @@ def bench(server_url: str, shape: Shape, workers: list[int], repeat: int, group_
             )
         )
         heap, index, total = (
-            statistics.median(s[k] for s in per_row) for k in ("heap", "index", "total")
+            statistics.median(s[k] for s in per_reading) for k in ("heap", "index", "total")
         )
         print(
-            f"\nbytes a stored reading (site_readings, {int(per_row[-1]['rows']):,} rows): "
+            f"\nbytes a stored reading (site_reading_sets: {int(per_reading[-1]['readings']):,} "
+            f"readings in {int(per_reading[-1]['sets']):,} sets): "
             f"heap {heap:.1f}, index {index:.1f}, total {total:.1f}"
         )
         best_n = max(workers, key=lambda n: rates[(STORE_MODES[0], n)])

@@ -1,24 +1,41 @@
 """Center ingest throughput: batches of readings messages through ``CenterStore.store``
-against a bare binary COPY of the same rows.
+against a bare binary COPY of the same reading sets.
+
+The center stores a site's readings of one instant as one row of ``site_reading_sets``
+``(site_id, ts, series_id[], value[], quality[])``, keyed (ts, site_id)
+(:mod:`zerocarbon.uplink.center_schema`). The readings here are shaped so that such a
+set is what a gateway's poll makes of one device: a site has 10 meters x 5 metrics (50
+series) polled once a second, each meter's 5 registers read by one Modbus request and
+stamped with one ts, meter ``d`` read ``d`` x 50 ms into the second; so each (site, ts)
+holds one meter's 5 readings, a set of 5. The data is a formula of its position (no
+randomness, the same every run); every (site, ts, series) occurs once.
 
 A batch is what a worker fetches: ``--messages`` readings messages of ``--readings``
-readings each, from ``--sites`` sites in turn (each message 50 series of its site, one
-reading per series per second). Per run, batch by batch:
+readings each (whole polls: ``--readings`` // 50 seconds of a site, so no set is split
+between messages), from ``--sites`` sites in turn, each site's messages following one
+another in time. Per run, batch by batch:
 
-- ceiling: binary COPY of the very rows ``CenterStore`` stores (central site and series
-  ids, encoded beforehand) into ``bare``, a table like ``site_readings`` with the same
-  primary key (and the same kind: a hypertable of the same chunk interval where
-  ``site_readings`` is one), one transaction per batch;
-- ``CenterStore.store`` of the batches, new rows (a worker whose caches are warm: the
-  sites and series exist);
-- the same batches stored again (a redelivery: every reading skipped);
+- ceiling: a bare binary COPY of the very sets ``CenterStore`` stores (central site
+  and series ids, grouped per (site, ts) and encoded beforehand, outside the timing, by
+  :mod:`zerocarbon.uplink.reading_sets`) into ``bare``, a table like
+  ``site_reading_sets`` with the same primary key (and the same kind: a hypertable of
+  the same chunk interval where ``site_reading_sets`` is one), one transaction per
+  batch;
+- ``CenterStore.store`` of the batches, new readings (a worker whose caches are warm:
+  the sites and series exist);
+- the same batches stored again (a redelivery: every set is stored, so the batch goes
+  through the store's merge path and every reading is skipped);
 - the batches stored anew, each ending with the previous batch's last message (a
-  replay that a message stored before is in: the worst case of the COPY straight into
-  ``site_readings``, which the primary key refuses at the batch's end, so the batch
-  goes through the staging table); rows/s of new rows.
+  replay that a message stored before is in: its sets exist, so they go through the
+  store's merge path; as the store probes a message's first and last key only, the
+  primary key refuses the straight COPY of its other sets, and all of the batch is
+  merged); readings/s of new readings.
 
-Prints rows/s of each and the ratios, medians over ``--repeat`` runs, and last the JSON
-line ``{"metric": "rows_per_s", "value": ..., "ceiling": ..., "ratio": ...}``.
+Rates are readings/s (a reading is one (site, series, ts), of which a set holds 5),
+each the readings of all batches over the wall time of the batches. Prints each rate
+and the ratios, medians over ``--repeat`` runs, and last the JSON line
+``{"metric": "rows_per_s", "value": ..., "ceiling": ..., "ratio": ...}`` (the metric
+keeps its name from when a reading was a row; it counts readings).
 
     python bench/center_store.py [--messages 20] [--readings 5000] [--batches 10]
                                  [--sites 4] [--repeat 5] [--database-url URL]
@@ -46,46 +63,52 @@ from zerocarbon.batch import datetime_to_us
 from zerocarbon.storage.database import drop_database, ensure_database, open_pool
 from zerocarbon.storage.embedded import EmbeddedPostgres
 from zerocarbon.uplink.center_schema import create_center_schema, readings_hypertable
-from zerocarbon.uplink.center_store import (
-    SITE_READING_COLUMNS,
-    CenterStore,
-    encode_site_readings,
-)
+from zerocarbon.uplink.center_store import CenterStore
 from zerocarbon.uplink.messages import ReadingsMessage
+from zerocarbon.uplink.reading_sets import (
+    READING_SET_COLUMNS,
+    encode_reading_sets,
+    group_readings,
+)
 
 DATABASE = "zc_bench_center"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RECEIVED = T0 + timedelta(days=1)
-CATALOG = tuple(
-    (f"meter{d}", metric) for d in range(10) for metric in ("p_kw", "q_kvar", "u_v", "i_a", "e_kwh")
-)
+METRICS = ("p_kw", "q_kvar", "u_v", "i_a", "e_kwh")
+DEVICES = 10  # meters a site
+CATALOG = tuple((f"meter{d}", metric) for d in range(DEVICES) for metric in METRICS)
+POLL_US = 1_000_000  # a site's meters are polled once a second [us]
+DEVICE_OFFSET_US = 50_000  # meter d read d x 50 ms into its poll [us]
+assert DEVICES * DEVICE_OFFSET_US <= POLL_US
 
 
 def make_batches(
     n_batches: int, messages: int, readings: int, sites: int
 ) -> list[list[ReadingsMessage]]:
-    """Batches of readings messages; each site's messages follow one another in time."""
-    per_series = readings // len(CATALOG)
-    i = np.arange(per_series * len(CATALOG))
+    """Batches of readings messages of whole polls; each site's messages follow one
+    another in time, a meter's readings of a poll share one ts."""
+    polls = readings // len(CATALOG)
+    i = np.arange(polls * len(CATALOG))
     series = (i % len(CATALOG)).astype(np.uint16)
-    second = i // len(CATALOG)
-    value = series * 10.0 + second * 0.01
+    poll = i // len(CATALOG)
+    offset_us = (series // len(METRICS)).astype(np.int64) * DEVICE_OFFSET_US
     quality = np.zeros(len(i), dtype=np.uint8)
-    next_s = dict.fromkeys(range(sites), 0)
+    next_poll = dict.fromkeys(range(sites), 0)
+    t0_us = datetime_to_us(T0)
     out = []
     for _ in range(n_batches):
         batch = []
         for j in range(messages):
             site = j % sites
-            start = next_s[site]
-            next_s[site] += per_series
+            nth_poll = next_poll[site] + poll
+            next_poll[site] += polls
             batch.append(
                 ReadingsMessage(
                     site=f"site-{site}",
                     catalog=CATALOG,
                     series=series,
-                    ts_us=datetime_to_us(T0) + (start + second).astype(np.int64) * 1_000_000,
-                    value=value,
+                    ts_us=t0_us + nth_poll.astype(np.int64) * POLL_US + offset_us,
+                    value=series * 10.0 + nth_poll * 0.01,
                     quality=quality,
                 )
             )
@@ -94,8 +117,8 @@ def make_batches(
 
 
 async def encode_for_bare(conn: asyncpg.Connection, batch: list[ReadingsMessage]) -> bytearray:
-    """The binary COPY data of a batch's rows, with the central ids the store uses, in
-    the order the store copies new rows (primary-key order)."""
+    """The binary COPY data of a batch's reading sets, with the central ids the store
+    uses, grouped per (site, ts) in primary-key order as the store groups them."""
     ids = {
         (r["site"], r["device"], r["metric"]): r["id"]
         for r in await conn.fetch(
@@ -108,24 +131,25 @@ async def encode_for_bare(conn: asyncpg.Connection, batch: list[ReadingsMessage]
     series_id = np.concatenate(
         [np.array([ids[(m.site, *k)] for k in m.catalog], dtype=np.int32)[m.series] for m in batch]
     )
-    ts_us = np.concatenate([m.ts_us for m in batch])
-    value = np.concatenate([m.value for m in batch])
-    quality = np.concatenate([m.quality for m in batch])
-    # in primary-key order, as the store copies them (the ceiling gets the same help)
-    order = np.lexsort((series_id, site_id, ts_us))
-    return encode_site_readings(
-        site_id[order], series_id[order], ts_us[order], value[order], quality[order]
+    sets = group_readings(
+        site_id,
+        np.concatenate([m.ts_us for m in batch]),
+        series_id,
+        np.concatenate([m.value for m in batch]),
+        np.concatenate([m.quality for m in batch]),
     )
+    assert sets.readings == len(site_id), "every (site, ts, series) once"
+    return encode_reading_sets(sets)
 
 
 async def create_bare(conn: asyncpg.Connection) -> str:
-    """``bare``: the columns and primary key of ``site_readings``, and its kind."""
+    """``bare``: the columns and primary key of ``site_reading_sets``, and its kind."""
     await conn.execute("DROP TABLE IF EXISTS bare")
-    await conn.execute("CREATE TABLE bare (LIKE site_readings INCLUDING ALL)")
+    await conn.execute("CREATE TABLE bare (LIKE site_reading_sets INCLUDING ALL)")
     if await readings_hypertable(conn):
         interval = await conn.fetchval(
             "SELECT time_interval FROM timescaledb_information.dimensions "
-            "WHERE hypertable_name = 'site_readings'"
+            "WHERE hypertable_name = 'site_reading_sets'"
         )
         await conn.execute(
             "SELECT create_hypertable('bare', by_range('ts', $1::interval))", interval
@@ -144,7 +168,7 @@ async def bench(
             await create_center_schema(conn)
             kind = await create_bare(conn)
         batches = make_batches(n_batches, messages, readings, sites)
-        rows = sum(len(m) for b in batches for m in b)
+        n_readings = sum(len(m) for b in batches for m in b)
         await CenterStore(pool).store(batches[0], received_at=RECEIVED)  # sites, series
         async with pool.acquire() as conn:
             encoded = [await encode_for_bare(conn, b) for b in batches]
@@ -152,47 +176,48 @@ async def bench(
         copy_rates, store_rates, replay_rates, mixed_rates = [], [], [], []
         for _ in range(repeat):
             async with pool.acquire() as conn:
-                await conn.execute("TRUNCATE bare, site_readings")
+                await conn.execute("TRUNCATE bare, site_reading_sets")
                 await conn.execute("CHECKPOINT")
                 start = time.perf_counter()
                 for data in encoded:
                     await conn.copy_to_table(
-                        "bare", source=data, columns=SITE_READING_COLUMNS, format="binary"
+                        "bare", source=data, columns=READING_SET_COLUMNS, format="binary"
                     )
-                copy_rates.append(rows / (time.perf_counter() - start))
+                copy_rates.append(n_readings / (time.perf_counter() - start))
                 await conn.execute("CHECKPOINT")
             store = CenterStore(pool)
             await store.store(batches[0][:1], received_at=RECEIVED)  # warm caches
-            await pool.execute("TRUNCATE site_readings")
+            await pool.execute("TRUNCATE site_reading_sets")
             stored = 0
             start = time.perf_counter()
             for batch in batches:
                 stored += (await store.store(batch, received_at=RECEIVED)).readings_stored
-            store_rates.append(rows / (time.perf_counter() - start))
-            assert stored == rows, (stored, rows)
+            store_rates.append(n_readings / (time.perf_counter() - start))
+            assert stored == n_readings, (stored, n_readings)
             start = time.perf_counter()
             for batch in batches:
                 result = await store.store(batch, received_at=RECEIVED)
-                assert result.readings_stored == 0 and result.duplicates == len(batch) * readings
-            replay_rates.append(rows / (time.perf_counter() - start))
-            await pool.execute("TRUNCATE site_readings")
+                in_batch = sum(len(m) for m in batch)
+                assert result.readings_stored == 0 and result.duplicates == in_batch, result
+            replay_rates.append(n_readings / (time.perf_counter() - start))
+            await pool.execute("TRUNCATE site_reading_sets")
             stored = 0
             start = time.perf_counter()
             for batch in replayed:
                 stored += (await store.store(batch, received_at=RECEIVED)).readings_stored
-            mixed_rates.append(rows / (time.perf_counter() - start))
-            assert stored == rows, (stored, rows)
+            mixed_rates.append(n_readings / (time.perf_counter() - start))
+            assert stored == n_readings, (stored, n_readings)
         copy, mine, replay, mixed = (
             statistics.median(r) for r in (copy_rates, store_rates, replay_rates, mixed_rates)
         )
         print(
             f"batches={n_batches} x {messages} messages x {readings} readings, {sites} sites, "
-            f"repeat={repeat} (medians); {kind}"
+            f"sets of {len(METRICS)} readings (a meter's poll), repeat={repeat} (medians); {kind}"
         )
-        print(f"bare binary COPY of the same rows (ceiling): {copy:,.0f} rows/s")
-        print(f"CenterStore.store, new rows:                 {mine:,.0f} rows/s")
-        print(f"CenterStore.store, redelivered (skipped):    {replay:,.0f} rows/s")
-        print(f"CenterStore.store, a stored message last:   {mixed:,.0f} rows/s (new rows)")
+        print(f"bare binary COPY of the same sets (ceiling): {copy:,.0f} readings/s")
+        print(f"CenterStore.store, new readings:             {mine:,.0f} readings/s")
+        print(f"CenterStore.store, redelivered (skipped):    {replay:,.0f} readings/s")
+        print(f"CenterStore.store, a stored message last:    {mixed:,.0f} readings/s (new)")
         print(f"ratio store/bare binary COPY:              {mine / copy:.2f}")
         print(f"ratio redelivery/bare binary COPY:         {replay / copy:.2f}")
         print(f"ratio a stored message last/bare binary COPY: {mixed / copy:.2f}")
