@@ -18,6 +18,7 @@ import pytest
 from zerocarbon.batch import MAX_TS_US, Quality, datetime_to_us, us_to_datetime
 from zerocarbon.rows import HourlyCarbon, HourlyLine
 from zerocarbon.storage.database import drop_database, ensure_database, open_pool
+from zerocarbon.uplink import center_readings
 from zerocarbon.uplink.center_schema import create_center_schema
 from zerocarbon.uplink.center_store import CenterStore, InvalidMessage, StoreResult
 from zerocarbon.uplink.messages import (
@@ -32,6 +33,7 @@ from zerocarbon.uplink.messages import (
     StatusMessage,
     UplinkMessage,
 )
+from zerocarbon.uplink.reading_sets import ReadingSets
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 RECEIVED = datetime(2026, 6, 1, 1, 0, tzinfo=UTC)
@@ -641,6 +643,27 @@ async def test_a_poll_cut_across_two_batches_is_merged_into_one_set(pool: asyncp
     ]
     assert (await site_row(pool, "plant-a"))["readings"] == 6
     assert await pool.fetchval("SELECT count(*) FROM site_readings") == 6
+
+
+async def test_only_the_sets_of_a_replayed_message_are_merged(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = CenterStore(pool)
+    replayed = readings("plant-a", 30, start_s=100)  # 10 sets of 3
+    await store.store([replayed], received_at=RECEIVED)
+    merged: list[int] = []
+    merge = center_readings._merge
+
+    async def counting_merge(conn: asyncpg.Connection, staged: ReadingSets) -> dict[int, int]:
+        merged.append(len(staged))
+        return await merge(conn, staged)
+
+    monkeypatch.setattr(center_readings, "_merge", counting_merge)
+    fresh = [readings("plant-a", 60, start_s=200), readings("plant-b", 30)]
+    result = await store.store([fresh[0], replayed, fresh[1]], received_at=RECEIVED)
+    assert merged == [10]  # the replayed message's sets; the 30 new ones went straight in
+    assert result.new_readings_by_site == {"plant-a": 60, "plant-b": 30}
+    assert await stored_rows(pool) == expected_rows([replayed, *fresh])
 
 
 async def test_a_stored_key_the_probe_misses_is_merged_exactly(pool: asyncpg.Pool) -> None:

@@ -129,6 +129,18 @@ def test_sets_keep_the_first_copy_of_each_key_in_key_order(
     sets = columns(readings)
     assert as_rows(sets) == reference_sets(readings)
     assert sets.readings == sum(len(r[2]) for r in reference_sets(readings))
+    # each reading's source row is its first copy in the given order
+    for k, (a, n) in enumerate(zip(sets.start.tolist(), sets.size.tolist(), strict=True)):
+        for e in range(a, a + n):
+            site, ts, series, value, quality = readings[int(sets.source[e])]
+            assert (site, ts, series) == (
+                int(sets.site_id[k]),
+                int(sets.ts_us[k]),
+                int(sets.series_id[e]),
+            )
+            assert (value, quality) == (float(sets.value[e]), int(sets.quality[e]))
+            first = next(i for i, r in enumerate(readings) if r[:3] == (site, ts, series))
+            assert int(sets.source[e]) == first
 
 
 @settings(max_examples=200, deadline=None)
@@ -154,6 +166,11 @@ def test_a_subset_of_sets_and_its_counts(
     part = sets.take(which.astype(np.bool_))
     expected = [row for row, keep in zip(as_rows(sets), which.tolist(), strict=True) if keep]
     assert as_rows(part) == expected
+    assert part.source.tolist() == [
+        int(sets.source[e])
+        for k in np.flatnonzero(which).tolist()
+        for e in range(int(sets.start[k]), int(sets.start[k] + sets.size[k]))
+    ]
     by_site: dict[int, int] = {}
     for row in expected:
         by_site[row[0]] = by_site.get(row[0], 0) + len(row[2])

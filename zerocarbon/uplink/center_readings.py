@@ -14,23 +14,28 @@ group_readings`), goes in by one of two paths:
 
   1. inserted where their key is still free (``ON CONFLICT DO NOTHING``, which waits
      for a concurrent insert of the key to end); these are new as a whole;
-  2. the stored rows of the other keys are locked (``FOR UPDATE``, in key order), in a
-     statement of their own, so that no one changes them until this transaction ends;
-  3. each such row gets the staged readings of series it does not hold, merged in
+  2. the stored rows of the other keys that lack some of the staged series are locked
+     (``FOR UPDATE``, in key order), in a statement of their own, so that no one
+     changes them until this transaction ends; a row that holds every staged series
+     needs no lock (a set only ever grows, so it will hold them still): a redelivery
+     reads and writes nothing more;
+  3. each locked row gets the staged readings of series it does not hold, merged in
      series order, by a statement whose snapshot, taken after the locks, sees the
      rows' last committed state: what it appends is exactly what was new.
 
-The probe looks up the keys of each message's first and last reading only: a replay
-or redelivery repeats whole messages, and a poll cut across two messages is cut at a
-message's end; a key the probe misses is caught by the primary key.
+The probe looks up the keys of each message's first and last reading: a replay or a
+redelivery repeats whole messages, so every set holding a reading of a message found
+stored takes the merge path, and the rest of the batch still goes straight in. A
+stored key the probe misses is caught by the primary key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import asyncpg
 import numpy as np
+from numpy.typing import NDArray
 
 from zerocarbon.batch import us_to_datetime
 from zerocarbon.uplink.reading_sets import (
@@ -64,8 +69,9 @@ WITH stored AS (
 )
 SELECT site_id, sum(n)::bigint AS n FROM stored GROUP BY site_id
 """
-_LOCK_STORED = f"""
+_LOCK_GROWING = f"""
 SELECT 1 FROM {TABLE} r JOIN {STAGING} i ON r.ts = i.ts AND r.site_id = i.site_id
+WHERE EXISTS (SELECT 1 FROM unnest(i.series_id) AS u(s) WHERE u.s <> ALL (r.series_id))
 ORDER BY r.ts, r.site_id
 FOR UPDATE OF r
 """
@@ -97,26 +103,31 @@ SELECT site_id, sum(n)::bigint AS n FROM merged GROUP BY site_id
 
 
 async def store_reading_sets(
-    conn: asyncpg.Connection, sets: ReadingSets, probes: Iterable[tuple[int, int]]
+    conn: asyncpg.Connection,
+    sets: ReadingSets,
+    message_of: NDArray[np.int64],
+    probes: Sequence[tuple[int, int, int]],
 ) -> dict[int, int]:
     """Store ``sets`` (each key once, as :func:`group_readings` gives them) in the
     transaction ``conn`` is in; returns the new readings per site id (sites without
     new readings may be left out).
 
-    ``probes``: (site id, ts [us]) keys to look up first, those of each message's first
-    and last reading; the sets of keys found stored take the merge path.
+    ``message_of``: the message of each row the sets were grouped from (indexed by
+    :attr:`ReadingSets.source`); ``probes``: (message, site id, ts [us]) of each
+    message's first and last reading, looked up first.
     """
     if not len(sets):
         return {}
-    stored = await _stored_keys(conn, probes)
+    stored = await _stored_keys(conn, [(site_id, ts_us) for _, site_id, ts_us in probes])
+    hit = sorted({m for m, site_id, ts_us in probes if (site_id, ts_us) in stored})
     seen = np.zeros(len(sets), dtype=np.bool_)
-    if stored:
-        for k, key in enumerate(zip(sets.site_id.tolist(), sets.ts_us.tolist(), strict=True)):
-            seen[k] = key in stored
+    if hit:  # the sets holding a reading of a message found stored
+        of_hit = np.isin(message_of[sets.source], hit)
+        seen = np.logical_or.reduceat(of_hit, sets.start)
     new: dict[int, int] = {}
-    staged = sets.take(seen) if stored else None
+    staged = sets.take(seen) if hit else None
     if not bool(seen.all()):
-        fresh = sets.take(~seen) if stored else sets
+        fresh = sets.take(~seen) if hit else sets
         try:
             async with conn.transaction():  # a savepoint: refused if any key is stored
                 await conn.copy_to_table(
@@ -142,8 +153,9 @@ async def _stored_keys(
     keys = sorted(set(probes))
     if not keys:
         return set()
-    by_time = {us_to_datetime(ts_us): ts_us for _, ts_us in keys}
-    rows = await conn.fetch(_PROBE, [s for s, _ in keys], [us_to_datetime(t) for _, t in keys])
+    times = [us_to_datetime(ts_us) for _, ts_us in keys]
+    by_time = dict(zip(times, (ts_us for _, ts_us in keys), strict=True))
+    rows = await conn.fetch(_PROBE, [site_id for site_id, _ in keys], times)
     return {(int(r["site_id"]), by_time[r["ts"]]) for r in rows}
 
 
@@ -156,7 +168,7 @@ async def _merge(conn: asyncpg.Connection, staged: ReadingSets) -> dict[int, int
     new: dict[int, int] = {}
     for r in await conn.fetch(_INSERT_FREE):
         new[int(r["site_id"])] = int(r["n"])
-    await conn.execute(_LOCK_STORED)
+    await conn.execute(_LOCK_GROWING)
     for r in await conn.fetch(_MERGE):
         site_id = int(r["site_id"])
         new[site_id] = new.get(site_id, 0) + int(r["n"])

@@ -589,25 +589,27 @@ async def _store_readings(
     if not messages:
         return {}
     site_of_message = [site_ids[m.site] for m in messages]
+    sizes = [len(m) for m in messages]
     sets = group_readings(
-        np.repeat(np.array(site_of_message, dtype=np.int32), [len(m) for m in messages]),
+        np.repeat(np.array(site_of_message, dtype=np.int32), sizes),
         np.concatenate([m.ts_us for m in messages]),
         np.concatenate(
             [
-                lookups[(sid, id(m.catalog))][1][m.series]
-                for sid, m in zip(site_of_message, messages, strict=True)
+                lookups[(site_id, id(m.catalog))][1][m.series]
+                for site_id, m in zip(site_of_message, messages, strict=True)
             ]
         ),
         np.concatenate([m.value for m in messages]),
         np.concatenate([m.quality for m in messages]),
     )
+    message_of = np.repeat(np.arange(len(messages), dtype=np.int64), sizes)
     probes = [
-        (sid, int(m.ts_us[j]))
-        for sid, m in zip(site_of_message, messages, strict=True)
-        for j in (0, len(m) - 1)
+        (i, site_id, int(m.ts_us[j]))
+        for i, (site_id, m) in enumerate(zip(site_of_message, messages, strict=True))
+        for j in {0, len(m) - 1}
     ]
     site_of = {v: k for k, v in site_ids.items()}
-    new = await store_reading_sets(conn, sets, probes)
+    new = await store_reading_sets(conn, sets, message_of, probes)
     return {site_of[site_id]: n for site_id, n in new.items()}
 
 

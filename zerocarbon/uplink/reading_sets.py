@@ -63,6 +63,7 @@ class ReadingSets:
     series_id: NDArray[np.int32]  # per reading
     value: NDArray[np.float64]  # per reading
     quality: NDArray[np.int16]  # per reading
+    source: NDArray[np.int64]  # per reading: its row in the columns grouped
 
     def __len__(self) -> int:
         return int(self.site_id.shape[0])
@@ -85,6 +86,7 @@ class ReadingSets:
             series_id=self.series_id[elements],
             value=self.value[elements],
             quality=self.quality[elements],
+            source=self.source[elements],
         )
 
     def readings_by_site(self) -> dict[int, int]:
@@ -112,7 +114,7 @@ def group_readings(
         empty = np.zeros(0, dtype=np.int64)
         return ReadingSets(
             np.zeros(0, np.int32), empty, empty, empty, np.zeros(0, np.int32),
-            np.zeros(0, np.float64), np.zeros(0, np.int16),
+            np.zeros(0, np.float64), np.zeros(0, np.int16), empty,
         )  # fmt: skip
     new_set = np.empty(n, dtype=np.bool_)
     new_set[0] = True
@@ -133,6 +135,7 @@ def group_readings(
         series_id=series_s,
         value=np.asarray(value, dtype=np.float64)[order],
         quality=np.asarray(quality, dtype=np.int16)[order],
+        source=order.astype(np.int64),
     )
 
 
