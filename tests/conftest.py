@@ -5,7 +5,11 @@ embedded server started for the run; either way each test run gets a database of
 own, dropped at the end. MQTT: the broker at ``ZEROCARBON_TEST_MQTT_URL`` when set,
 otherwise a broker started by the tests on a free port: Mosquitto when its binary is
 installed (the broker sites run; it resumes persistent sessions), else the bundled
-pure-Python amqtt.
+pure-Python amqtt. TimescaleDB (``ts_server_url``, module-scoped):
+``ZEROCARBON_TEST_TIMESCALEDB_URL`` (a server with ``shared_preload_libraries =
+'timescaledb'``) when set, else a server of the module's own started from an installed
+PostgreSQL that has the extension (``pg_config``); skipped, with the reason, when
+there is neither.
 """
 
 from __future__ import annotations
@@ -20,13 +24,21 @@ import asyncpg
 import hypothesis
 import pytest
 
-from tests.e2e.processes import MosquittoProcess, mosquitto_missing, remove_tree, scratch_dir
+from tests.e2e.processes import (
+    MosquittoProcess,
+    PostgresProcess,
+    mosquitto_missing,
+    remove_tree,
+    scratch_dir,
+    timescaledb_bin_dir,
+)
 from tests.serial_support import PtyPair, ensure_socat
 from zerocarbon.config import SiteConfig, load_site
 from zerocarbon.ingest.mqtt.broker import local_broker
 from zerocarbon.netutil import free_tcp_port
 from zerocarbon.storage.database import create_schema, drop_database, ensure_database
 from zerocarbon.storage.embedded import EmbeddedPostgres
+from zerocarbon.storage.timescale import timescaledb_availability
 
 # Property tests check results, never speed: no per-example deadline (a loaded CI
 # machine can take half a second for an example that usually takes a millisecond); and
@@ -160,3 +172,42 @@ def pty_pairs(socat_path: str, tmp_path: Path) -> Iterator[Callable[[str], PtyPa
 def pty_pair(pty_pairs: Callable[[str], PtyPair]) -> PtyPair:
     """One linked pty pair: what is written to ``a`` is read from ``b`` and back."""
     return pty_pairs("tty")
+
+
+@pytest.fixture(scope="module")
+async def ts_server_url() -> AsyncIterator[str]:
+    url = os.environ.get("ZEROCARBON_TEST_TIMESCALEDB_URL")
+    if url:
+        yield await _usable(url)
+        return
+    bin_dir = timescaledb_bin_dir()
+    if bin_dir is None:
+        pytest.skip(
+            "ZEROCARBON_TEST_TIMESCALEDB_URL is not set and no PostgreSQL with the "
+            "timescaledb extension is installed: these tests need a server with it in "
+            "shared_preload_libraries"
+        )
+    base = scratch_dir("zc-tsdb-")
+    base.chmod(0o755)
+    server = PostgresProcess(
+        base,
+        bin_dir=bin_dir,
+        settings=["shared_preload_libraries=timescaledb", "timescaledb.telemetry_level=off"],
+    )
+    try:
+        server.start()
+        yield await _usable(server.url)
+    finally:
+        server.close()
+        remove_tree(base)
+
+
+async def _usable(url: str) -> str:
+    conn = await asyncpg.connect(url)
+    try:
+        availability = await timescaledb_availability(conn)
+    finally:
+        await conn.close()
+    if not availability.usable:
+        pytest.skip(f"TimescaleDB server {url}: {availability.reason()}")
+    return url

@@ -11,7 +11,6 @@ are unscheduled in each test database, so that nothing runs behind the tests' ba
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,6 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.processes import PostgresProcess, remove_tree, scratch_dir, timescaledb_bin_dir
 from zerocarbon.api.app import create_app
 from zerocarbon.batch import ReadingBatch, SeriesRegistry, datetime_to_us
 from zerocarbon.config import SiteConfig, StorageConfig
@@ -43,7 +41,6 @@ from zerocarbon.storage.timescale import (
     chunk_interval,
     hypertable_info,
     memory_budget,
-    timescaledb_availability,
 )
 from zerocarbon.storage.writer import ReadingWriter
 
@@ -52,45 +49,6 @@ from .test_migrations import _legacy_v3
 
 NOW = datetime(2026, 6, 30, 12, tzinfo=UTC)
 OLD_DAY = datetime(2026, 6, 10, tzinfo=UTC)  # compressed by the policy's age (7 days)
-
-
-@pytest.fixture(scope="module")
-async def ts_server_url() -> AsyncIterator[str]:
-    url = os.environ.get("ZEROCARBON_TEST_TIMESCALEDB_URL")
-    if url:
-        yield await _usable(url)
-        return
-    bin_dir = timescaledb_bin_dir()
-    if bin_dir is None:
-        pytest.skip(
-            "ZEROCARBON_TEST_TIMESCALEDB_URL is not set and no PostgreSQL with the "
-            "timescaledb extension is installed: these tests need a server with it in "
-            "shared_preload_libraries"
-        )
-    base = scratch_dir("zc-tsdb-")
-    base.chmod(0o755)
-    server = PostgresProcess(
-        base,
-        bin_dir=bin_dir,
-        settings=["shared_preload_libraries=timescaledb", "timescaledb.telemetry_level=off"],
-    )
-    try:
-        server.start()
-        yield await _usable(server.url)
-    finally:
-        server.close()
-        remove_tree(base)
-
-
-async def _usable(url: str) -> str:
-    conn = await asyncpg.connect(url)
-    try:
-        availability = await timescaledb_availability(conn)
-    finally:
-        await conn.close()
-    if not availability.usable:
-        pytest.skip(f"TimescaleDB server {url}: {availability.reason()}")
-    return url
 
 
 async def _new_database(server_url: str) -> str:

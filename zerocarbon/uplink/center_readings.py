@@ -14,14 +14,16 @@ group_readings`), goes in by one of two paths:
 
   1. inserted where their key is still free (``ON CONFLICT DO NOTHING``, which waits
      for a concurrent insert of the key to end); these are new as a whole;
-  2. the stored rows of the other keys that lack some of the staged series are locked
-     (``FOR UPDATE``, in key order), in a statement of their own, so that no one
-     changes them until this transaction ends; a row that holds every staged series
-     needs no lock (a set only ever grows, so it will hold them still): a redelivery
-     reads and writes nothing more;
-  3. each locked row gets the staged readings of series it does not hold, merged in
-     series order, by a statement whose snapshot, taken after the locks, sees the
-     rows' last committed state: what it appends is exactly what was new.
+  2. the keys of stored rows that lack some of the staged series are locked (a
+     transaction-level advisory lock per (site, ts), taken in one order), in a
+     statement of their own, so that no other merge changes them until this
+     transaction ends (only merges change a stored row); a row that holds every
+     staged series needs no lock (a set only ever grows, so it will hold them still):
+     a redelivery reads and writes nothing more. Advisory locks, not row locks:
+     TimescaleDB cannot lock the tuples of a compressed chunk;
+  3. each locked key's row gets the staged readings of series it does not hold,
+     merged in series order, by a statement whose snapshot, taken after the locks,
+     sees the rows' last committed state: what it appends is exactly what was new.
 
 The probe looks up the keys of each message's first and last reading: a replay or a
 redelivery repeats whole messages, so every set holding a reading of a message found
@@ -69,11 +71,16 @@ WITH stored AS (
 )
 SELECT site_id, sum(n)::bigint AS n FROM stored GROUP BY site_id
 """
+# a merge's lock on a (site, ts): a transaction-level advisory lock, not a row lock
+# (TimescaleDB cannot lock the tuples of a compressed chunk: "locking compressed tuples
+# is not supported"), in one order so that two merges cannot deadlock; two keys that
+# share a lock only wait for each other
 _LOCK_GROWING = f"""
-SELECT 1 FROM {TABLE} r JOIN {STAGING} i ON r.ts = i.ts AND r.site_id = i.site_id
+SELECT pg_advisory_xact_lock(r.site_id, hashint8(k.ts_us))
+FROM {TABLE} r JOIN {STAGING} i ON r.ts = i.ts AND r.site_id = i.site_id,
+     LATERAL (SELECT (extract(epoch FROM r.ts) * 1000000)::bigint AS ts_us) k
 WHERE EXISTS (SELECT 1 FROM unnest(i.series_id) AS u(s) WHERE u.s <> ALL (r.series_id))
-ORDER BY r.ts, r.site_id
-FOR UPDATE OF r
+ORDER BY r.site_id, hashint8(k.ts_us)
 """
 _MERGE = f"""
 WITH extra AS (

@@ -32,6 +32,7 @@ that any number of workers starting together create it once.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import asyncpg
 
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 
 CENTER_LOCK_KEY = 727_101  # advisory lock of the center's schema changes
 CENTER_SCHEMA_VERSION = 2  # 1: a row per reading; 2: a row per (site, ts)
-READINGS_CHUNK = "1 day"  # TimescaleDB chunk interval of site_reading_sets
+READINGS_CHUNK = timedelta(days=1)  # TimescaleDB chunk interval of site_reading_sets
 
 
 def _row_columns(row_type: type) -> str:
