@@ -86,7 +86,7 @@ async def _setup(config: CenterConfig, db_url: str) -> None:
     import nats
 
     from zerocarbon.runtime import StartupError
-    from zerocarbon.uplink.center_schema import create_center_schema
+    from zerocarbon.uplink.center_schema import apply_center_policies, create_center_schema
     from zerocarbon.uplink.center_streams import center_nats_options, ensure_center_stream
 
     try:
@@ -95,6 +95,12 @@ async def _setup(config: CenterConfig, db_url: str) -> None:
         raise StartupError(f"cannot use the center's database: {exc}") from exc
     try:
         await create_center_schema(conn)
+        for change in await apply_center_policies(
+            conn,
+            compress_after_days=config.center.compress_after_days,
+            retention_days=config.center.retention_days,
+        ):
+            log.info("center database: %s", change)
     finally:
         await conn.close()
     errors: list[str] = []

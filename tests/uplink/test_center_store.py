@@ -19,7 +19,7 @@ from zerocarbon.batch import MAX_TS_US, Quality, datetime_to_us, us_to_datetime
 from zerocarbon.rows import HourlyCarbon, HourlyLine
 from zerocarbon.storage.database import drop_database, ensure_database, open_pool
 from zerocarbon.uplink import center_readings
-from zerocarbon.uplink.center_schema import create_center_schema
+from zerocarbon.uplink.center_schema import apply_center_policies, create_center_schema
 from zerocarbon.uplink.center_store import CenterStore, InvalidMessage, StoreResult
 from zerocarbon.uplink.messages import (
     AccountsMessage,
@@ -737,3 +737,18 @@ FROM generate_series(0, 2099) AS g;
     finally:
         await conn.close()
         await drop_database(pg_server_url, name)
+
+
+async def test_policies_on_plain_postgresql_change_nothing_and_say_so(
+    center_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = await asyncpg.connect(center_url)
+    try:
+        if await _hypertables_installed(conn):
+            pytest.skip("site_reading_sets is a hypertable here")
+        with caplog.at_level("WARNING"):
+            changes = await apply_center_policies(conn, compress_after_days=7, retention_days=30)
+        assert changes == []
+        assert "center.retention_days = 30 is not applied" in caplog.text
+    finally:
+        await conn.close()

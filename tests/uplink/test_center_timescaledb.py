@@ -8,6 +8,7 @@ reason, where there is no PostgreSQL with TimescaleDB.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ import pytest
 from tests.uplink.test_center_store import expected_rows, stored_rows
 from zerocarbon.batch import datetime_to_us
 from zerocarbon.storage.database import drop_database, ensure_database, open_pool
-from zerocarbon.uplink.center_schema import create_center_schema
+from zerocarbon.uplink.center_schema import apply_center_policies, create_center_schema
 from zerocarbon.uplink.center_store import CenterStore
 from zerocarbon.uplink.messages import ReadingsMessage
 
@@ -136,5 +137,39 @@ FROM generate_series(0, 62999) AS g;
             await conn.fetchval("SELECT count(*) FROM site_reading_sets") == 9_000
         )  # 3 sites x 3,000 ts
         assert await conn.fetchval("SELECT to_regclass('site_readings_v1')") is None
+    finally:
+        await conn.close()
+
+
+async def policies(conn: asyncpg.Connection) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT proc_name, config FROM timescaledb_information.jobs "
+        "WHERE hypertable_name = 'site_reading_sets'"
+    )
+    out: dict[str, str] = {}
+    for r in rows:
+        config = json.loads(r["config"])
+        out[r["proc_name"]] = config.get("compress_after") or config.get("drop_after")
+    return out
+
+
+async def test_the_center_files_policies_are_applied_and_changed(center: str) -> None:
+    conn = await asyncpg.connect(center)
+    try:
+        assert await create_center_schema(conn) is True
+        changes = await apply_center_policies(conn, compress_after_days=7, retention_days=400)
+        assert len(changes) == 2
+        assert await policies(conn) == {
+            "policy_compression": "7 days",
+            "policy_retention": "400 days",
+        }
+        # the same file again changes nothing; a new one replaces or removes them
+        assert await apply_center_policies(conn, compress_after_days=7, retention_days=400) == []
+        changes = await apply_center_policies(conn, compress_after_days=3, retention_days=None)
+        assert changes == [
+            "site_reading_sets compression after 7 days -> 3 days",
+            "site_reading_sets retention after 400 days -> none",
+        ]
+        assert await policies(conn) == {"policy_compression": "3 days"}
     finally:
         await conn.close()

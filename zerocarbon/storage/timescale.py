@@ -222,14 +222,19 @@ async def is_hypertable(conn: asyncpg.Connection, table: str = "readings") -> bo
     )
 
 
-async def _policy_interval(conn: asyncpg.Connection, proc: str, key: str) -> timedelta | None:
+async def policy_interval(
+    conn: asyncpg.Connection, proc: str, key: str, table: str = "readings"
+) -> timedelta | None:
+    """The interval ``key`` of ``table``'s policy job ``proc`` (``policy_compression``:
+    ``compress_after``; ``policy_retention``: ``drop_after``); None: no such policy."""
     value = await conn.fetchval(
         """SELECT (config ->> $2)::interval FROM timescaledb_information.jobs
-           WHERE proc_name = $1 AND hypertable_name = 'readings'
+           WHERE proc_name = $1 AND hypertable_name = $3
              AND hypertable_schema = current_schema()
            ORDER BY job_id LIMIT 1""",
         proc,
         key,
+        table,
     )
     return value if isinstance(value, timedelta) else None
 
@@ -253,8 +258,8 @@ async def hypertable_info(conn: asyncpg.Connection) -> HypertableInfo:
         compressed_chunks=row["compressed"],
         first=row["first"],
         last=row["last"],
-        compress_after=await _policy_interval(conn, "policy_compression", "compress_after"),
-        drop_after=await _policy_interval(conn, "policy_retention", "drop_after"),
+        compress_after=await policy_interval(conn, "policy_compression", "compress_after"),
+        drop_after=await policy_interval(conn, "policy_retention", "drop_after"),
     )
 
 

@@ -48,6 +48,10 @@ class CenterInfo(_Frozen):
     fetch_batch: int = Field(default=256, ge=1, le=10_000)  # messages a worker takes at once
     ack_wait_s: float = Field(default=60.0, ge=5)  # unacknowledged this long: redelivered [s]
     stale_after_s: float = Field(default=120.0, gt=0)  # a site silent this long is stale [s]
+    # TimescaleDB at the center: raw readings' chunks older than this are compressed
+    # (None: never) and dropped (None: kept) [days]
+    compress_after_days: int | None = Field(default=7, ge=1)
+    retention_days: int | None = Field(default=None, ge=1)
     http: CenterHttp = CenterHttp()
 
     @field_validator("nats_urls")

@@ -37,10 +37,11 @@ from datetime import timedelta
 import asyncpg
 
 from zerocarbon.rows import HourlyCarbon, HourlyLine, sql_columns
-from zerocarbon.storage.timescale import enable_timescaledb, is_hypertable
+from zerocarbon.storage.timescale import enable_timescaledb, is_hypertable, policy_interval
 
 __all__ = [
     "CENTER_SCHEMA_VERSION",
+    "apply_center_policies",
     "center_schema_ddl",
     "create_center_schema",
     "readings_hypertable",
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CENTER_LOCK_KEY = 727_101  # advisory lock of the center's schema changes
 CENTER_SCHEMA_VERSION = 2  # 1: a row per reading; 2: a row per (site, ts)
+READINGS_TABLE = "site_reading_sets"
 READINGS_CHUNK = timedelta(days=1)  # TimescaleDB chunk interval of site_reading_sets
 
 
@@ -243,3 +245,45 @@ async def readings_hypertable(conn: asyncpg.Connection) -> bool:
         "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
     )
     return bool(installed) and await is_hypertable(conn, "site_reading_sets")
+
+
+async def apply_center_policies(
+    conn: asyncpg.Connection, *, compress_after_days: int | None, retention_days: int | None
+) -> list[str]:
+    """Make ``site_reading_sets``' TimescaleDB compression and retention policies those
+    of the center file (run at each start: the file may have changed): chunks older
+    than ``compress_after_days`` [days] compressed, older than ``retention_days``
+    [days] dropped, None for neither. Returns what changed. On plain PostgreSQL there
+    are no policies: nothing changes, and a retention asked for is logged as not
+    applied."""
+    if not await readings_hypertable(conn):
+        if retention_days is not None:
+            log.warning(
+                "center.retention_days = %d is not applied: site_reading_sets is a plain "
+                "table (no TimescaleDB at the center), so every reading is kept",
+                retention_days,
+            )
+        return []
+    changes: list[str] = []
+    plans = (
+        ("policy_compression", "compress_after", "compression", compress_after_days),
+        ("policy_retention", "drop_after", "retention", retention_days),
+    )
+    for proc, key, what, days in plans:
+        want = None if days is None else timedelta(days=days)
+        have = await policy_interval(conn, proc, key, READINGS_TABLE)
+        if have == want:
+            continue
+        await conn.execute(f"SELECT remove_{what}_policy('{READINGS_TABLE}', if_exists => true)")
+        if want is not None:
+            await conn.execute(
+                f"SELECT add_{what}_policy('{READINGS_TABLE}', {key} => $1::interval)", want
+            )
+        changes.append(f"site_reading_sets {what} after {_days(have)} -> {_days(want)}")
+    return changes
+
+
+def _days(interval: timedelta | None) -> str:
+    if interval is None:
+        return "none"
+    return f"{interval.days} days" if interval == timedelta(days=interval.days) else str(interval)
