@@ -78,7 +78,7 @@ from zerocarbon.uplink.messages import ReadingsMessage
 from zerocarbon.uplink.reading_sets import (
     READING_SET_COLUMNS,
     encode_reading_sets,
-    group_readings,
+    group_messages,
 )
 
 DATABASE = "zc_bench_center_scaling"
@@ -228,18 +228,14 @@ async def encode_sets(conn: asyncpg.Connection, batch: list[ReadingsMessage]) ->
         (r["site_id"], r["device"], r["metric"]): r["id"]
         for r in await conn.fetch("SELECT id, site_id, device, metric FROM site_series")
     }
-    site_id, series_id = [], []
-    for m in batch:
-        sid = site_ids[m.site]
-        lookup = np.array([series[(sid, d, metric)] for d, metric in m.catalog], dtype=np.int32)
-        site_id.append(np.full(len(m), sid, dtype=np.int32))
-        series_id.append(lookup[m.series])
-    sets = group_readings(
-        np.concatenate(site_id),
-        np.concatenate([m.ts_us for m in batch]),
-        np.concatenate(series_id),
-        np.concatenate([m.value for m in batch]),
-        np.concatenate([m.quality for m in batch]),
+    sids = [site_ids[m.site] for m in batch]
+    sets = group_messages(
+        batch,
+        sids,
+        [
+            np.array([series[(sid, d, metric)] for d, metric in m.catalog], dtype=np.int32)
+            for sid, m in zip(sids, batch, strict=True)
+        ],
     )
     assert sets.readings == sum(len(m) for m in batch), "every (site, ts, series) once"
     return encode_reading_sets(sets)

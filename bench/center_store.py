@@ -26,10 +26,9 @@ another in time. Per run, batch by batch:
 - the same batches stored again (a redelivery: every set is stored, so the batch goes
   through the store's merge path and every reading is skipped);
 - the batches stored anew, each ending with the previous batch's last message (a
-  replay that a message stored before is in: its sets exist, so they go through the
-  store's merge path; as the store probes a message's first and last key only, the
-  primary key refuses the straight COPY of its other sets, and all of the batch is
-  merged); readings/s of new readings.
+  replay that a message stored before is in: the store's probe finds that message's
+  sets stored, so they alone go through its merge path, and the rest of the batch goes
+  straight in); readings/s of new readings.
 
 Rates are readings/s (a reading is one (site, series, ts), of which a set holds 5),
 each the readings of all batches over the wall time of the batches. Prints each rate
@@ -68,7 +67,7 @@ from zerocarbon.uplink.messages import ReadingsMessage
 from zerocarbon.uplink.reading_sets import (
     READING_SET_COLUMNS,
     encode_reading_sets,
-    group_readings,
+    group_messages,
 )
 
 DATABASE = "zc_bench_center"
@@ -127,18 +126,12 @@ async def encode_for_bare(conn: asyncpg.Connection, batch: list[ReadingsMessage]
         )
     }
     site_ids = {r["site"]: r["id"] for r in await conn.fetch("SELECT id, site FROM sites")}
-    site_id = np.concatenate([np.full(len(m), site_ids[m.site], dtype=np.int32) for m in batch])
-    series_id = np.concatenate(
-        [np.array([ids[(m.site, *k)] for k in m.catalog], dtype=np.int32)[m.series] for m in batch]
+    sets = group_messages(
+        batch,
+        [site_ids[m.site] for m in batch],
+        [np.array([ids[(m.site, *k)] for k in m.catalog], dtype=np.int32) for m in batch],
     )
-    sets = group_readings(
-        site_id,
-        np.concatenate([m.ts_us for m in batch]),
-        series_id,
-        np.concatenate([m.value for m in batch]),
-        np.concatenate([m.quality for m in batch]),
-    )
-    assert sets.readings == len(site_id), "every (site, ts, series) once"
+    assert sets.readings == sum(len(m) for m in batch), "every (site, ts, series) once"
     return encode_reading_sets(sets)
 
 

@@ -97,7 +97,7 @@ async def _setup(config: CenterConfig, db_url: str) -> None:
         await create_center_schema(conn)
         for change in await apply_center_policies(
             conn,
-            compress_after_days=config.center.compress_after_days,
+            compress_after_days=config.center.compress_after_days or None,  # 0: never
             retention_days=config.center.retention_days,
         ):
             log.info("center database: %s", change)

@@ -85,6 +85,15 @@ def encode_readings(
     )
 
 
+def copy_buffer(rows_bytes: int) -> bytearray:
+    """Binary COPY data to fill: :data:`HEADER`, ``rows_bytes`` zero bytes for the rows
+    (from offset ``len(HEADER)``), :data:`TRAILER`."""
+    out = bytearray(len(HEADER) + rows_bytes + len(TRAILER))
+    out[: len(HEADER)] = HEADER
+    out[len(out) - len(TRAILER) :] = TRAILER
+    return out
+
+
 def encode_rows(
     dtype: np.dtype[np.void], lengths: Mapping[str, int], columns: Mapping[str, NDArray[Any]]
 ) -> bytearray:
@@ -93,9 +102,7 @@ def encode_rows(
     ``<column>_len``), filled from ``columns`` (equal-length arrays; times already
     relative to :data:`PG_EPOCH_US`), between :data:`HEADER` and :data:`TRAILER`."""
     n = int(next(iter(columns.values())).shape[0]) if columns else 0
-    out = bytearray(len(HEADER) + n * dtype.itemsize + len(TRAILER))
-    out[: len(HEADER)] = HEADER
-    out[len(out) - len(TRAILER) :] = TRAILER
+    out = copy_buffer(n * dtype.itemsize)
     rows = np.frombuffer(out, dtype=dtype, count=n, offset=len(HEADER))
     for name, length in lengths.items():
         rows[name] = length

@@ -49,8 +49,8 @@ class CenterInfo(_Frozen):
     ack_wait_s: float = Field(default=60.0, ge=5)  # unacknowledged this long: redelivered [s]
     stale_after_s: float = Field(default=120.0, gt=0)  # a site silent this long is stale [s]
     # TimescaleDB at the center: raw readings' chunks older than this are compressed
-    # (None: never) and dropped (None: kept) [days]
-    compress_after_days: int | None = Field(default=7, ge=1)
+    # (0: never) and dropped (None, the key left out: kept) [days]
+    compress_after_days: int = Field(default=7, ge=0)
     retention_days: int | None = Field(default=None, ge=1)
     http: CenterHttp = CenterHttp()
 

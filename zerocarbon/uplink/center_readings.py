@@ -40,6 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from zerocarbon.batch import us_to_datetime
+from zerocarbon.uplink.center_schema import READINGS_TABLE
 from zerocarbon.uplink.reading_sets import (
     READING_SET_COLUMNS,
     ReadingSets,
@@ -48,15 +49,15 @@ from zerocarbon.uplink.reading_sets import (
 
 __all__ = ["store_reading_sets"]
 
-TABLE = "site_reading_sets"
-STAGING = "site_reading_sets_in"
+TABLE = READINGS_TABLE
+STAGING = f"{READINGS_TABLE}_in"
 
 _STAGING_DDL = f"""
 CREATE TEMP TABLE IF NOT EXISTS {STAGING} (LIKE {TABLE} INCLUDING DEFAULTS)
 ON COMMIT DELETE ROWS
 """
 _PROBE = f"""
-SELECT k.site_id, k.ts FROM unnest($1::integer[], $2::timestamptz[]) AS k(site_id, ts)
+SELECT k.i FROM unnest($1::integer[], $2::timestamptz[]) WITH ORDINALITY AS k(site_id, ts, i)
 WHERE EXISTS (SELECT 1 FROM {TABLE} r WHERE r.ts = k.ts AND r.site_id = k.site_id)
 """
 _COLUMNS = ", ".join(READING_SET_COLUMNS)
@@ -160,10 +161,10 @@ async def _stored_keys(
     keys = sorted(set(probes))
     if not keys:
         return set()
-    times = [us_to_datetime(ts_us) for _, ts_us in keys]
-    by_time = dict(zip(times, (ts_us for _, ts_us in keys), strict=True))
-    rows = await conn.fetch(_PROBE, [site_id for site_id, _ in keys], times)
-    return {(int(r["site_id"]), by_time[r["ts"]]) for r in rows}
+    rows = await conn.fetch(
+        _PROBE, [site_id for site_id, _ in keys], [us_to_datetime(ts_us) for _, ts_us in keys]
+    )
+    return {keys[int(r["i"]) - 1] for r in rows}
 
 
 async def _merge(conn: asyncpg.Connection, staged: ReadingSets) -> dict[int, int]:

@@ -14,7 +14,7 @@ carry ``site_id``, the column a distributed PostgreSQL would shard on
   PostgreSQL 0.20 CPU-s a million readings and 30 bytes a reading stored, a row per
   reading keyed (ts, site_id, series_id) 1.25 CPU-s and 94 bytes (``docs/center.md``).
   Each (site, ts, series) is stored once: a set that arrives in parts (a message cut
-  inside a poll, a replay) is merged exactly (:mod:`zerocarbon.uplink.center_store`).
+  inside a poll, a replay) is merged exactly (:mod:`zerocarbon.uplink.center_readings`).
   The key leads with the time because live readings arrive newest last, so inserts
   append at the B-tree's right edge.
 - ``site_readings``: a view, one row per reading ``(site_id, series_id, ts, value,

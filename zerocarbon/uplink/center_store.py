@@ -9,14 +9,13 @@ what was new.
 - ``sites`` and ``site_series`` rows are made on first sight (``INSERT .. ON CONFLICT
   DO NOTHING``, then read back) and their ids cached for the worker's life; a cached id
   is only one this worker saw committed.
-- Readings become rows ``(site_id, series_id, ts, value, quality)`` with numpy (a
-  message's catalog index maps to central series ids through one lookup array). New
-  messages go into ``site_readings`` by one binary COPY; messages seen before (a probe
-  of their first and last reading finds them stored), and all of them when the primary
-  key refuses that COPY (a message stored in part, a key twice in the batch), go
-  through a session-local staging table and ``INSERT .. ON CONFLICT DO NOTHING``,
-  which stores each key once (its first copy in the staged rows' order) and counts what
-  was new. ``bench/center_store.py`` measures the paths against a bare COPY.
+- Readings: a message's catalog index maps to central series ids through one lookup
+  array; the batch's readings are grouped per (site, ts) into sets
+  (:mod:`zerocarbon.uplink.reading_sets`) and stored by
+  :mod:`zerocarbon.uplink.center_readings`: each (site, ts, series) once (its first
+  copy in the batch), new sets by one binary COPY, sets of messages found stored merged
+  and what was new counted. ``bench/center_store.py`` measures the paths against a bare
+  COPY.
 - Hourly rows, alerts: upserted by key, a row replaced only by a copy of newer or equal
   revision (``computed_at``; the alert's ``revision``). Device events and issued
   accounts: inserted once by the gateway's id.
@@ -65,7 +64,7 @@ from zerocarbon.uplink.messages import (
     StatusMessage,
     UplinkMessage,
 )
-from zerocarbon.uplink.reading_sets import group_readings
+from zerocarbon.uplink.reading_sets import group_messages
 from zerocarbon.uplink.subjects import check_site_id
 
 __all__ = [
@@ -589,20 +588,15 @@ async def _store_readings(
     if not messages:
         return {}
     site_of_message = [site_ids[m.site] for m in messages]
-    sizes = [len(m) for m in messages]
-    sets = group_readings(
-        np.repeat(np.array(site_of_message, dtype=np.int32), sizes),
-        np.concatenate([m.ts_us for m in messages]),
-        np.concatenate(
-            [
-                lookups[(site_id, id(m.catalog))][1][m.series]
-                for site_id, m in zip(site_of_message, messages, strict=True)
-            ]
-        ),
-        np.concatenate([m.value for m in messages]),
-        np.concatenate([m.quality for m in messages]),
+    sets = group_messages(
+        messages,
+        site_of_message,
+        [
+            lookups[(site_id, id(m.catalog))][1]
+            for site_id, m in zip(site_of_message, messages, strict=True)
+        ],
     )
-    message_of = np.repeat(np.arange(len(messages), dtype=np.int64), sizes)
+    message_of = np.repeat(np.arange(len(messages), dtype=np.int64), [len(m) for m in messages])
     probes = [
         (i, site_id, int(m.ts_us[j]))
         for i, (site_id, m) in enumerate(zip(site_of_message, messages, strict=True))

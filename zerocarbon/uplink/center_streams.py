@@ -4,8 +4,8 @@ pull consumer the ingest workers share.
 :data:`~zerocarbon.uplink.subjects.CENTER_STREAM` keeps what it sourced for
 ``max_age_s`` (limits retention, a week by default: the center's database can be
 refilled from it); the workers' consumer tracks what they acknowledged, which they do
-once a message is committed in the central database. It
-has no subjects of its own; it *sources* each site's stream from the site's JetStream domain
+once a message is committed in the central database. It has no subjects of its own;
+it *sources* each site's stream from the site's JetStream domain
 (``$JS.zc-<site>.API``), delivered over the site's leaf connection on
 ``zcdeliver.<site>`` (the only delivery subject the site's credentials allow it to
 publish). JetStream keeps each source's position, so a site back after a WAN cut is

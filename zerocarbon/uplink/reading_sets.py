@@ -23,6 +23,7 @@ readings takes ``94 + 26 n`` bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -30,12 +31,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from zerocarbon.storage.copy_binary import HEADER, PG_EPOCH_US, TRAILER
+from zerocarbon.storage.copy_binary import HEADER, PG_EPOCH_US, copy_buffer
+from zerocarbon.uplink.messages import ReadingsMessage
 
 __all__ = [
     "READING_SET_COLUMNS",
     "ReadingSets",
     "encode_reading_sets",
+    "group_messages",
     "group_readings",
     "reading_set_dtype",
 ]
@@ -139,6 +142,24 @@ def group_readings(
     )
 
 
+def group_messages(
+    messages: Sequence[ReadingsMessage],
+    site_ids: Sequence[int],
+    catalog_ids: Sequence[NDArray[np.int32]],
+) -> ReadingSets:
+    """The readings of ``messages`` grouped per (site, ts) (:func:`group_readings`),
+    with their central ids: message ``i``'s site is ``site_ids[i]`` and its catalog
+    entry ``k`` the series ``catalog_ids[i][k]``. A set's :attr:`ReadingSets.source`
+    counts the messages' readings in order."""
+    return group_readings(
+        np.repeat(np.asarray(site_ids, dtype=np.int32), [len(m) for m in messages]),
+        np.concatenate([m.ts_us for m in messages]),
+        np.concatenate([ids[m.series] for ids, m in zip(catalog_ids, messages, strict=True)]),
+        np.concatenate([m.value for m in messages]),
+        np.concatenate([m.quality for m in messages]),
+    )
+
+
 def _array_fields(prefix: str, element: str, n: int) -> list[Any]:
     return [
         (f"{prefix}_len", ">i4"),
@@ -180,9 +201,7 @@ def encode_reading_sets(sets: ReadingSets) -> bytearray:
     total = sum(
         int(c) * reading_set_dtype(int(n)).itemsize for n, c in zip(sizes, counts, strict=True)
     )
-    out = bytearray(len(HEADER) + total + len(TRAILER))
-    out[: len(HEADER)] = HEADER
-    out[len(out) - len(TRAILER) :] = TRAILER
+    out = copy_buffer(total)
     offset = len(HEADER)
     for j, n_np in enumerate(sizes):
         n = int(n_np)
